@@ -1,0 +1,44 @@
+//! The transport contract.
+
+use crate::ck::{ckr, Rv};
+
+/// Why a link failed. Each maps to a `CKR_*` the application sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum LinkError {
+    /// Could not reach the HSM.
+    Connect,
+    /// The peer closed the connection or a read/write failed.
+    Io,
+    /// No answer within the configured time.
+    Timeout,
+    /// The peer sent a frame longer than the buffer or the limit.
+    FrameTooLong,
+}
+
+impl LinkError {
+    /// `CKR_DEVICE_ERROR` for every link failure: the HSM is unreachable.
+    pub const fn rv(self) -> Rv {
+        ckr::DEVICE_ERROR
+    }
+}
+
+/// One request frame out, one reply frame in.
+///
+/// `request` is a whole frame (4-byte little-endian length + body, see
+/// [`crate::wire`]). The implementation writes it, then reads one reply frame,
+/// checks its announced length against `reply.len()` (longer is
+/// [`LinkError::FrameTooLong`], and the link must then be considered broken),
+/// and stores the reply *body* (without header) at the start of `reply`,
+/// returning its length. Every read and write is bounded in time.
+pub trait Link {
+    fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError>;
+}
+
+/// Makes links: one per PKCS#11 session.
+pub trait Connector {
+    type Link: Link;
+    /// Open a new connection to the HSM (TCP connect, TLS, ...). The core then
+    /// sends `Hello` and, if the application is logged in, `Login`.
+    fn connect(&self) -> Result<Self::Link, LinkError>;
+}
