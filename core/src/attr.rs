@@ -114,7 +114,7 @@ pub fn check_value(ty: u64, v: &[u8]) -> Result<(), Rv> {
         Kind::Bool if v.len() != 1 => Err(ckr::ATTRIBUTE_VALUE_INVALID),
         Kind::Ulong if v.len() != 8 => Err(ckr::ATTRIBUTE_VALUE_INVALID),
         Kind::Date if !(v.is_empty() || v.len() == 8) => Err(ckr::ATTRIBUTE_VALUE_INVALID),
-        Kind::UlongArray if v.len() % 8 != 0 => Err(ckr::ATTRIBUTE_VALUE_INVALID),
+        Kind::UlongArray if !v.len().is_multiple_of(8) => Err(ckr::ATTRIBUTE_VALUE_INVALID),
         Kind::AttributeArray => Err(ckr::ATTRIBUTE_TYPE_INVALID),
         _ => Ok(()),
     }

@@ -38,7 +38,8 @@ pub trait Link {
 /// Makes links: one per PKCS#11 session.
 pub trait Connector {
     type Link: Link;
-    /// Open a new connection to the HSM (TCP connect, TLS, ...). The core then
-    /// sends `Hello` and, if the application is logged in, `Login`.
-    fn connect(&self) -> Result<Self::Link, LinkError>;
+    /// Open a new connection to the HSM (TCP connect, TLS, ...). `host` is
+    /// the `host[:port]` of a special PIN (`user:password@host`), overriding
+    /// the configured address. The core then sends `Hello` and `Login`.
+    fn connect(&self, host: Option<&str>) -> Result<Self::Link, LinkError>;
 }

@@ -18,7 +18,7 @@ pub enum Hash {
 
 impl Hash {
     /// Digest length in bytes.
-    pub const fn len(self) -> usize {
+    pub const fn size(self) -> usize {
         match self {
             Hash::Sha1 => 20,
             Hash::Sha224 => 28,
@@ -141,7 +141,7 @@ impl Hasher {
     /// enough) and return its length.
     pub fn finish(self, out: &mut [u8; MAX_DIGEST]) -> usize {
         use sha2::Digest;
-        let n = self.hash().len();
+        let n = self.hash().size();
         match self {
             Hasher::Sha1(h) => out[..n].copy_from_slice(&h.finalize()),
             Hasher::Sha224(h) => out[..n].copy_from_slice(&h.finalize()),

@@ -1,1 +1,1505 @@
-pub struct Placeholder;
+//! The token as an application sees it: sessions, login, operations.
+//!
+//! [`Token`] is the one object the C ABI (or firmware) talks to. It is
+//! `Sync`: every method takes `&self`, calls on one session are serialized by
+//! that session's lock, and different sessions run in parallel. The lock type
+//! is chosen by the caller (`R`: a blocking OS mutex on hosts, a spin or
+//! critical-section mutex on firmware).
+//!
+//! Storage is the caller's: the session slots (each with its request and
+//! reply buffers of `BUF` bytes) are handed in as a slice, so the number of
+//! sessions and the frame size are the caller's decision.
+//!
+//! Network use, per call:
+//! - `open_session`, `close_session`, session info, digests and every length
+//!   query cost no round trip (a session connects on first need).
+//! - `login` connects the session (if needed) and authenticates it; other
+//!   sessions authenticate lazily, on their next call, with the credential
+//!   kept (zeroized on logout and drop).
+//! - object functions and `*Init` cost one round trip; single-part `C_Sign`,
+//!   `C_Encrypt`, ... one more (the data goes with the final message); data
+//!   larger than [`MAX_CHUNK`] is streamed in chunks.
+//!
+//! Lock order: a session slot's lock, then the shared state's lock; never the
+//! other way round.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use lock_api::{Mutex, RawMutex};
+
+use crate::ck::{ckr, cks, cku, Rv};
+use crate::link::{Connector, Link};
+use crate::mech::{self, Hash, Hasher, SignPlan, MAX_DIGEST, MAX_DIGEST_INFO};
+use crate::wire::{
+    self, AttrValue, Attribute, KeyInfo, MechParam, Mechanism, Op, Request, Response, Secret,
+    Template, MAX_ATTRS, MAX_CHUNK, MAX_FIND, PROTOCOL_VERSION,
+};
+
+/// Longest user name kept for login.
+pub const MAX_USER: usize = 64;
+/// Longest password kept for login.
+pub const MAX_PASSWORD: usize = 128;
+/// Longest host override from a special PIN (`user:password@host`).
+pub const MAX_HOST: usize = 64;
+
+/// How many bytes of output a call produced, or needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Len {
+    /// The output was written to the caller's buffer; this many bytes.
+    Written(usize),
+    /// No buffer was given (length query) or it was too small: this many
+    /// bytes are needed. The operation stays active. The C ABI turns this into
+    /// `CKR_OK` for a null buffer and `CKR_BUFFER_TOO_SMALL` otherwise.
+    Needed(usize),
+}
+
+/// What `C_GetSessionInfo` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub state: u64,
+    pub flags: u64,
+}
+
+/// Where the credential and target of a login come from.
+#[derive(Clone, Copy, Debug)]
+pub struct LoginConfig<'c> {
+    /// The configured HSM user (`HSMLINK_USER`), if any.
+    pub user: Option<&'c str>,
+    /// With the special-PIN option, the PIN is `user:password@host[:port]`.
+    pub special_pin: bool,
+}
+
+/// A credential kept for lazy re-login; zeroized when dropped.
+struct Credential {
+    user: heapless::String<MAX_USER>,
+    password: [u8; MAX_PASSWORD],
+    password_len: usize,
+    host: heapless::String<MAX_HOST>,
+}
+
+impl Credential {
+    fn password(&self) -> &[u8] {
+        self.password.get(..self.password_len).unwrap_or(&[])
+    }
+}
+
+impl Drop for Credential {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.password);
+        self.password_len = 0;
+    }
+}
+
+/// State shared by all sessions.
+struct Shared {
+    next_session: u32,
+    /// Bumped by every login and logout; a session whose link was
+    /// authenticated under another generation authenticates again.
+    generation: u32,
+    login: Option<(Credential, u64)>,
+}
+
+/// The operation active in a session.
+// Lives inside the session slot; without `alloc` there is nothing to box into.
+#[allow(clippy::large_enum_variant)]
+enum Active {
+    None,
+    Find {
+        batch: heapless::Vec<u64, MAX_FIND>,
+        pos: usize,
+        more: bool,
+    },
+    Digest(Hasher),
+    Crypto(CryptoOp),
+}
+
+struct CryptoOp {
+    op: Op,
+    /// The mechanism the application asked for.
+    mechanism: u64,
+    key: KeyInfo,
+    /// Hash-then-sign: the local hash, and whether its digest is sent as a
+    /// PKCS#1 `DigestInfo`.
+    prehash: Option<(Hasher, bool)>,
+    /// Multi-part (`*Update`) calls were made.
+    multipart: bool,
+    /// Output already computed by the HSM but not yet taken by the
+    /// application (it asked with a buffer too small): `rx[..len]`.
+    pending: Option<Pending>,
+}
+
+/// One open session.
+struct Session {
+    rw: bool,
+    active: Active,
+}
+
+struct SlotInner<L, const BUF: usize> {
+    session: Option<Session>,
+    link: Option<L>,
+    /// The login generation `link` is authenticated under (0: none).
+    link_generation: u32,
+    /// Length of the last reply body in `rx`.
+    reply_len: usize,
+    tx: [u8; BUF],
+    rx: [u8; BUF],
+}
+
+/// Storage for one session: its state, its connection and its two frame
+/// buffers of `BUF` bytes each. `BUF` bounds every message (at least
+/// [`wire::MIN_FRAME`] plus headroom; 16 KiB carries every request of a
+/// PKCS#11 application; firmware that only signs can use 2 KiB).
+pub struct SessionSlot<L, R: RawMutex, const BUF: usize> {
+    /// The session handle living in this slot (0: free). Written under the
+    /// slot lock and the shared lock, read without either for lookup.
+    handle: AtomicU32,
+    inner: Mutex<R, SlotInner<L, BUF>>,
+}
+
+impl<L, R: RawMutex, const BUF: usize> SessionSlot<L, R, BUF> {
+    /// An empty slot; `const` so firmware can place slots in a `static`.
+    pub const fn new() -> Self {
+        SessionSlot {
+            handle: AtomicU32::new(0),
+            inner: Mutex::const_new(
+                R::INIT,
+                SlotInner {
+                    session: None,
+                    link: None,
+                    link_generation: 0,
+                    reply_len: 0,
+                    tx: [0; BUF],
+                    rx: [0; BUF],
+                },
+            ),
+        }
+    }
+}
+
+impl<L, R: RawMutex, const BUF: usize> Default for SessionSlot<L, R, BUF> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The token: sessions over links made by `C`, locks of type `R`.
+pub struct Token<'s, C: Connector, R: RawMutex, const BUF: usize> {
+    connector: C,
+    app: [u8; 16],
+    slots: &'s [SessionSlot<C::Link, R, BUF>],
+    shared: Mutex<R, Shared>,
+    login_config: LoginSettings,
+}
+
+/// Owned copy of [`LoginConfig`].
+struct LoginSettings {
+    user: Option<heapless::String<MAX_USER>>,
+    special_pin: bool,
+}
+
+impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
+    /// A token over `slots` (one per possible session). `app` identifies this
+    /// application instance to the HSM (random per `C_Initialize`): session
+    /// objects are shared by its sessions only. Fails with
+    /// `CKR_ARGUMENTS_BAD` when the configured user name is too long.
+    pub fn new(
+        connector: C,
+        app: [u8; 16],
+        slots: &'s [SessionSlot<C::Link, R, BUF>],
+        login: LoginConfig<'_>,
+    ) -> Result<Self, Rv> {
+        let user = match login.user {
+            Some(u) => Some(heapless::String::try_from(u).map_err(|_| ckr::ARGUMENTS_BAD)?),
+            None => None,
+        };
+        for slot in slots {
+            // Slots may be reused after a previous token (C_Finalize then
+            // C_Initialize): start clean.
+            let mut inner = slot.inner.lock();
+            inner.session = None;
+            inner.link = None;
+            inner.link_generation = 0;
+            slot.handle.store(0, Ordering::Release);
+        }
+        Ok(Token {
+            connector,
+            app,
+            slots,
+            shared: Mutex::new(Shared {
+                next_session: 1,
+                generation: 1,
+                login: None,
+            }),
+            login_config: LoginSettings {
+                user,
+                special_pin: login.special_pin,
+            },
+        })
+    }
+
+    /// The connector, e.g. to read its statistics.
+    pub fn connector(&self) -> &C {
+        &self.connector
+    }
+
+    /// Most sessions that can be open at once.
+    pub fn max_sessions(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Open sessions, and how many of them are read/write.
+    pub fn session_count(&self) -> (usize, usize) {
+        let mut total = 0;
+        let mut rw = 0;
+        for slot in self.slots {
+            if slot.handle.load(Ordering::Acquire) != 0 {
+                total += 1;
+                let inner = slot.inner.lock();
+                if inner.session.as_ref().is_some_and(|s| s.rw) {
+                    rw += 1;
+                }
+            }
+        }
+        (total, rw)
+    }
+
+    /// Whether the application is logged in.
+    pub fn logged_in(&self) -> bool {
+        self.shared.lock().login.is_some()
+    }
+
+    // ----- sessions ---------------------------------------------------------
+
+    /// `C_OpenSession`: no round trip; the session connects on first need.
+    pub fn open_session(&self, rw: bool) -> Result<u64, Rv> {
+        let mut shared = self.shared.lock();
+        let slot = self
+            .slots
+            .iter()
+            .find(|s| s.handle.load(Ordering::Acquire) == 0)
+            .ok_or(ckr::SESSION_COUNT)?;
+        let handle = shared.next_session;
+        shared.next_session = handle.checked_add(1).ok_or(ckr::SESSION_COUNT)?;
+        let mut inner = slot.inner.lock();
+        inner.session = Some(Session {
+            rw,
+            active: Active::None,
+        });
+        inner.link = None;
+        inner.link_generation = 0;
+        slot.handle.store(handle, Ordering::Release);
+        Ok(u64::from(handle))
+    }
+
+    /// `C_CloseSession`: drops the session's connection, and with it the
+    /// session objects it created.
+    pub fn close_session(&self, session: u64) -> Result<(), Rv> {
+        let slot = self.slot(session)?;
+        let mut inner = slot.inner.lock();
+        if slot.handle.load(Ordering::Acquire) as u64 != session || inner.session.is_none() {
+            return Err(ckr::SESSION_HANDLE_INVALID);
+        }
+        inner.session = None;
+        inner.link = None;
+        inner.link_generation = 0;
+        slot.handle.store(0, Ordering::Release);
+        Ok(())
+    }
+
+    /// `C_CloseAllSessions`.
+    pub fn close_all_sessions(&self) {
+        for slot in self.slots {
+            let mut inner = slot.inner.lock();
+            inner.session = None;
+            inner.link = None;
+            inner.link_generation = 0;
+            slot.handle.store(0, Ordering::Release);
+        }
+    }
+
+    /// `C_GetSessionInfo` (state and flags; the slot is always 1).
+    pub fn session_info(&self, session: u64) -> Result<SessionInfo, Rv> {
+        let user_type = self.shared.lock().login.as_ref().map(|(_, t)| *t);
+        self.with_session(session, |_, s| {
+            let state = match (user_type, s.rw) {
+                (Some(cku::SO), true) => cks::RW_SO_FUNCTIONS,
+                (Some(_), true) => cks::RW_USER_FUNCTIONS,
+                (Some(_), false) => cks::RO_USER_FUNCTIONS,
+                (None, true) => cks::RW_PUBLIC_SESSION,
+                (None, false) => cks::RO_PUBLIC_SESSION,
+            };
+            let mut flags = crate::ck::ckf::SERIAL_SESSION;
+            if s.rw {
+                flags |= crate::ck::ckf::RW_SESSION;
+            }
+            Ok(SessionInfo { state, flags })
+        })
+    }
+
+    // ----- login ------------------------------------------------------------
+
+    /// `C_Login`. `CKU_SO` and `CKU_USER` both log in as the configured HSM
+    /// user (the profile has one kind of user). The PIN is the password, or,
+    /// with the special-PIN option, `user:password@host[:port]`.
+    pub fn login(&self, session: u64, user_type: u64, pin: &[u8]) -> Result<(), Rv> {
+        match user_type {
+            cku::SO | cku::USER => {}
+            cku::CONTEXT_SPECIFIC => return Err(ckr::OPERATION_NOT_INITIALIZED),
+            _ => return Err(ckr::USER_TYPE_INVALID),
+        }
+        if let Some((_, t)) = self.shared.lock().login.as_ref() {
+            return Err(if *t == user_type {
+                ckr::USER_ALREADY_LOGGED_IN
+            } else {
+                ckr::USER_ANOTHER_ALREADY_LOGGED_IN
+            });
+        }
+        let cred = self.credential(pin)?;
+        let slot = self.slot(session)?;
+        let mut guard = slot.inner.lock();
+        let inner = &mut *guard;
+        if slot.handle.load(Ordering::Acquire) as u64 != session || inner.session.is_none() {
+            return Err(ckr::SESSION_HANDLE_INVALID);
+        }
+        // Authenticate this session's connection with the new credential.
+        if inner.link.is_some() && inner.link_generation != 0 {
+            // Authenticated under an older login: start afresh.
+            inner.link = None;
+        }
+        self.ensure_connected(inner, host_of(&cred))?;
+        let reply = call(
+            inner,
+            &Request::Login {
+                user: &cred.user,
+                password: Secret(cred.password()),
+            },
+        );
+        match reply.map(|r| matches!(r, Response::Ok)) {
+            Ok(true) => {}
+            Ok(false) => return Err(self.broken(inner)),
+            Err(rv) => return Err(rv),
+        }
+        let mut shared = self.shared.lock();
+        if shared.login.is_some() {
+            // Another thread logged in meanwhile.
+            return Err(ckr::USER_ALREADY_LOGGED_IN);
+        }
+        shared.generation = shared.generation.wrapping_add(1).max(1);
+        inner.link_generation = shared.generation;
+        shared.login = Some((cred, user_type));
+        debug!("login ok");
+        Ok(())
+    }
+
+    /// `C_Logout`: forget the credential and close every session's
+    /// connection, which destroys the application's session objects (all
+    /// objects are private in this profile, and v2.40 destroys private session
+    /// objects at logout).
+    pub fn logout(&self, session: u64) -> Result<(), Rv> {
+        self.with_session(session, |_, _| Ok(()))?;
+        {
+            let mut shared = self.shared.lock();
+            if shared.login.take().is_none() {
+                return Err(ckr::USER_NOT_LOGGED_IN);
+            }
+            shared.generation = shared.generation.wrapping_add(1).max(1);
+        }
+        for slot in self.slots {
+            let mut inner = slot.inner.lock();
+            inner.link = None;
+            inner.link_generation = 0;
+            if let Some(s) = inner.session.as_mut() {
+                s.active = Active::None;
+            }
+        }
+        Ok(())
+    }
+
+    fn credential(&self, pin: &[u8]) -> Result<Credential, Rv> {
+        let mut cred = Credential {
+            user: heapless::String::new(),
+            password: [0; MAX_PASSWORD],
+            password_len: 0,
+            host: heapless::String::new(),
+        };
+        let password: &[u8] = if self.login_config.special_pin {
+            // user:password@host — the password may itself contain ':' but
+            // not '@' after the last '@' (the host never has one).
+            let text = core::str::from_utf8(pin).map_err(|_| ckr::PIN_INCORRECT)?;
+            let (user, rest) = text.split_once(':').ok_or(ckr::PIN_INCORRECT)?;
+            let (password, host) = rest.rsplit_once('@').ok_or(ckr::PIN_INCORRECT)?;
+            if user.is_empty() || host.is_empty() {
+                return Err(ckr::PIN_INCORRECT);
+            }
+            cred.user.push_str(user).map_err(|_| ckr::PIN_LEN_RANGE)?;
+            cred.host.push_str(host).map_err(|_| ckr::PIN_LEN_RANGE)?;
+            password.as_bytes()
+        } else {
+            let user = self
+                .login_config
+                .user
+                .as_ref()
+                .ok_or(ckr::USER_PIN_NOT_INITIALIZED)?;
+            cred.user.push_str(user).map_err(|_| ckr::PIN_LEN_RANGE)?;
+            pin
+        };
+        let dst = cred
+            .password
+            .get_mut(..password.len())
+            .ok_or(ckr::PIN_LEN_RANGE)?;
+        dst.copy_from_slice(password);
+        cred.password_len = password.len();
+        Ok(cred)
+    }
+
+    // ----- objects ----------------------------------------------------------
+
+    /// `C_CreateObject`.
+    pub fn create_object(&self, session: u64, template: &[Attribute<'_>]) -> Result<u64, Rv> {
+        let template = to_template(template)?;
+        self.object_call(session, &Request::CreateObject { template })
+    }
+
+    /// `C_CopyObject`.
+    pub fn copy_object(
+        &self,
+        session: u64,
+        object: u64,
+        template: &[Attribute<'_>],
+    ) -> Result<u64, Rv> {
+        let template = to_template(template)?;
+        self.object_call(session, &Request::CopyObject { object, template })
+    }
+
+    /// `C_DestroyObject`.
+    pub fn destroy_object(&self, session: u64, object: u64) -> Result<(), Rv> {
+        self.with_login(session, |t, inner| {
+            t.expect_ok(inner, &Request::DestroyObject { object })
+        })
+    }
+
+    /// `C_GetObjectSize`.
+    pub fn object_size(&self, session: u64, object: u64) -> Result<u64, Rv> {
+        self.with_login(session, |t, inner| {
+            t.ask(inner, &Request::GetObjectSize { object }, |r| match r {
+                Response::Size(n) => Some(n),
+                _ => None,
+            })
+        })
+    }
+
+    /// `C_GetAttributeValue`: one round trip; `each(i, value)` is called for
+    /// every requested type, in order. The caller applies the PKCS#11 buffer
+    /// rules (it knows the host's layout of each value).
+    pub fn get_attributes(
+        &self,
+        session: u64,
+        object: u64,
+        types: &[u64],
+        mut each: impl FnMut(usize, AttrValue<'_>),
+    ) -> Result<(), Rv> {
+        let types: heapless::Vec<u64, MAX_ATTRS> =
+            heapless::Vec::from_slice(types).map_err(|_| ckr::ARGUMENTS_BAD)?;
+        let n = types.len();
+        self.with_login(session, |t, inner| {
+            let ok = match t.exchange(inner, &Request::GetAttributes { object, types })? {
+                Response::Attributes(v) if v.len() == n => {
+                    for (i, v) in v.into_iter().enumerate() {
+                        each(i, v);
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(t.broken(inner))
+            }
+        })
+    }
+
+    /// `C_SetAttributeValue`.
+    pub fn set_attributes(
+        &self,
+        session: u64,
+        object: u64,
+        template: &[Attribute<'_>],
+    ) -> Result<(), Rv> {
+        let template = to_template(template)?;
+        self.with_login(session, |t, inner| {
+            t.expect_ok(inner, &Request::SetAttributes { object, template })
+        })
+    }
+
+    /// `C_FindObjectsInit`: one round trip that also fetches the first batch.
+    pub fn find_init(&self, session: u64, template: &[Attribute<'_>]) -> Result<(), Rv> {
+        let template = to_template(template)?;
+        self.with_login(session, |t, inner| {
+            idle(inner)?;
+            let request = Request::FindObjects {
+                template,
+                max: MAX_FIND as u32,
+            };
+            let (batch, more) = t.ask(inner, &request, |r| match r {
+                Response::Objects { handles, more } => Some((handles, more)),
+                _ => None,
+            })?;
+            set_active(
+                inner,
+                Active::Find {
+                    batch,
+                    pos: 0,
+                    more,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    /// `C_FindObjects`: fills `out` with up to `out.len()` handles and returns
+    /// how many. A round trip only when the local batch runs out.
+    pub fn find(&self, session: u64, out: &mut [u64]) -> Result<usize, Rv> {
+        self.with_login(session, |t, inner| {
+            let mut n = 0;
+            while n < out.len() {
+                let Some(Session {
+                    active: Active::Find { batch, pos, more },
+                    ..
+                }) = inner.session.as_mut()
+                else {
+                    return Err(ckr::OPERATION_NOT_INITIALIZED);
+                };
+                if let Some(h) = batch.get(*pos) {
+                    if let Some(slot) = out.get_mut(n) {
+                        *slot = *h;
+                    }
+                    *pos += 1;
+                    n += 1;
+                    continue;
+                }
+                if !*more {
+                    break;
+                }
+                let (next, next_more) = t.ask(
+                    inner,
+                    &Request::FindNext {
+                        max: MAX_FIND as u32,
+                    },
+                    |r| match r {
+                        Response::Objects { handles, more } => Some((handles, more)),
+                        _ => None,
+                    },
+                )?;
+                set_active(
+                    inner,
+                    Active::Find {
+                        batch: next,
+                        pos: 0,
+                        more: next_more,
+                    },
+                );
+            }
+            Ok(n)
+        })
+    }
+
+    /// `C_FindObjectsFinal`.
+    pub fn find_final(&self, session: u64) -> Result<(), Rv> {
+        self.with_login(session, |_, inner| match inner.session.as_mut() {
+            Some(s) if matches!(s.active, Active::Find { .. }) => {
+                s.active = Active::None;
+                Ok(())
+            }
+            _ => Err(ckr::OPERATION_NOT_INITIALIZED),
+        })
+    }
+
+    // ----- keys -------------------------------------------------------------
+
+    /// `C_GenerateKey`.
+    pub fn generate_key(
+        &self,
+        session: u64,
+        mechanism: &Mechanism<'_>,
+        template: &[Attribute<'_>],
+    ) -> Result<u64, Rv> {
+        let template = to_template(template)?;
+        self.object_call(
+            session,
+            &Request::GenerateKey {
+                mechanism: *mechanism,
+                template,
+            },
+        )
+    }
+
+    /// `C_GenerateKeyPair`: returns (public, private).
+    pub fn generate_key_pair(
+        &self,
+        session: u64,
+        mechanism: &Mechanism<'_>,
+        public: &[Attribute<'_>],
+        private: &[Attribute<'_>],
+    ) -> Result<(u64, u64), Rv> {
+        let public = to_template(public)?;
+        let private = to_template(private)?;
+        self.with_login(session, |t, inner| {
+            let request = Request::GenerateKeyPair {
+                mechanism: *mechanism,
+                public,
+                private,
+            };
+            t.ask(inner, &request, |r| match r {
+                Response::KeyPair { public, private } => Some((public, private)),
+                _ => None,
+            })
+        })
+    }
+
+    /// `C_WrapKey`.
+    pub fn wrap_key(
+        &self,
+        session: u64,
+        mechanism: &Mechanism<'_>,
+        wrapping_key: u64,
+        key: u64,
+        out: Option<&mut [u8]>,
+    ) -> Result<Len, Rv> {
+        self.with_login(session, |t, inner| {
+            let request = Request::WrapKey {
+                mechanism: *mechanism,
+                wrapping_key,
+                key,
+            };
+            let n = t.data_call(inner, &request)?;
+            match out {
+                Some(o) if o.len() >= n => {
+                    copy_out(o, inner.rx.get(..n))?;
+                    Ok(Len::Written(n))
+                }
+                _ => Ok(Len::Needed(n)),
+            }
+        })
+    }
+
+    /// `C_UnwrapKey`.
+    pub fn unwrap_key(
+        &self,
+        session: u64,
+        mechanism: &Mechanism<'_>,
+        unwrapping_key: u64,
+        wrapped: &[u8],
+        template: &[Attribute<'_>],
+    ) -> Result<u64, Rv> {
+        let template = to_template(template)?;
+        self.object_call(
+            session,
+            &Request::UnwrapKey {
+                mechanism: *mechanism,
+                unwrapping_key,
+                wrapped,
+                template,
+            },
+        )
+    }
+
+    /// `C_DeriveKey`.
+    pub fn derive_key(
+        &self,
+        session: u64,
+        mechanism: &Mechanism<'_>,
+        base_key: u64,
+        template: &[Attribute<'_>],
+    ) -> Result<u64, Rv> {
+        let template = to_template(template)?;
+        self.object_call(
+            session,
+            &Request::DeriveKey {
+                mechanism: *mechanism,
+                base_key,
+                template,
+            },
+        )
+    }
+
+    /// `C_GenerateRandom`, in chunks of at most [`MAX_CHUNK`] bytes.
+    pub fn generate_random(&self, session: u64, out: &mut [u8]) -> Result<(), Rv> {
+        self.with_login(session, |t, inner| {
+            for chunk in out.chunks_mut(MAX_CHUNK) {
+                let request = Request::GenerateRandom {
+                    len: chunk.len() as u32,
+                };
+                let n = t.data_call(inner, &request)?;
+                let got = inner.rx.get(..n).ok_or(ckr::DEVICE_ERROR)?;
+                if got.len() != chunk.len() {
+                    return Err(t.broken(inner));
+                }
+                chunk.copy_from_slice(got);
+            }
+            Ok(())
+        })
+    }
+
+    /// `C_SeedRandom`.
+    pub fn seed_random(&self, session: u64, seed: &[u8]) -> Result<(), Rv> {
+        self.with_login(session, |t, inner| {
+            for chunk in seed.chunks(MAX_CHUNK) {
+                t.expect_ok(inner, &Request::SeedRandom { seed: chunk })?;
+            }
+            Ok(())
+        })
+    }
+
+    // ----- digests (local) --------------------------------------------------
+
+    /// `C_DigestInit`: local, no round trip.
+    pub fn digest_init(&self, session: u64, mechanism: &Mechanism<'_>) -> Result<(), Rv> {
+        let hash = Hash::from_mechanism(mechanism.ty).ok_or(ckr::MECHANISM_INVALID)?;
+        if mechanism.param != MechParam::None {
+            return Err(ckr::MECHANISM_PARAM_INVALID);
+        }
+        self.with_session(session, |inner, _| {
+            idle(inner)?;
+            set_active(inner, Active::Digest(Hasher::new(hash)));
+            Ok(())
+        })
+    }
+
+    /// `C_Digest`. A length query keeps the operation; anything else ends it.
+    pub fn digest(&self, session: u64, data: &[u8], out: Option<&mut [u8]>) -> Result<Len, Rv> {
+        self.with_session(session, |inner, s| {
+            let Active::Digest(h) = &s.active else {
+                return Err(ckr::OPERATION_NOT_INITIALIZED);
+            };
+            let need = h.hash().size();
+            match out {
+                Some(out) if out.len() >= need => {
+                    let mut h = h.clone();
+                    h.update(data);
+                    let mut d = [0u8; MAX_DIGEST];
+                    let n = h.finish(&mut d);
+                    copy_out(out, d.get(..n))?;
+                    set_active(inner, Active::None);
+                    Ok(Len::Written(n))
+                }
+                _ => Ok(Len::Needed(need)),
+            }
+        })
+    }
+
+    /// `C_DigestUpdate`.
+    pub fn digest_update(&self, session: u64, data: &[u8]) -> Result<(), Rv> {
+        self.with_session(session, |_, s| match &mut s.active {
+            Active::Digest(h) => {
+                h.update(data);
+                Ok(())
+            }
+            _ => Err(ckr::OPERATION_NOT_INITIALIZED),
+        })
+    }
+
+    /// `C_DigestFinal`.
+    pub fn digest_final(&self, session: u64, out: Option<&mut [u8]>) -> Result<Len, Rv> {
+        self.digest(session, &[], out)
+    }
+
+    /// `C_DigestKey` is not offered: secret key values never leave the HSM
+    /// to be hashed here.
+    pub fn digest_key(&self, session: u64, _key: u64) -> Result<(), Rv> {
+        self.with_session(session, |_, s| match s.active {
+            Active::Digest(_) => Err(ckr::KEY_INDIGESTIBLE),
+            _ => Err(ckr::OPERATION_NOT_INITIALIZED),
+        })
+    }
+
+    // ----- sign, verify, encrypt, decrypt -----------------------------------
+
+    /// `C_SignInit`, `C_VerifyInit`, `C_EncryptInit`, `C_DecryptInit`: one
+    /// round trip, in which the HSM checks the key and returns what the module
+    /// needs to size outputs. Hash-then-sign mechanisms are sent as their raw
+    /// counterpart; the data is hashed here.
+    pub fn crypto_init(
+        &self,
+        session: u64,
+        op: Op,
+        mechanism: &Mechanism<'_>,
+        key: u64,
+    ) -> Result<(), Rv> {
+        let info = mech::info(mechanism.ty).ok_or(ckr::MECHANISM_INVALID)?;
+        let wanted = match op {
+            Op::Sign => crate::ck::ckf::SIGN,
+            Op::Verify => crate::ck::ckf::VERIFY,
+            Op::Encrypt => crate::ck::ckf::ENCRYPT,
+            Op::Decrypt => crate::ck::ckf::DECRYPT,
+        };
+        if info.flags & wanted == 0 {
+            return Err(ckr::MECHANISM_INVALID);
+        }
+        mech::check_params(mechanism)?;
+        let (sent, prehash) = match (op, mech::sign_plan(mechanism)) {
+            (
+                Op::Sign | Op::Verify,
+                SignPlan::Prehash {
+                    hash,
+                    inner,
+                    digest_info,
+                },
+            ) => (
+                Mechanism {
+                    ty: inner,
+                    param: mechanism.param,
+                },
+                Some((Hasher::new(hash), digest_info)),
+            ),
+            _ => (*mechanism, None),
+        };
+        self.with_login(session, |t, inner| {
+            idle(inner)?;
+            let request = Request::CryptoInit {
+                op,
+                mechanism: sent,
+                key,
+            };
+            let key_info = t
+                .ask(inner, &request, |r| match r {
+                    Response::KeyInfo(k) => Some(k),
+                    _ => None,
+                })
+                .map_err(|rv| match rv {
+                    ckr::OBJECT_HANDLE_INVALID => ckr::KEY_HANDLE_INVALID,
+                    rv => rv,
+                })?;
+            if let Some(wanted) = info.key_type {
+                if !mech::key_type_fits(wanted, key_info.key_type) {
+                    let _ = t.exchange(inner, &Request::CryptoCancel { op });
+                    return Err(ckr::KEY_TYPE_INCONSISTENT);
+                }
+            }
+            set_active(
+                inner,
+                Active::Crypto(CryptoOp {
+                    op,
+                    mechanism: mechanism.ty,
+                    key: key_info,
+                    prehash,
+                    multipart: false,
+                    pending: None,
+                }),
+            );
+            Ok(())
+        })
+    }
+
+    /// Single-part `C_Sign`, `C_Encrypt`, `C_Decrypt`. A null `out` asks for
+    /// the size (no round trip where the size is known locally; the operation
+    /// stays); a short `out` gets [`Len::Needed`] and the operation stays;
+    /// otherwise the operation ends, whether it succeeded or failed.
+    pub fn crypto(
+        &self,
+        session: u64,
+        op: Op,
+        data: &[u8],
+        out: Option<&mut [u8]>,
+    ) -> Result<Len, Rv> {
+        self.with_login(session, |t, inner| {
+            let c = crypto_op(inner, op)?;
+            if c.multipart {
+                return Err(ckr::OPERATION_ACTIVE);
+            }
+            if let Some(p) = c.pending {
+                return deliver_pending(inner, p, out);
+            }
+            let bound = mech::output_len(op, c.mechanism, &c.key, data.len());
+            let streamed = c.prehash.is_none() && data.len() > MAX_CHUNK;
+            let out = match (out, bound) {
+                (None, Some(b)) => return Ok(Len::Needed(b)),
+                (Some(o), Some(b)) if streamed && o.len() < b => return Ok(Len::Needed(b)),
+                (None, None) if streamed => return Err(ckr::DATA_LEN_RANGE),
+                (o, _) => o,
+            };
+            let result = match out {
+                Some(o) if streamed => t.stream_all(inner, op, data, &[], o).map(Len::Written),
+                o => t
+                    .finish(inner, op, data, &[])
+                    .map(|n| (n, o))
+                    .and_then(|(n, o)| deliver(inner, Pending { len: n, ends: true }, o)),
+            };
+            if !matches!(result, Ok(Len::Needed(_))) {
+                set_active(inner, Active::None);
+            }
+            result
+        })
+    }
+
+    /// `C_SignUpdate`, `C_VerifyUpdate`: hashed here for hash-then-sign
+    /// mechanisms, streamed to the HSM otherwise.
+    pub fn crypto_update_no_output(&self, session: u64, op: Op, data: &[u8]) -> Result<(), Rv> {
+        self.with_login(session, |t, inner| {
+            let c = crypto_op(inner, op)?;
+            if c.pending.is_some() {
+                return Err(ckr::OPERATION_ACTIVE);
+            }
+            c.multipart = true;
+            if let Some((h, _)) = c.prehash.as_mut() {
+                h.update(data);
+                return Ok(());
+            }
+            let mut sink = [0u8; 0];
+            let r = t.stream_updates(inner, op, data, &mut sink);
+            if r.is_err() {
+                set_active(inner, Active::None);
+            }
+            r.map(|_| ())
+        })
+    }
+
+    /// `C_EncryptUpdate`, `C_DecryptUpdate`: streamed to the HSM; the output
+    /// ready so far is returned.
+    pub fn crypto_update(
+        &self,
+        session: u64,
+        op: Op,
+        data: &[u8],
+        out: Option<&mut [u8]>,
+    ) -> Result<Len, Rv> {
+        self.with_login(session, |t, inner| {
+            let c = crypto_op(inner, op)?;
+            if let Some(p) = c.pending {
+                return deliver_pending(inner, p, out);
+            }
+            c.multipart = true;
+            // Output of an update is at most the input plus one block.
+            let bound = data.len() + 16;
+            let out = match out {
+                None => return Ok(Len::Needed(bound)),
+                Some(o) if o.len() < bound && data.len() > MAX_CHUNK => {
+                    return Ok(Len::Needed(bound))
+                }
+                Some(o) => o,
+            };
+            let result = if data.len() <= MAX_CHUNK {
+                t.data_call(inner, &Request::CryptoUpdate { op, data })
+                    .and_then(|n| {
+                        deliver(
+                            inner,
+                            Pending {
+                                len: n,
+                                ends: false,
+                            },
+                            Some(out),
+                        )
+                    })
+            } else {
+                t.stream_updates(inner, op, data, out).map(Len::Written)
+            };
+            if result.is_err() {
+                set_active(inner, Active::None);
+            }
+            result
+        })
+    }
+
+    /// `C_SignFinal`, `C_EncryptFinal`, `C_DecryptFinal`.
+    pub fn crypto_final(&self, session: u64, op: Op, out: Option<&mut [u8]>) -> Result<Len, Rv> {
+        self.with_login(session, |t, inner| {
+            let c = crypto_op(inner, op)?;
+            if let Some(p) = c.pending {
+                return deliver_pending(inner, p, out);
+            }
+            let bound = match op {
+                Op::Sign => mech::output_len(op, c.mechanism, &c.key, 0),
+                // What remains buffered is at most one block (GCM: the
+                // whole message on decryption, the tag on encryption).
+                Op::Encrypt | Op::Decrypt => match c.mechanism {
+                    crate::ck::ckm::AES_GCM => None,
+                    _ => Some(16),
+                },
+                Op::Verify => return Err(ckr::OPERATION_NOT_INITIALIZED),
+            };
+            if let (None, Some(b)) = (&out, bound) {
+                return Ok(Len::Needed(b));
+            }
+            let result = t
+                .finish(inner, op, &[], &[])
+                .and_then(|n| deliver(inner, Pending { len: n, ends: true }, out));
+            if !matches!(result, Ok(Len::Needed(_))) {
+                set_active(inner, Active::None);
+            }
+            result
+        })
+    }
+
+    /// `C_Verify`: the operation ends whatever the result.
+    pub fn verify(&self, session: u64, data: &[u8], signature: &[u8]) -> Result<(), Rv> {
+        self.with_login(session, |t, inner| {
+            let c = crypto_op(inner, Op::Verify)?;
+            if c.multipart {
+                return Err(ckr::OPERATION_ACTIVE);
+            }
+            let r = if c.prehash.is_none() && data.len() > MAX_CHUNK {
+                t.stream_all(inner, Op::Verify, data, signature, &mut [])
+            } else {
+                t.finish(inner, Op::Verify, data, signature)
+            };
+            set_active(inner, Active::None);
+            r.map(|_| ())
+        })
+    }
+
+    /// `C_VerifyFinal`: the operation ends whatever the result.
+    pub fn verify_final(&self, session: u64, signature: &[u8]) -> Result<(), Rv> {
+        self.with_login(session, |t, inner| {
+            crypto_op(inner, Op::Verify)?;
+            let r = t.finish(inner, Op::Verify, &[], signature);
+            set_active(inner, Active::None);
+            r.map(|_| ())
+        })
+    }
+
+    // ----- plumbing ---------------------------------------------------------
+
+    /// Finish the active operation on the HSM with its last data (at most
+    /// [`MAX_CHUNK`] bytes, or any size for hash-then-sign mechanisms, which
+    /// are hashed here); the output (if any) is left in `rx[..n]`.
+    fn finish(
+        &self,
+        inner: &mut SlotInner<C::Link, BUF>,
+        op: Op,
+        data: &[u8],
+        signature: &[u8],
+    ) -> Result<usize, Rv> {
+        let c = crypto_op(inner, op)?;
+        let Some((mut h, digest_info)) = c.prehash.take() else {
+            return self.final_call(inner, op, data, signature);
+        };
+        h.update(data);
+        let hash = h.hash();
+        let mut digest = [0u8; MAX_DIGEST];
+        let n = h.finish(&mut digest);
+        let digest = digest.get(..n).ok_or(ckr::GENERAL_ERROR)?;
+        let mut msg = [0u8; MAX_DIGEST_INFO];
+        let mut len = 0;
+        if digest_info {
+            let prefix = hash.digest_info_prefix();
+            copy_out(&mut msg, Some(prefix))?;
+            len = prefix.len();
+        }
+        copy_out(msg.get_mut(len..).ok_or(ckr::GENERAL_ERROR)?, Some(digest))?;
+        len += n;
+        let data = msg.get(..len).ok_or(ckr::GENERAL_ERROR)?;
+        self.final_call(inner, op, data, signature)
+    }
+
+    fn final_call(
+        &self,
+        inner: &mut SlotInner<C::Link, BUF>,
+        op: Op,
+        data: &[u8],
+        signature: &[u8],
+    ) -> Result<usize, Rv> {
+        let request = Request::CryptoFinal {
+            op,
+            data,
+            signature,
+        };
+        let n = self.ask(inner, &request, |r| match r {
+            Response::Data(d) => Some(Some(d.len())),
+            Response::Ok if op == Op::Verify => Some(None),
+            _ => None,
+        })?;
+        match n {
+            Some(n) => move_data_to_front(inner, n),
+            None => Ok(0),
+        }
+    }
+
+    /// Stream `data` as updates, appending their output to `out`; returns
+    /// the bytes written.
+    fn stream_updates(
+        &self,
+        inner: &mut SlotInner<C::Link, BUF>,
+        op: Op,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Rv> {
+        let mut written = 0;
+        for chunk in data.chunks(MAX_CHUNK) {
+            let n = self.data_call(inner, &Request::CryptoUpdate { op, data: chunk })?;
+            let dst = out
+                .get_mut(written..written + n)
+                .ok_or(ckr::BUFFER_TOO_SMALL)?;
+            dst.copy_from_slice(inner.rx.get(..n).ok_or(ckr::DEVICE_ERROR)?);
+            written += n;
+        }
+        Ok(written)
+    }
+
+    /// A whole single-part operation on data larger than one chunk: updates,
+    /// then the final message with the last chunk; all output goes to `out`.
+    fn stream_all(
+        &self,
+        inner: &mut SlotInner<C::Link, BUF>,
+        op: Op,
+        data: &[u8],
+        signature: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Rv> {
+        let split = data.len() - (data.len() - 1) % MAX_CHUNK - 1;
+        let (head, last) = data.split_at(split);
+        let mut written = self.stream_updates(inner, op, head, out)?;
+        let n = self.final_call(inner, op, last, signature)?;
+        let dst = out
+            .get_mut(written..written + n)
+            .ok_or(ckr::BUFFER_TOO_SMALL)?;
+        dst.copy_from_slice(inner.rx.get(..n).ok_or(ckr::DEVICE_ERROR)?);
+        written += n;
+        Ok(written)
+    }
+
+    /// A request answered with `Data`: the data is moved to `rx[..n]`.
+    fn data_call(
+        &self,
+        inner: &mut SlotInner<C::Link, BUF>,
+        request: &Request<'_>,
+    ) -> Result<usize, Rv> {
+        let n = self.ask(inner, request, |r| match r {
+            Response::Data(d) => Some(d.len()),
+            _ => None,
+        })?;
+        move_data_to_front(inner, n)
+    }
+
+    fn expect_ok(
+        &self,
+        inner: &mut SlotInner<C::Link, BUF>,
+        request: &Request<'_>,
+    ) -> Result<(), Rv> {
+        if matches!(self.exchange(inner, request)?, Response::Ok) {
+            Ok(())
+        } else {
+            Err(self.broken(inner))
+        }
+    }
+
+    fn object_call(&self, session: u64, request: &Request<'_>) -> Result<u64, Rv> {
+        self.with_login(session, |t, inner| {
+            t.ask(inner, request, |r| match r {
+                Response::Object(h) => Some(h),
+                _ => None,
+            })
+        })
+    }
+
+    /// One exchange whose reply `pick` turns into a value; a reply it does not
+    /// accept (`None`) is out of protocol and drops the connection.
+    fn ask<T>(
+        &self,
+        inner: &mut SlotInner<C::Link, BUF>,
+        request: &Request<'_>,
+        pick: impl FnOnce(Response<'_>) -> Option<T>,
+    ) -> Result<T, Rv> {
+        let picked = pick(call(inner, request)?);
+        picked.ok_or_else(|| self.broken(inner))
+    }
+
+    /// The HSM answered out of protocol: drop the connection.
+    fn broken(&self, inner: &mut SlotInner<C::Link, BUF>) -> Rv {
+        warn!("unexpected reply from the HSM; dropping the connection");
+        drop_link(inner);
+        ckr::DEVICE_ERROR
+    }
+
+    /// One exchange on an authenticated (or, before login, plain) link.
+    fn exchange<'b>(
+        &self,
+        inner: &'b mut SlotInner<C::Link, BUF>,
+        request: &Request<'_>,
+    ) -> Result<Response<'b>, Rv> {
+        call(inner, request)
+    }
+
+    /// Connect the slot's link if it has none, and say hello.
+    fn ensure_connected(
+        &self,
+        inner: &mut SlotInner<C::Link, BUF>,
+        host: Option<&str>,
+    ) -> Result<(), Rv> {
+        if inner.link.is_some() {
+            return Ok(());
+        }
+        let link = self.connector.connect(host).map_err(|e| e.rv())?;
+        inner.link = Some(link);
+        inner.link_generation = 0;
+        let hello = Request::Hello {
+            version: PROTOCOL_VERSION,
+            max_frame: (BUF - wire::HEADER_LEN) as u32,
+            app: self.app,
+        };
+        match call(inner, &hello)
+            .map(|r| matches!(r, Response::Hello { version, .. } if version == PROTOCOL_VERSION))
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.broken(inner)),
+            Err(rv) => {
+                drop_link(inner);
+                Err(rv)
+            }
+        }
+    }
+
+    /// Make sure the slot's link is connected and authenticated under the
+    /// current login; fails with `CKR_USER_NOT_LOGGED_IN` before login.
+    fn authenticate(&self, inner: &mut SlotInner<C::Link, BUF>) -> Result<(), Rv> {
+        let shared = self.shared.lock();
+        let Some((cred, _)) = shared.login.as_ref() else {
+            return Err(ckr::USER_NOT_LOGGED_IN);
+        };
+        if inner.link.is_some() && inner.link_generation == shared.generation {
+            return Ok(());
+        }
+        if inner.link_generation != 0 {
+            drop_link(inner);
+        }
+        self.ensure_connected(inner, host_of(cred))?;
+        let request = Request::Login {
+            user: &cred.user,
+            password: Secret(cred.password()),
+        };
+        let generation = shared.generation;
+        match call(inner, &request).map(|r| matches!(r, Response::Ok)) {
+            Ok(true) => {
+                inner.link_generation = generation;
+                Ok(())
+            }
+            Ok(false) => Err(self.broken(inner)),
+            Err(ckr::PIN_INCORRECT | ckr::PIN_LOCKED) => {
+                // The password changed or the user was locked since login.
+                drop_link(inner);
+                Err(ckr::USER_NOT_LOGGED_IN)
+            }
+            Err(rv) => {
+                drop_link(inner);
+                Err(rv)
+            }
+        }
+    }
+
+    fn slot(&self, session: u64) -> Result<&SessionSlot<C::Link, R, BUF>, Rv> {
+        let handle = u32::try_from(session).map_err(|_| ckr::SESSION_HANDLE_INVALID)?;
+        if handle == 0 {
+            return Err(ckr::SESSION_HANDLE_INVALID);
+        }
+        self.slots
+            .iter()
+            .find(|s| s.handle.load(Ordering::Acquire) == handle)
+            .ok_or(ckr::SESSION_HANDLE_INVALID)
+    }
+
+    /// Run `f` on an open session, without network.
+    fn with_session<T>(
+        &self,
+        session: u64,
+        f: impl FnOnce(&mut SlotInner<C::Link, BUF>, &mut Session) -> Result<T, Rv>,
+    ) -> Result<T, Rv> {
+        let slot = self.slot(session)?;
+        let mut guard = slot.inner.lock();
+        if slot.handle.load(Ordering::Acquire) as u64 != session {
+            return Err(ckr::SESSION_HANDLE_INVALID);
+        }
+        let inner = &mut *guard;
+        // Take the session out so `f` may use both it and the slot.
+        let mut s = inner.session.take().ok_or(ckr::SESSION_HANDLE_INVALID)?;
+        let r = f(inner, &mut s);
+        if inner.session.is_none() {
+            inner.session = Some(s);
+        }
+        r
+    }
+
+    /// Run `f` on an open session whose link is authenticated.
+    fn with_login<T>(
+        &self,
+        session: u64,
+        f: impl FnOnce(&Self, &mut SlotInner<C::Link, BUF>) -> Result<T, Rv>,
+    ) -> Result<T, Rv> {
+        let slot = self.slot(session)?;
+        let mut guard = slot.inner.lock();
+        let inner = &mut *guard;
+        if slot.handle.load(Ordering::Acquire) as u64 != session || inner.session.is_none() {
+            return Err(ckr::SESSION_HANDLE_INVALID);
+        }
+        let had_link = inner.link.is_some();
+        self.authenticate(inner)?;
+        if !had_link {
+            // A new connection has no operation state on the HSM.
+            if let Some(s) = inner.session.as_mut() {
+                if matches!(s.active, Active::Crypto(_) | Active::Find { .. }) {
+                    s.active = Active::None;
+                }
+            }
+        }
+        f(self, inner)
+    }
+}
+
+fn host_of(cred: &Credential) -> Option<&str> {
+    if cred.host.is_empty() {
+        None
+    } else {
+        Some(cred.host.as_str())
+    }
+}
+
+fn to_template<'a>(attrs: &[Attribute<'a>]) -> Result<Template<'a>, Rv> {
+    for a in attrs {
+        crate::attr::check_value(a.ty, a.value)?;
+    }
+    Template::from_slice(attrs).map_err(|_| ckr::ARGUMENTS_BAD)
+}
+
+fn drop_link<L, const BUF: usize>(inner: &mut SlotInner<L, BUF>) {
+    inner.link = None;
+    inner.link_generation = 0;
+}
+
+fn set_active<L, const BUF: usize>(inner: &mut SlotInner<L, BUF>, active: Active) {
+    if let Some(s) = inner.session.as_mut() {
+        s.active = active;
+    }
+}
+
+/// No operation may be active (`CKR_OPERATION_ACTIVE` otherwise).
+fn idle<L, const BUF: usize>(inner: &SlotInner<L, BUF>) -> Result<(), Rv> {
+    match inner.session.as_ref().map(|s| &s.active) {
+        Some(Active::None) => Ok(()),
+        Some(_) => Err(ckr::OPERATION_ACTIVE),
+        None => Err(ckr::SESSION_HANDLE_INVALID),
+    }
+}
+
+fn crypto_op<L, const BUF: usize>(
+    inner: &mut SlotInner<L, BUF>,
+    op: Op,
+) -> Result<&mut CryptoOp, Rv> {
+    match inner.session.as_mut().map(|s| &mut s.active) {
+        Some(Active::Crypto(c)) if c.op == op => Ok(c),
+        Some(_) => Err(ckr::OPERATION_NOT_INITIALIZED),
+        None => Err(ckr::SESSION_HANDLE_INVALID),
+    }
+}
+
+/// Encode `request`, exchange it, decode the reply (borrowing `rx`).
+/// `Response::Error` becomes `Err`; a broken link is dropped.
+fn call<'b, L: Link, const BUF: usize>(
+    inner: &'b mut SlotInner<L, BUF>,
+    request: &Request<'_>,
+) -> Result<Response<'b>, Rv> {
+    let n = wire::encode_frame(request, &mut inner.tx).map_err(|e| e.rv())?;
+    let link = inner.link.as_mut().ok_or(ckr::DEVICE_ERROR)?;
+    let frame = inner.tx.get(..n).ok_or(ckr::GENERAL_ERROR)?;
+    let got = match link.exchange(frame, &mut inner.rx) {
+        Ok(got) => got,
+        Err(e) => {
+            warn!("link to the HSM failed");
+            drop_link(inner);
+            return Err(e.rv());
+        }
+    };
+    inner.reply_len = got;
+    if got > inner.rx.len() {
+        drop_link(inner);
+        return Err(ckr::DEVICE_ERROR);
+    }
+    let body = inner.rx.get(..got).unwrap_or(&[]);
+    match wire::decode::<Response<'_>>(body) {
+        Ok(Response::Error(rv)) => Err(rv),
+        Ok(r) => Ok(r),
+        Err(_) => {
+            inner.link = None;
+            inner.link_generation = 0;
+            Err(ckr::DEVICE_ERROR)
+        }
+    }
+}
+
+/// After a `Data` reply of `n` bytes, move those bytes to the start of `rx`.
+/// `Data` is the last field of its message, so its bytes end the body.
+fn move_data_to_front<L, const BUF: usize>(
+    inner: &mut SlotInner<L, BUF>,
+    n: usize,
+) -> Result<usize, Rv> {
+    let end = inner.reply_len;
+    let start = end.checked_sub(n).ok_or(ckr::DEVICE_ERROR)?;
+    if end > inner.rx.len() {
+        return Err(ckr::DEVICE_ERROR);
+    }
+    inner.rx.copy_within(start..end, 0);
+    Ok(n)
+}
+
+fn copy_out(out: &mut [u8], src: Option<&[u8]>) -> Result<(), Rv> {
+    let src = src.ok_or(ckr::GENERAL_ERROR)?;
+    out.get_mut(..src.len())
+        .ok_or(ckr::BUFFER_TOO_SMALL)?
+        .copy_from_slice(src);
+    Ok(())
+}
+
+/// Output computed by the HSM and left in `rx[..len]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pending {
+    len: usize,
+    /// Delivering it ends the operation (a final or single-part call).
+    ends: bool,
+}
+
+/// Hand over output now in `rx`: written if `out` holds it; otherwise kept
+/// pending for the next call (the same call again with a larger buffer).
+fn deliver<L, const BUF: usize>(
+    inner: &mut SlotInner<L, BUF>,
+    p: Pending,
+    out: Option<&mut [u8]>,
+) -> Result<Len, Rv> {
+    match out {
+        Some(o) if o.len() >= p.len => {
+            copy_out(o, inner.rx.get(..p.len))?;
+            Ok(Len::Written(p.len))
+        }
+        _ => {
+            if let Some(Session {
+                active: Active::Crypto(c),
+                ..
+            }) = inner.session.as_mut()
+            {
+                c.pending = Some(p);
+            }
+            Ok(Len::Needed(p.len))
+        }
+    }
+}
+
+/// Deliver output computed by an earlier call; ends the operation if that
+/// call was final.
+fn deliver_pending<L, const BUF: usize>(
+    inner: &mut SlotInner<L, BUF>,
+    p: Pending,
+    out: Option<&mut [u8]>,
+) -> Result<Len, Rv> {
+    match out {
+        Some(o) if o.len() >= p.len => {
+            copy_out(o, inner.rx.get(..p.len))?;
+            if p.ends {
+                set_active(inner, Active::None);
+            } else if let Some(Session {
+                active: Active::Crypto(c),
+                ..
+            }) = inner.session.as_mut()
+            {
+                c.pending = None;
+            }
+            Ok(Len::Written(p.len))
+        }
+        _ => Ok(Len::Needed(p.len)),
+    }
+}

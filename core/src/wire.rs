@@ -133,6 +133,8 @@ pub enum Op {
 }
 
 /// A request from the module to the HSM.
+// Messages live briefly on the stack and cannot be boxed without `alloc`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request<'a> {
     /// First message on a connection. `app` identifies the application (one
@@ -304,6 +306,8 @@ pub struct KeyInfo {
 }
 
 /// A reply from the HSM.
+// Messages live briefly on the stack and cannot be boxed without `alloc`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response<'a> {
     Hello {
