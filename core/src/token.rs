@@ -320,8 +320,9 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     /// `C_GetSessionInfo` (state and flags; the slot is always 1).
     pub fn session_info(&self, session: u64) -> Result<SessionInfo, Rv> {
         let user_type = self.shared.lock().login.as_ref().map(|(_, t)| *t);
-        self.with_session(session, |_, s| {
-            let state = match (user_type, s.rw) {
+        self.with_session(session, |inner| {
+            let rw = inner.session.as_ref().is_some_and(|s| s.rw);
+            let state = match (user_type, rw) {
                 (Some(cku::SO), true) => cks::RW_SO_FUNCTIONS,
                 (Some(_), true) => cks::RW_USER_FUNCTIONS,
                 (Some(_), false) => cks::RO_USER_FUNCTIONS,
@@ -329,7 +330,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 (None, false) => cks::RO_PUBLIC_SESSION,
             };
             let mut flags = crate::ck::ckf::SERIAL_SESSION;
-            if s.rw {
+            if rw {
                 flags |= crate::ck::ckf::RW_SESSION;
             }
             Ok(SessionInfo { state, flags })
@@ -396,7 +397,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     /// objects are private in this profile, and v2.40 destroys private session
     /// objects at logout).
     pub fn logout(&self, session: u64) -> Result<(), Rv> {
-        self.with_session(session, |_, _| Ok(()))?;
+        self.with_session(session, |_| Ok(()))?;
         {
             let mut shared = self.shared.lock();
             if shared.login.take().is_none() {
@@ -759,7 +760,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         if mechanism.param != MechParam::None {
             return Err(ckr::MECHANISM_PARAM_INVALID);
         }
-        self.with_session(session, |inner, _| {
+        self.with_session(session, |inner| {
             idle(inner)?;
             set_active(inner, Active::Digest(Hasher::new(hash)));
             Ok(())
@@ -768,8 +769,12 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
 
     /// `C_Digest`. A length query keeps the operation; anything else ends it.
     pub fn digest(&self, session: u64, data: &[u8], out: Option<&mut [u8]>) -> Result<Len, Rv> {
-        self.with_session(session, |inner, s| {
-            let Active::Digest(h) = &s.active else {
+        self.with_session(session, |inner| {
+            let Some(Session {
+                active: Active::Digest(h),
+                ..
+            }) = inner.session.as_ref()
+            else {
                 return Err(ckr::OPERATION_NOT_INITIALIZED);
             };
             let need = h.hash().size();
@@ -790,12 +795,14 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
 
     /// `C_DigestUpdate`.
     pub fn digest_update(&self, session: u64, data: &[u8]) -> Result<(), Rv> {
-        self.with_session(session, |_, s| match &mut s.active {
-            Active::Digest(h) => {
-                h.update(data);
-                Ok(())
+        self.with_session(session, |inner| {
+            match inner.session.as_mut().map(|s| &mut s.active) {
+                Some(Active::Digest(h)) => {
+                    h.update(data);
+                    Ok(())
+                }
+                _ => Err(ckr::OPERATION_NOT_INITIALIZED),
             }
-            _ => Err(ckr::OPERATION_NOT_INITIALIZED),
         })
     }
 
@@ -807,9 +814,11 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     /// `C_DigestKey` is not offered: secret key values never leave the HSM
     /// to be hashed here.
     pub fn digest_key(&self, session: u64, _key: u64) -> Result<(), Rv> {
-        self.with_session(session, |_, s| match s.active {
-            Active::Digest(_) => Err(ckr::KEY_INDIGESTIBLE),
-            _ => Err(ckr::OPERATION_NOT_INITIALIZED),
+        self.with_session(session, |inner| {
+            match inner.session.as_ref().map(|s| &s.active) {
+                Some(Active::Digest(_)) => Err(ckr::KEY_INDIGESTIBLE),
+                _ => Err(ckr::OPERATION_NOT_INITIALIZED),
+            }
         })
     }
 
@@ -914,7 +923,10 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             let streamed = c.prehash.is_none() && data.len() > MAX_CHUNK;
             let out = match (out, bound) {
                 (None, Some(b)) => return Ok(Len::Needed(b)),
-                (Some(o), Some(b)) if streamed && o.len() < b => return Ok(Len::Needed(b)),
+                // Signature sizes are exact: a short buffer is answered here.
+                (Some(o), Some(b)) if (streamed || op == Op::Sign) && o.len() < b => {
+                    return Ok(Len::Needed(b))
+                }
                 (None, None) if streamed => return Err(ckr::DATA_LEN_RANGE),
                 (o, _) => o,
             };
@@ -1300,21 +1312,14 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     fn with_session<T>(
         &self,
         session: u64,
-        f: impl FnOnce(&mut SlotInner<C::Link, BUF>, &mut Session) -> Result<T, Rv>,
+        f: impl FnOnce(&mut SlotInner<C::Link, BUF>) -> Result<T, Rv>,
     ) -> Result<T, Rv> {
         let slot = self.slot(session)?;
         let mut guard = slot.inner.lock();
-        if slot.handle.load(Ordering::Acquire) as u64 != session {
+        if slot.handle.load(Ordering::Acquire) as u64 != session || guard.session.is_none() {
             return Err(ckr::SESSION_HANDLE_INVALID);
         }
-        let inner = &mut *guard;
-        // Take the session out so `f` may use both it and the slot.
-        let mut s = inner.session.take().ok_or(ckr::SESSION_HANDLE_INVALID)?;
-        let r = f(inner, &mut s);
-        if inner.session.is_none() {
-            inner.session = Some(s);
-        }
-        r
+        f(&mut guard)
     }
 
     /// Run `f` on an open session whose link is authenticated.
@@ -1503,3 +1508,7 @@ fn deliver_pending<L, const BUF: usize>(
         _ => Ok(Len::Needed(p.len)),
     }
 }
+
+#[cfg(test)]
+#[path = "token_tests.rs"]
+mod tests;

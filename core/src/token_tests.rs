@@ -1,0 +1,311 @@
+//! The token against a scripted in-memory HSM: call order, round trips,
+//! length queries and the operation states of PKCS#11.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::vec::Vec;
+
+use super::*;
+use crate::ck::{ckk, ckm, cko};
+use crate::link::LinkError;
+use crate::wire::{decode, encode_frame, HEADER_LEN};
+
+/// A fake HSM answering in memory; counts exchanges.
+struct FakeLink {
+    exchanges: Arc<AtomicUsize>,
+    logged_in: bool,
+    op: Option<Op>,
+}
+
+const SIG_LEN: usize = 256;
+
+impl Link for FakeLink {
+    fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError> {
+        self.exchanges.fetch_add(1, Ordering::SeqCst);
+        let req: Request<'_> = decode(&request[HEADER_LEN..]).map_err(|_| LinkError::Io)?;
+        let sig = [0xAB; SIG_LEN];
+        let handles: heapless::Vec<u64, MAX_FIND> = (1..=MAX_FIND as u64).collect();
+        let resp = match req {
+            Request::Hello { .. } => Response::Hello {
+                version: PROTOCOL_VERSION,
+                max_frame: 65536,
+                server: "fake",
+            },
+            Request::Login { password, .. } if password.0 == b"pw" => {
+                self.logged_in = true;
+                Response::Ok
+            }
+            Request::Login { .. } => Response::Error(ckr::PIN_INCORRECT),
+            _ if !self.logged_in => Response::Error(ckr::USER_NOT_LOGGED_IN),
+            Request::CryptoInit { op, key, .. } => {
+                if key != 7 {
+                    Response::Error(ckr::OBJECT_HANDLE_INVALID)
+                } else {
+                    self.op = Some(op);
+                    Response::KeyInfo(KeyInfo {
+                        class: cko::PRIVATE_KEY,
+                        key_type: ckk::RSA,
+                        bits: 2048,
+                    })
+                }
+            }
+            Request::CryptoFinal { op, data, .. } => {
+                if self.op.take() != Some(op) {
+                    Response::Error(ckr::OPERATION_NOT_INITIALIZED)
+                } else if data.len() > MAX_CHUNK {
+                    Response::Error(ckr::DATA_LEN_RANGE)
+                } else {
+                    Response::Data(&sig)
+                }
+            }
+            Request::FindObjects { .. } => Response::Objects {
+                handles: handles.clone(),
+                more: true,
+            },
+            Request::FindNext { .. } => Response::Objects {
+                handles: heapless::Vec::from_slice(&[99]).unwrap(),
+                more: false,
+            },
+            _ => Response::Error(ckr::FUNCTION_NOT_SUPPORTED),
+        };
+        let mut frame = [0u8; 4096];
+        let n = encode_frame(&resp, &mut frame).map_err(|_| LinkError::Io)?;
+        let body = &frame[HEADER_LEN..n];
+        reply[..body.len()].copy_from_slice(body);
+        Ok(body.len())
+    }
+}
+
+struct FakeConnector {
+    exchanges: Arc<AtomicUsize>,
+}
+
+impl Connector for FakeConnector {
+    type Link = FakeLink;
+    fn connect(&self, _host: Option<&str>) -> Result<FakeLink, LinkError> {
+        Ok(FakeLink {
+            exchanges: self.exchanges.clone(),
+            logged_in: false,
+            op: None,
+        })
+    }
+}
+
+type Slot = SessionSlot<FakeLink, spin::Mutex<()>, 4096>;
+
+fn token(
+    slots: &[Slot],
+) -> (
+    Token<'_, FakeConnector, spin::Mutex<()>, 4096>,
+    Arc<AtomicUsize>,
+) {
+    let exchanges = Arc::new(AtomicUsize::new(0));
+    let t = Token::new(
+        FakeConnector {
+            exchanges: exchanges.clone(),
+        },
+        [1; 16],
+        slots,
+        LoginConfig {
+            user: Some("alice"),
+            special_pin: false,
+        },
+    )
+    .unwrap();
+    (t, exchanges)
+}
+
+fn slots() -> Vec<Slot> {
+    (0..4).map(|_| Slot::new()).collect()
+}
+
+const RSA: Mechanism<'static> = Mechanism::plain(ckm::SHA256_RSA_PKCS);
+
+#[test]
+fn opening_sessions_costs_no_round_trip_and_handles_are_not_reused() {
+    let s = slots();
+    let (t, ex) = token(&s);
+    let a = t.open_session(true).unwrap();
+    t.close_session(a).unwrap();
+    let b = t.open_session(false).unwrap();
+    assert_ne!(a, b, "a closed session's handle must not come back");
+    assert_eq!(t.close_session(a), Err(ckr::SESSION_HANDLE_INVALID));
+    assert_eq!(t.close_session(0), Err(ckr::SESSION_HANDLE_INVALID));
+    assert_eq!(ex.load(Ordering::SeqCst), 0);
+    for _ in 0..3 {
+        t.open_session(true).unwrap();
+    }
+    assert_eq!(t.open_session(true), Err(ckr::SESSION_COUNT));
+}
+
+#[test]
+fn object_functions_need_login_and_wrong_pin_is_reported() {
+    let s = slots();
+    let (t, ex) = token(&s);
+    let h = t.open_session(true).unwrap();
+    assert_eq!(
+        t.crypto_init(h, Op::Sign, &RSA, 7),
+        Err(ckr::USER_NOT_LOGGED_IN)
+    );
+    assert_eq!(t.find_init(h, &[]), Err(ckr::USER_NOT_LOGGED_IN));
+    assert_eq!(ex.load(Ordering::SeqCst), 0, "refused locally");
+    assert_eq!(t.login(h, cku::USER, b"bad"), Err(ckr::PIN_INCORRECT));
+    assert!(!t.logged_in());
+    t.login(h, cku::USER, b"pw").unwrap();
+    assert_eq!(
+        t.login(h, cku::USER, b"pw"),
+        Err(ckr::USER_ALREADY_LOGGED_IN)
+    );
+    assert_eq!(
+        t.login(h, cku::SO, b"pw"),
+        Err(ckr::USER_ANOTHER_ALREADY_LOGGED_IN)
+    );
+    assert_eq!(t.session_info(h).unwrap().state, cks::RW_USER_FUNCTIONS);
+    t.logout(h).unwrap();
+    assert_eq!(t.logout(h), Err(ckr::USER_NOT_LOGGED_IN));
+}
+
+#[test]
+fn sign_costs_init_plus_one_exchange_and_length_queries_none() {
+    let s = slots();
+    let (t, ex) = token(&s);
+    let h = t.open_session(true).unwrap();
+    t.login(h, cku::USER, b"pw").unwrap();
+    t.crypto_init(h, Op::Sign, &RSA, 7).unwrap();
+    let before = ex.load(Ordering::SeqCst);
+    assert_eq!(
+        t.crypto(h, Op::Sign, b"msg", None),
+        Ok(Len::Needed(SIG_LEN))
+    );
+    let mut short = [0u8; 10];
+    assert_eq!(
+        t.crypto(h, Op::Sign, b"msg", Some(&mut short)),
+        Ok(Len::Needed(SIG_LEN))
+    );
+    assert_eq!(ex.load(Ordering::SeqCst), before, "size known locally");
+    let mut sig = [0u8; SIG_LEN];
+    assert_eq!(
+        t.crypto(h, Op::Sign, b"msg", Some(&mut sig)),
+        Ok(Len::Written(SIG_LEN))
+    );
+    assert_eq!(sig, [0xAB; SIG_LEN]);
+    assert_eq!(ex.load(Ordering::SeqCst), before + 1);
+    // The operation is over.
+    assert_eq!(
+        t.crypto(h, Op::Sign, b"msg", Some(&mut sig)),
+        Err(ckr::OPERATION_NOT_INITIALIZED)
+    );
+}
+
+#[test]
+fn operation_states_follow_pkcs11() {
+    let s = slots();
+    let (t, _) = token(&s);
+    let h = t.open_session(true).unwrap();
+    t.login(h, cku::USER, b"pw").unwrap();
+    assert_eq!(
+        t.crypto_init(h, Op::Sign, &RSA, 8),
+        Err(ckr::KEY_HANDLE_INVALID)
+    );
+    t.crypto_init(h, Op::Sign, &RSA, 7).unwrap();
+    assert_eq!(
+        t.crypto_init(h, Op::Sign, &RSA, 7),
+        Err(ckr::OPERATION_ACTIVE)
+    );
+    assert_eq!(
+        t.digest_init(h, &Mechanism::plain(ckm::SHA256)),
+        Err(ckr::OPERATION_ACTIVE)
+    );
+    assert_eq!(t.find_init(h, &[]), Err(ckr::OPERATION_ACTIVE));
+    // Multi-part then single-part is refused.
+    t.crypto_update_no_output(h, Op::Sign, b"part").unwrap();
+    let mut sig = [0u8; SIG_LEN];
+    assert_eq!(
+        t.crypto(h, Op::Sign, b"x", Some(&mut sig)),
+        Err(ckr::OPERATION_ACTIVE)
+    );
+    assert_eq!(
+        t.crypto_final(h, Op::Sign, Some(&mut sig)),
+        Ok(Len::Written(SIG_LEN))
+    );
+    assert_eq!(t.find_final(h), Err(ckr::OPERATION_NOT_INITIALIZED));
+    // Unknown mechanism, mechanism that cannot sign.
+    assert_eq!(
+        t.crypto_init(h, Op::Sign, &Mechanism::plain(0x9999), 7),
+        Err(ckr::MECHANISM_INVALID)
+    );
+    assert_eq!(
+        t.crypto_init(h, Op::Sign, &Mechanism::plain(ckm::AES_ECB), 7),
+        Err(ckr::MECHANISM_INVALID)
+    );
+}
+
+#[test]
+fn digest_is_local_and_keeps_the_operation_on_a_length_query() {
+    let s = slots();
+    let (t, ex) = token(&s);
+    let h = t.open_session(true).unwrap();
+    t.digest_init(h, &Mechanism::plain(ckm::SHA256)).unwrap();
+    assert_eq!(t.digest(h, b"abc", None), Ok(Len::Needed(32)));
+    let mut d = [0u8; 32];
+    t.digest_update(h, b"a").unwrap();
+    t.digest_update(h, b"bc").unwrap();
+    assert_eq!(t.digest_final(h, Some(&mut d)), Ok(Len::Written(32)));
+    assert_eq!(d[..4], [0xba, 0x78, 0x16, 0xbf]);
+    assert_eq!(ex.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        t.digest_final(h, Some(&mut d)),
+        Err(ckr::OPERATION_NOT_INITIALIZED)
+    );
+}
+
+#[test]
+fn find_fetches_batches_lazily() {
+    let s = slots();
+    let (t, ex) = token(&s);
+    let h = t.open_session(true).unwrap();
+    t.login(h, cku::USER, b"pw").unwrap();
+    t.find_init(h, &[]).unwrap();
+    let after_init = ex.load(Ordering::SeqCst);
+    let mut out = [0u64; 10];
+    assert_eq!(t.find(h, &mut out), Ok(10));
+    assert_eq!(out[0], 1);
+    assert_eq!(
+        ex.load(Ordering::SeqCst),
+        after_init,
+        "served from the first batch"
+    );
+    let mut rest = [0u64; 100];
+    assert_eq!(t.find(h, &mut rest), Ok(MAX_FIND - 10 + 1));
+    assert_eq!(rest[MAX_FIND - 10], 99);
+    assert_eq!(t.find(h, &mut rest), Ok(0));
+    t.find_final(h).unwrap();
+}
+
+#[test]
+fn special_pin_parses_user_password_and_host() {
+    let s = slots();
+    let t = Token::new(
+        FakeConnector {
+            exchanges: Arc::new(AtomicUsize::new(0)),
+        },
+        [1; 16],
+        &s[..],
+        LoginConfig {
+            user: None,
+            special_pin: true,
+        },
+    )
+    .unwrap();
+    let h = t.open_session(true).unwrap();
+    assert_eq!(
+        t.login(h, cku::USER, b"no-at-sign"),
+        Err(ckr::PIN_INCORRECT)
+    );
+    assert_eq!(
+        t.login(h, cku::USER, b"alice:wrong@h:1"),
+        Err(ckr::PIN_INCORRECT)
+    );
+    t.login(h, cku::USER, b"alice:pw@127.0.0.1:4433").unwrap();
+    assert!(t.logged_in());
+}
