@@ -1,15 +1,21 @@
-//! The core's [`Link`] over `std::net::TcpStream`.
+//! The core's [`Link`] over `std::net::TcpStream`, optionally in TLS 1.3.
 //!
 //! One TCP connection per PKCS#11 session; connect, read and write are all
-//! bounded by timeouts; `TCP_NODELAY` is set so that a request frame leaves at
-//! once. Endpoints are tried in turn, starting after the one used last, so
-//! sessions spread over several HSMs and a dead one is skipped.
+//! bounded by timeouts; `TCP_NODELAY` and TCP keepalive are set. Up to
+//! [`MAX_ENDPOINTS`] HSMs: sessions are spread over the healthy ones (round
+//! robin); an endpoint that fails is marked down and retried after a
+//! back-off that doubles up to a limit, while new sessions go elsewhere.
 #![forbid(unsafe_code)]
 
+pub mod tls;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use tls::ServerAuth;
 
 use hsmlink_core::link::{Connector, Link, LinkError};
 use hsmlink_core::wire::{frame_len, HEADER_LEN};
@@ -22,27 +28,76 @@ pub const MAX_ENDPOINTS: usize = 16;
 /// Timeouts of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
+    /// Longest wait for one TCP connect (and TLS handshake).
     pub connect: Duration,
     /// Longest wait for any read or write; an HSM answer slower than this
     /// fails the call with `CKR_DEVICE_ERROR`.
     pub io: Duration,
+    /// TCP keepalive idle time (probes every third of it after that).
+    pub keepalive: Duration,
+    /// First back-off after an endpoint fails; doubles up to 32 times it.
+    pub retry: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            connect: Duration::from_secs(5),
-            io: Duration::from_secs(60),
+            connect: Duration::from_secs(3),
+            io: Duration::from_secs(30),
+            keepalive: Duration::from_secs(30),
+            retry: Duration::from_secs(1),
         }
     }
 }
 
-/// Makes TCP links to one of several HSM endpoints.
-#[derive(Debug)]
+/// Whether links use TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Security {
+    /// Plain TCP (asked for explicitly, or loopback by default).
+    Plain,
+    /// TLS 1.3, the server authenticated as given.
+    Tls(ServerAuth),
+}
+
+/// Health of one endpoint.
+#[derive(Debug, Default, Clone, Copy)]
+struct Health {
+    failures: u32,
+    down_until: Option<Instant>,
+}
+
+/// Makes links to one of several HSM endpoints.
 pub struct TcpConnector {
     endpoints: Vec<String>,
     timeouts: Timeouts,
     next: AtomicUsize,
+    health: Mutex<Vec<Health>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for TcpConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpConnector")
+            .field("endpoints", &self.endpoints)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Whether every endpoint of `list` names a loopback address (`localhost`,
+/// 127.0.0.0/8, ::1): then plain TCP is the default.
+pub fn all_loopback(list: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .all(|e| {
+            let host = match e.strip_prefix('[') {
+                Some(rest) => rest.split(']').next().unwrap_or(""),
+                None => e.rsplit_once(':').map(|(h, _)| h).unwrap_or(e),
+            };
+            host.eq_ignore_ascii_case("localhost")
+                || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        })
 }
 
 /// A bad endpoint list.
@@ -59,6 +114,15 @@ impl TcpConnector {
     /// `list` is `host:port[,host:port...]` (at most [`MAX_ENDPOINTS`]); a
     /// missing port means 4433.
     pub fn new(list: &str, timeouts: Timeouts) -> Result<Self, ConfigError> {
+        Self::with_security(list, timeouts, Security::Plain)
+    }
+
+    /// Like [`TcpConnector::new`], with TLS when `security` says so.
+    pub fn with_security(
+        list: &str,
+        timeouts: Timeouts,
+        security: Security,
+    ) -> Result<Self, ConfigError> {
         let endpoints: Vec<String> = list
             .split(',')
             .map(str::trim)
@@ -84,11 +148,60 @@ impl TcpConnector {
                 )));
             }
         }
+        let tls = match &security {
+            Security::Plain => None,
+            Security::Tls(auth) => Some(tls::client_config(auth)?),
+        };
         Ok(TcpConnector {
+            health: Mutex::new(vec![Health::default(); endpoints.len()]),
             endpoints,
             timeouts,
             next: AtomicUsize::new(0),
+            tls,
         })
+    }
+
+    /// Whether links use TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    fn mark(&self, index: usize, ok: bool) {
+        let Ok(mut health) = self.health.lock() else {
+            return;
+        };
+        let Some(h) = health.get_mut(index) else {
+            return;
+        };
+        if ok {
+            *h = Health::default();
+        } else {
+            h.failures = h.failures.saturating_add(1);
+            let factor = 1u32 << h.failures.min(6).saturating_sub(1);
+            h.down_until = Some(Instant::now() + self.timeouts.retry * factor);
+        }
+    }
+
+    /// Endpoint indexes in the order to try: healthy ones round robin, then
+    /// those still in back-off (so a call fails only when none answers).
+    fn order(&self) -> Vec<usize> {
+        let n = self.endpoints.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let health = self
+            .health
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|_| vec![Health::default(); n]);
+        let (mut up, down): (Vec<usize>, Vec<usize>) =
+            (0..n).map(|i| (start + i) % n).partition(|&i| {
+                health
+                    .get(i)
+                    .and_then(|h| h.down_until)
+                    .is_none_or(|t| t <= now)
+            });
+        up.extend(down);
+        up
     }
 
     /// The configured endpoints.
@@ -104,7 +217,7 @@ impl TcpConnector {
         let mut last = LinkError::Connect;
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, self.timeouts.connect) {
-                Ok(stream) => return TcpLink::new(stream, self.timeouts.io),
+                Ok(stream) => return self.wrap(stream, endpoint),
                 Err(e) => {
                     log::debug!("connect to {addr} failed: {e}");
                     last = LinkError::Connect;
@@ -112,6 +225,54 @@ impl TcpConnector {
             }
         }
         Err(last)
+    }
+
+    fn wrap(&self, stream: TcpStream, endpoint: &str) -> Result<TcpLink, LinkError> {
+        let t = self.timeouts;
+        stream.set_nodelay(true).map_err(|_| LinkError::Io)?;
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(t.keepalive)
+            .with_interval((t.keepalive / 3).max(Duration::from_secs(1)))
+            .with_retries(3);
+        // Keepalive is best effort: some platforms lack the knobs.
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let Some(config) = &self.tls else {
+            return TcpLink::new(stream, t.io);
+        };
+        // The handshake is bounded by the connect timeout.
+        stream
+            .set_read_timeout(Some(t.connect))
+            .map_err(|_| LinkError::Io)?;
+        stream
+            .set_write_timeout(Some(t.connect))
+            .map_err(|_| LinkError::Io)?;
+        let host = match endpoint.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or(""),
+            None => endpoint
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(endpoint),
+        };
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|_| LinkError::Connect)?;
+        let conn =
+            rustls::ClientConnection::new(config.clone(), name).map_err(|_| LinkError::Connect)?;
+        let mut tls = rustls::StreamOwned::new(conn, stream);
+        while tls.conn.is_handshaking() {
+            if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
+                log::error!("TLS handshake with {endpoint} failed: {e}");
+                return Err(LinkError::Connect);
+            }
+        }
+        tls.sock
+            .set_read_timeout(Some(t.io))
+            .map_err(|_| LinkError::Io)?;
+        tls.sock
+            .set_write_timeout(Some(t.io))
+            .map_err(|_| LinkError::Io)?;
+        Ok(TcpLink {
+            stream: Stream::Tls(Box::new(tls)),
+        })
     }
 }
 
@@ -137,15 +298,19 @@ impl Connector for TcpConnector {
         if let Some(h) = host {
             return self.dial(&with_default_port(h));
         }
-        let n = self.endpoints.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = LinkError::Connect;
-        for i in 0..n {
-            let endpoint = &self.endpoints[(start + i) % n];
+        for i in self.order() {
+            let Some(endpoint) = self.endpoints.get(i) else {
+                continue;
+            };
             match self.dial(endpoint) {
-                Ok(link) => return Ok(link),
+                Ok(link) => {
+                    self.mark(i, true);
+                    return Ok(link);
+                }
                 Err(e) => {
-                    log::warn!("HSM {endpoint} unreachable");
+                    log::warn!("HSM {endpoint} unreachable; trying the next one");
+                    self.mark(i, false);
                     last = e;
                 }
             }
@@ -154,14 +319,52 @@ impl Connector for TcpConnector {
     }
 }
 
-/// One TCP connection to the HSM.
-#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+/// One connection to the HSM.
 pub struct TcpLink {
-    stream: TcpStream,
+    stream: Stream,
+}
+
+impl std::fmt::Debug for TcpLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.stream {
+            Stream::Plain(_) => "TcpLink(plain)",
+            Stream::Tls(_) => "TcpLink(tls)",
+        })
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
 }
 
 impl TcpLink {
-    /// Wrap a connected stream: sets `TCP_NODELAY` and the I/O timeout.
+    /// Wrap a connected plain stream: sets `TCP_NODELAY` and the I/O timeout.
     pub fn new(stream: TcpStream, io_timeout: Duration) -> Result<Self, LinkError> {
         stream.set_nodelay(true).map_err(|_| LinkError::Io)?;
         stream
@@ -170,20 +373,29 @@ impl TcpLink {
         stream
             .set_write_timeout(Some(io_timeout))
             .map_err(|_| LinkError::Io)?;
-        Ok(TcpLink { stream })
+        Ok(TcpLink {
+            stream: Stream::Plain(stream),
+        })
     }
 }
 
 fn io_error(e: std::io::Error) -> LinkError {
     match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => LinkError::Timeout,
-        _ => LinkError::Io,
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            log::error!("the HSM did not answer in time");
+            LinkError::Timeout
+        }
+        _ => {
+            log::warn!("connection to the HSM failed: {e}");
+            LinkError::Io
+        }
     }
 }
 
 impl Link for TcpLink {
     fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError> {
         self.stream.write_all(request).map_err(io_error)?;
+        self.stream.flush().map_err(io_error)?;
         let mut header = [0u8; HEADER_LEN];
         self.stream.read_exact(&mut header).map_err(io_error)?;
         let len = frame_len(header, reply.len()).map_err(|_| LinkError::FrameTooLong)?;
@@ -206,6 +418,36 @@ mod tests {
         assert!(TcpConnector::new("a:notaport", t).is_err());
         let many = vec!["h:1"; 17].join(",");
         assert!(TcpConnector::new(&many, t).is_err());
+    }
+
+    #[test]
+    fn loopback_detection() {
+        assert!(all_loopback("127.0.0.1:1,localhost:2,[::1]:3"));
+        assert!(!all_loopback("127.0.0.1:1,10.0.0.1:2"));
+        assert!(!all_loopback("hsm.example:4433"));
+    }
+
+    #[test]
+    fn failed_endpoint_is_skipped_while_in_back_off() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpConnector::new(
+            &format!("{dead},{}", live.local_addr().unwrap()),
+            Timeouts {
+                retry: Duration::from_secs(60),
+                ..Timeouts::default()
+            },
+        )
+        .unwrap();
+        for _ in 0..4 {
+            c.connect(None).unwrap();
+        }
+        // The dead one failed once and is now last in every order.
+        assert_eq!(c.order().last(), Some(&0));
+        assert_eq!(c.health.lock().unwrap()[0].failures, 1);
     }
 
     #[test]
