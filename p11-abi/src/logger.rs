@@ -1,6 +1,6 @@
-//! The module's logger: `HSMLINK_LOG` sets the level (error, warn, info,
-//! debug, trace, off; default warn), `HSMLINK_LOG_FILE` a file to append to
-//! (default standard error). Installed once; if the host process already has
+//! The module's logger: `HSMLINK_LOG` (or `log` in the config file) sets the
+//! level (error, warn, info, debug, trace, off; default warn),
+//! `HSMLINK_LOG_FILE` a file to append to (default standard error). Installed once; if the host process already has
 //! a `log` logger, that one is used. Nothing logged ever holds a secret.
 
 use std::io::Write;
@@ -40,14 +40,15 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
-pub fn init() {
+/// Install the logger once per process with `level` (default warn) and
+/// `file` (default standard error).
+pub fn init(level: Option<&str>, file: Option<&str>) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let level = std::env::var("HSMLINK_LOG")
-            .ok()
+        let level = level
             .and_then(|v| v.parse::<log::LevelFilter>().ok())
             .unwrap_or(log::LevelFilter::Warn);
-        let file = std::env::var_os("HSMLINK_LOG_FILE").and_then(|p| {
+        let file = file.and_then(|p| {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)

@@ -10,7 +10,9 @@ use hsmlink_core::attr::{kind, Kind};
 use hsmlink_core::ck::{ckr, Rv};
 use hsmlink_core::token::{LoginConfig, SessionSlot, Token};
 use hsmlink_core::wire::Attribute;
-use hsmlink_transport_std::{TcpConnector, TcpLink, Timeouts, DEFAULT_ADDR};
+use hsmlink_transport_std::{
+    all_loopback, Security, ServerAuth, TcpConnector, TcpLink, Timeouts, DEFAULT_ADDR,
+};
 use parking_lot::RwLock;
 
 use crate::types::CK_ULONG;
@@ -55,7 +57,6 @@ pub fn module() -> Result<Arc<Module>, Rv> {
 
 /// `C_Initialize` once the arguments are checked.
 pub fn initialize() -> Result<(), Rv> {
-    crate::logger::init();
     let mut state = STATE.write();
     if let Some(m) = state.as_ref() {
         if m.pid == std::process::id() {
@@ -66,14 +67,21 @@ pub fn initialize() -> Result<(), Rv> {
     }
     // Drop the parent's state (if any) before the slots are reused.
     *state = None;
-    let config = Config::from_env(|k| std::env::var(k).ok()).map_err(|e| {
+    let config = Config::from_env(|k| std::env::var(k).ok());
+    crate::logger::init(
+        config.as_ref().ok().and_then(|c| c.log.as_deref()),
+        config.as_ref().ok().and_then(|c| c.log_file.as_deref()),
+    );
+    let config = config.map_err(|e| {
         log::error!("hsmlink configuration: {e}");
         ckr::GENERAL_ERROR
     })?;
-    let connector = TcpConnector::new(&config.addr, config.timeouts).map_err(|e| {
-        log::error!("hsmlink configuration: {}: {e}", config.addr_key);
-        ckr::GENERAL_ERROR
-    })?;
+    let connector =
+        TcpConnector::with_security(&config.addr, config.timeouts, config.security.clone())
+            .map_err(|e| {
+                log::error!("hsmlink configuration: {}: {e}", config.addr_key);
+                ckr::GENERAL_ERROR
+            })?;
     let mut app = [0u8; 16];
     getrandom::fill(&mut app).map_err(|_| ckr::GENERAL_ERROR)?;
     let token = Token::new(
@@ -105,21 +113,96 @@ pub fn finalize() -> Result<(), Rv> {
     }
 }
 
-/// The module's settings, from the environment.
+/// One setting: its name in the config file and in the environment (ours,
+/// then the vendor's alias).
+struct Key {
+    file: &'static str,
+    env: &'static str,
+    alias: Option<&'static str>,
+}
+
+const KEYS: &[Key] = &[
+    Key {
+        file: "addr",
+        env: "HSMLINK_ADDR",
+        alias: Some("DFENCE_PKCS11_IP"),
+    },
+    Key {
+        file: "user",
+        env: "HSMLINK_USER",
+        alias: Some("DFENCE_PKCS11_USER"),
+    },
+    Key {
+        file: "special_pin",
+        env: "HSMLINK_SPECIAL_PIN",
+        alias: Some("DFENCE_PKCS11_SPECIAL_PWD"),
+    },
+    Key {
+        file: "connect_timeout_ms",
+        env: "HSMLINK_CONNECT_TIMEOUT_MS",
+        alias: None,
+    },
+    Key {
+        file: "timeout_ms",
+        env: "HSMLINK_TIMEOUT_MS",
+        alias: None,
+    },
+    Key {
+        file: "keepalive_s",
+        env: "HSMLINK_KEEPALIVE_S",
+        alias: None,
+    },
+    Key {
+        file: "retry_ms",
+        env: "HSMLINK_RETRY_MS",
+        alias: None,
+    },
+    Key {
+        file: "tls",
+        env: "HSMLINK_TLS",
+        alias: None,
+    },
+    Key {
+        file: "tls_pin",
+        env: "HSMLINK_TLS_PIN",
+        alias: None,
+    },
+    Key {
+        file: "tls_ca",
+        env: "HSMLINK_TLS_CA",
+        alias: None,
+    },
+    Key {
+        file: "log",
+        env: "HSMLINK_LOG",
+        alias: None,
+    },
+    Key {
+        file: "log_file",
+        env: "HSMLINK_LOG_FILE",
+        alias: None,
+    },
+];
+
+/// The module's settings: from the TOML file named by `HSMLINK_CONFIG` (if
+/// any), each overridden by its environment variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub addr: String,
-    /// Which variable gave `addr` (for error messages).
+    /// Which setting gave `addr` (for error messages).
     pub addr_key: &'static str,
     pub user: Option<String>,
     pub special_pin: bool,
     pub timeouts: Timeouts,
+    pub security: Security,
+    pub log: Option<String>,
+    pub log_file: Option<String>,
 }
 
 /// A bad setting: which key and why. Never holds a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    pub key: &'static str,
+    pub key: String,
     pub problem: String,
 }
 
@@ -129,55 +212,164 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-impl Config {
-    /// Read the settings; each has the vendor's name as an alias so existing
-    /// deployments move over unchanged (ours wins when both are set).
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let pick = |ours: &'static str, theirs: &'static str| {
-            get(ours)
-                .map(|v| (ours, v))
-                .or_else(|| get(theirs).map(|v| (theirs, v)))
-        };
-        let (addr_key, addr) = pick("HSMLINK_ADDR", "DFENCE_PKCS11_IP")
-            .unwrap_or(("HSMLINK_ADDR", DEFAULT_ADDR.into()));
-        if addr.trim().is_empty() {
-            return Err(ConfigError {
-                key: addr_key,
-                problem: "empty; want host:port".into(),
-            });
+fn bad(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Read the settings file into (file key -> text value).
+fn read_file(path: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad("HSMLINK_CONFIG", format!("cannot read {path:?}: {e}")))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| bad("HSMLINK_CONFIG", format!("{path:?} is not valid TOML: {e}")))?;
+    let mut out = Vec::new();
+    for (k, v) in table {
+        if !KEYS.iter().any(|key| key.file == k) {
+            return Err(bad(format!("{path}: {k}"), "unknown setting"));
         }
-        let user = pick("HSMLINK_USER", "DFENCE_PKCS11_USER").map(|(_, v)| v);
+        let text = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(a) if k == "addr" => a
+                .iter()
+                .map(|e| e.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    bad(
+                        format!("{path}: {k}"),
+                        "want a list of \"host:port\" strings",
+                    )
+                })?
+                .join(","),
+            other => {
+                return Err(bad(
+                    format!("{path}: {k}"),
+                    format!("unexpected {} value", other.type_str()),
+                ))
+            }
+        };
+        out.push((k, text));
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Read the settings (`get` reads the environment).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let file = match get("HSMLINK_CONFIG") {
+            Some(path) if !path.is_empty() => read_file(&path)?,
+            _ => Vec::new(),
+        };
+        // (name to report, value) of a setting, environment first.
+        let value = |file_key: &str| -> Option<(String, String)> {
+            let key = KEYS.iter().find(|k| k.file == file_key)?;
+            if let Some(v) = get(key.env) {
+                return Some((key.env.to_string(), v));
+            }
+            if let Some(v) = key.alias.and_then(&get) {
+                return Some((key.alias.unwrap_or(key.env).to_string(), v));
+            }
+            file.iter()
+                .find(|(k, _)| k == file_key)
+                .map(|(k, v)| (format!("config file: {k}"), v.clone()))
+        };
+        let (addr_key, addr) = match value("addr") {
+            Some((k, v)) => (
+                if k == "DFENCE_PKCS11_IP" {
+                    "DFENCE_PKCS11_IP"
+                } else {
+                    "HSMLINK_ADDR"
+                },
+                v,
+            ),
+            None => ("HSMLINK_ADDR", DEFAULT_ADDR.to_string()),
+        };
+        if addr.trim().is_empty() {
+            return Err(bad(addr_key, "empty; want host:port"));
+        }
+        let user = value("user").map(|(_, v)| v);
         if let Some(u) = &user {
             if u.is_empty() || u.len() > hsmlink_core::token::MAX_USER {
-                return Err(ConfigError {
-                    key: "HSMLINK_USER",
-                    problem: format!(
+                return Err(bad(
+                    "HSMLINK_USER",
+                    format!(
                         "user name must be 1 to {} bytes",
                         hsmlink_core::token::MAX_USER
                     ),
-                });
+                ));
             }
         }
-        let special_pin = match pick("HSMLINK_SPECIAL_PIN", "DFENCE_PKCS11_SPECIAL_PWD") {
+        let special_pin = match value("special_pin") {
             None => false,
-            Some((key, v)) => parse_bool(&v).ok_or_else(|| ConfigError {
-                key,
-                problem: format!("{v:?} is not a boolean (use 1/0, true/false, yes/no)"),
+            Some((key, v)) => parse_bool(&v).ok_or_else(|| {
+                bad(
+                    key,
+                    format!("{v:?} is not a boolean (use 1/0, true/false, yes/no)"),
+                )
             })?,
         };
         let mut timeouts = Timeouts::default();
-        if let Some(v) = get("HSMLINK_CONNECT_TIMEOUT_MS") {
-            timeouts.connect = parse_ms("HSMLINK_CONNECT_TIMEOUT_MS", &v)?;
+        let ms = |k: &str, max: u64| -> Result<Option<Duration>, ConfigError> {
+            value(k).map(|(key, v)| parse_ms(key, &v, max)).transpose()
+        };
+        if let Some(d) = ms("connect_timeout_ms", 600_000)? {
+            timeouts.connect = d;
         }
-        if let Some(v) = get("HSMLINK_TIMEOUT_MS") {
-            timeouts.io = parse_ms("HSMLINK_TIMEOUT_MS", &v)?;
+        if let Some(d) = ms("timeout_ms", 3_600_000)? {
+            timeouts.io = d;
         }
+        if let Some(d) = ms("retry_ms", 3_600_000)? {
+            timeouts.retry = d;
+        }
+        if let Some((key, v)) = value("keepalive_s") {
+            // Whole seconds: parsed as a count, then taken as seconds.
+            timeouts.keepalive = Duration::from_secs(parse_ms(key, &v, 86_400)?.as_millis() as u64);
+        }
+        let tls = value("tls").map(|(k, v)| (k, v.to_ascii_lowercase()));
+        let auth = match (value("tls_pin"), value("tls_ca")) {
+            (Some(_), Some(_)) => {
+                return Err(bad("HSMLINK_TLS_PIN", "give a pin or a CA file, not both"))
+            }
+            (Some((key, pin)), None) => Some(ServerAuth::Pin(
+                hsmlink_transport_std::tls::parse_pin(&pin).map_err(|e| bad(key, e.0))?,
+            )),
+            (None, Some((_, ca))) => Some(ServerAuth::CaFile(ca)),
+            (None, None) => None,
+        };
+        let want_tls = match tls.as_ref().map(|(k, v)| (k.clone(), v.as_str())) {
+            None | Some((_, "auto")) => !all_loopback(&addr) || auth.is_some(),
+            Some((_, "on" | "1" | "true" | "yes")) => true,
+            Some((_, "off" | "0" | "false" | "no")) => false,
+            Some((key, v)) => return Err(bad(key, format!("{v:?}: want auto, on or off"))),
+        };
+        let security = match (want_tls, auth) {
+            (false, _) => Security::Plain,
+            (true, Some(auth)) => Security::Tls(auth),
+            (true, None) => {
+                return Err(bad(
+                    "HSMLINK_TLS_PIN",
+                    format!(
+                        "TLS is on for {addr} but the server cannot be verified: set \
+                         HSMLINK_TLS_PIN to the fingerprint the server printed, or \
+                         HSMLINK_TLS_CA to a CA file (HSMLINK_TLS=off for plain TCP)"
+                    ),
+                ))
+            }
+        };
         Ok(Config {
             addr,
             addr_key,
             user,
             special_pin,
             timeouts,
+            security,
+            log: value("log").map(|(_, v)| v),
+            log_file: value("log_file").map(|(_, v)| v),
         })
     }
 }
@@ -190,13 +382,14 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-fn parse_ms(key: &'static str, v: &str) -> Result<Duration, ConfigError> {
+/// A whole number in 1..=max, as milliseconds.
+fn parse_ms(key: String, v: &str, max: u64) -> Result<Duration, ConfigError> {
     match v.trim().parse::<u64>() {
-        Ok(ms) if ms > 0 && ms <= 3_600_000 => Ok(Duration::from_millis(ms)),
-        _ => Err(ConfigError {
+        Ok(n) if n > 0 && n <= max => Ok(Duration::from_millis(n)),
+        _ => Err(bad(
             key,
-            problem: format!("{v:?} is not a number of milliseconds in 1..=3600000"),
-        }),
+            format!("{v:?} is not a whole number in 1..={max}"),
+        )),
     }
 }
 
@@ -300,6 +493,7 @@ mod tests {
             ("DFENCE_PKCS11_IP", "10.0.0.1:4433"),
             ("DFENCE_PKCS11_USER", "op"),
             ("DFENCE_PKCS11_SPECIAL_PWD", "1"),
+            ("HSMLINK_TLS", "off"),
         ]))
         .unwrap();
         assert_eq!(c.addr, "10.0.0.1:4433");
@@ -312,6 +506,59 @@ mod tests {
         assert_eq!(e.key, "HSMLINK_SPECIAL_PIN");
         let e = Config::from_env(env(&[("HSMLINK_TIMEOUT_MS", "-3")])).unwrap_err();
         assert_eq!(e.key, "HSMLINK_TIMEOUT_MS");
+    }
+
+    #[test]
+    fn tls_is_on_by_default_off_loopback_and_needs_a_way_to_verify() {
+        let c = Config::from_env(env(&[])).unwrap();
+        assert_eq!(
+            c.security,
+            Security::Plain,
+            "loopback defaults to plain TCP"
+        );
+        let e = Config::from_env(env(&[("HSMLINK_ADDR", "hsm.example:4433")])).unwrap_err();
+        assert_eq!(e.key, "HSMLINK_TLS_PIN");
+        let pin = "AB".repeat(32);
+        let c = Config::from_env(env(&[
+            ("HSMLINK_ADDR", "hsm.example:4433"),
+            ("HSMLINK_TLS_PIN", &pin),
+        ]))
+        .unwrap();
+        assert_eq!(c.security, Security::Tls(ServerAuth::Pin([0xAB; 32])));
+        let c = Config::from_env(env(&[
+            ("HSMLINK_ADDR", "hsm.example:4433"),
+            ("HSMLINK_TLS", "off"),
+        ]))
+        .unwrap();
+        assert_eq!(c.security, Security::Plain, "plain only when asked for");
+        let e = Config::from_env(env(&[("HSMLINK_TLS", "sometimes")])).unwrap_err();
+        assert_eq!(e.key, "HSMLINK_TLS");
+    }
+
+    #[test]
+    fn config_file_with_environment_winning() {
+        let dir = std::env::temp_dir().join(format!("hsmlink-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hsmlink.toml");
+        std::fs::write(
+            &path,
+            "addr = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\nuser = \"filer\"\ntimeout_ms = 500\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::from_env(env(&[("HSMLINK_CONFIG", p), ("HSMLINK_USER", "envy")])).unwrap();
+        assert_eq!(c.addr, "127.0.0.1:1,127.0.0.1:2");
+        assert_eq!(c.user.as_deref(), Some("envy"));
+        assert_eq!(c.timeouts.io, Duration::from_millis(500));
+        std::fs::write(&path, "adress = \"x:1\"\n").unwrap();
+        let e = Config::from_env(env(&[("HSMLINK_CONFIG", p)])).unwrap_err();
+        assert!(e.key.ends_with("adress"), "{e}");
+        std::fs::write(&path, "timeout_ms = \"soon\"\n").unwrap();
+        let e = Config::from_env(env(&[("HSMLINK_CONFIG", p)])).unwrap_err();
+        assert!(e.key.contains("timeout_ms"), "{e}");
+        let e = Config::from_env(env(&[("HSMLINK_CONFIG", "/nonexistent/x.toml")])).unwrap_err();
+        assert_eq!(e.key, "HSMLINK_CONFIG");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
