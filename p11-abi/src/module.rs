@@ -499,8 +499,12 @@ mod tests {
         assert_eq!(c.addr, "10.0.0.1:4433");
         assert_eq!(c.user.as_deref(), Some("op"));
         assert!(c.special_pin);
-        let c =
-            Config::from_env(env(&[("HSMLINK_ADDR", "a:1"), ("DFENCE_PKCS11_IP", "b:2")])).unwrap();
+        let c = Config::from_env(env(&[
+            ("HSMLINK_ADDR", "a:1"),
+            ("DFENCE_PKCS11_IP", "b:2"),
+            ("HSMLINK_TLS", "off"),
+        ]))
+        .unwrap();
         assert_eq!(c.addr, "a:1", "our variable wins over the vendor alias");
         let e = Config::from_env(env(&[("HSMLINK_SPECIAL_PIN", "maybe")])).unwrap_err();
         assert_eq!(e.key, "HSMLINK_SPECIAL_PIN");
