@@ -41,6 +41,13 @@ pub const MAX_USER: usize = 64;
 pub const MAX_PASSWORD: usize = 128;
 /// Longest host override from a special PIN (`user:password@host`).
 pub const MAX_HOST: usize = 64;
+/// Bytes kept per session for the encoded mechanism of an operation that
+/// starts in the same exchange as its data; larger parameters (a long GCM
+/// AAD) make the operation start with its own exchange instead.
+pub const MECH_BUF: usize = 512;
+/// Keys whose checks the module remembers (per key and operation), so that
+/// `C_SignInit` and the like need no exchange after the first use.
+pub const KEY_CACHE: usize = 64;
 
 /// How many bytes of output a call produced, or needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +124,15 @@ struct CryptoOp {
     op: Op,
     /// The mechanism the application asked for.
     mechanism: u64,
+    /// The key's handle and what the HSM said of it.
+    handle: u64,
     key: KeyInfo,
+    /// The HSM holds this operation (`CryptoInit` was sent). When false, the
+    /// operation was checked locally from the key cache, and the mechanism
+    /// sent to the HSM waits in the slot's `mech` buffer: the operation goes
+    /// out with its data in one `CryptoOneShot`, or as `CryptoInit` before
+    /// the first update.
+    remote: bool,
     /// Hash-then-sign: the local hash, and whether its digest is sent as a
     /// PKCS#1 `DigestInfo`.
     prehash: Option<(Hasher, bool)>,
@@ -141,6 +156,9 @@ struct SlotInner<L, const BUF: usize> {
     link_generation: u32,
     /// Length of the last reply body in `rx`.
     reply_len: usize,
+    /// The encoded mechanism of a locally initialized operation.
+    mech: [u8; MECH_BUF],
+    mech_len: usize,
     tx: [u8; BUF],
     rx: [u8; BUF],
 }
@@ -168,6 +186,8 @@ impl<L, R: RawMutex, const BUF: usize> SessionSlot<L, R, BUF> {
                     link: None,
                     link_generation: 0,
                     reply_len: 0,
+                    mech: [0; MECH_BUF],
+                    mech_len: 0,
                     tx: [0; BUF],
                     rx: [0; BUF],
                 },
@@ -188,7 +208,46 @@ pub struct Token<'s, C: Connector, R: RawMutex, const BUF: usize> {
     app: [u8; 16],
     slots: &'s [SessionSlot<C::Link, R, BUF>],
     shared: Mutex<R, Shared>,
+    keys: Mutex<R, KeyCache>,
     login_config: LoginSettings,
+}
+
+/// What the HSM said of keys already used: (handle, operation, key info).
+/// Handles are never reused by the HSM, so an entry can only go stale by the
+/// key being destroyed or changed, which the HSM then reports at the first
+/// exchange of the operation.
+struct KeyCache {
+    entries: heapless::Deque<(u64, Op, KeyInfo), KEY_CACHE>,
+}
+
+impl KeyCache {
+    fn get(&self, handle: u64, op: Op) -> Option<KeyInfo> {
+        self.entries
+            .iter()
+            .find(|(h, o, _)| *h == handle && *o == op)
+            .map(|(_, _, k)| *k)
+    }
+
+    fn put(&mut self, handle: u64, op: Op, key: KeyInfo) {
+        if self.get(handle, op).is_some() {
+            return;
+        }
+        if self.entries.is_full() {
+            self.entries.pop_front();
+        }
+        let _ = self.entries.push_back((handle, op, key));
+    }
+
+    fn forget(&mut self, handle: u64) {
+        let n = self.entries.len();
+        for _ in 0..n {
+            if let Some(e) = self.entries.pop_front() {
+                if e.0 != handle {
+                    let _ = self.entries.push_back(e);
+                }
+            }
+        }
+    }
 }
 
 /// Owned copy of [`LoginConfig`].
@@ -229,6 +288,9 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 next_session: 1,
                 generation: 1,
                 login: None,
+            }),
+            keys: Mutex::new(KeyCache {
+                entries: heapless::Deque::new(),
             }),
             login_config: LoginSettings {
                 user,
@@ -405,6 +467,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             }
             shared.generation = shared.generation.wrapping_add(1).max(1);
         }
+        self.keys.lock().entries.clear();
         for slot in self.slots {
             let mut inner = slot.inner.lock();
             inner.link = None;
@@ -474,6 +537,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
 
     /// `C_DestroyObject`.
     pub fn destroy_object(&self, session: u64, object: u64) -> Result<(), Rv> {
+        self.keys.lock().forget(object);
         self.with_login(session, |t, inner| {
             t.expect_ok(inner, &Request::DestroyObject { object })
         })
@@ -528,6 +592,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         template: &[Attribute<'_>],
     ) -> Result<(), Rv> {
         let template = to_template(template)?;
+        self.keys.lock().forget(object);
         self.with_login(session, |t, inner| {
             t.expect_ok(inner, &Request::SetAttributes { object, template })
         })
@@ -865,32 +930,54 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         };
         self.with_login(session, |t, inner| {
             idle(inner)?;
-            let request = Request::CryptoInit {
-                op,
-                mechanism: sent,
-                key,
+            let cached = t.keys.lock().get(key, op);
+            // Keep the mechanism to send it with the data, if it fits.
+            let kept = match (cached, wire::encode_frame(&sent, &mut inner.mech)) {
+                (Some(k), Ok(n)) => Some((k, n)),
+                _ => None,
             };
-            let key_info = t
-                .ask(inner, &request, |r| match r {
-                    Response::KeyInfo(k) => Some(k),
-                    _ => None,
-                })
-                .map_err(|rv| match rv {
-                    ckr::OBJECT_HANDLE_INVALID => ckr::KEY_HANDLE_INVALID,
-                    rv => rv,
-                })?;
+            let (key_info, remote) = match kept {
+                Some((k, n)) => {
+                    inner.mech_len = n;
+                    (k, false)
+                }
+                None => {
+                    let request = Request::CryptoInit {
+                        op,
+                        mechanism: sent,
+                        key,
+                    };
+                    let k = t
+                        .ask(inner, &request, |r| match r {
+                            Response::KeyInfo(k) => Some(k),
+                            _ => None,
+                        })
+                        .map_err(|rv| match rv {
+                            ckr::OBJECT_HANDLE_INVALID => ckr::KEY_HANDLE_INVALID,
+                            rv => rv,
+                        })?;
+                    (k, true)
+                }
+            };
             if let Some(wanted) = info.key_type {
                 if !mech::key_type_fits(wanted, key_info.key_type) {
-                    let _ = t.exchange(inner, &Request::CryptoCancel { op });
+                    if remote {
+                        let _ = t.exchange(inner, &Request::CryptoCancel { op });
+                    }
                     return Err(ckr::KEY_TYPE_INCONSISTENT);
                 }
+            }
+            if remote {
+                t.keys.lock().put(key, op, key_info);
             }
             set_active(
                 inner,
                 Active::Crypto(CryptoOp {
                     op,
                     mechanism: mechanism.ty,
+                    handle: key,
                     key: key_info,
+                    remote,
                     prehash,
                     multipart: false,
                     pending: None,
@@ -898,6 +985,52 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             );
             Ok(())
         })
+    }
+
+    /// Start a locally initialized operation on the HSM (before its first
+    /// update): send the kept mechanism as `CryptoInit`.
+    fn go_remote(&self, inner: &mut SlotInner<C::Link, BUF>, op: Op) -> Result<(), Rv> {
+        let c = crypto_op(inner, op)?;
+        if c.remote {
+            return Ok(());
+        }
+        let key = c.handle;
+        let mut kept = [0u8; MECH_BUF];
+        let n = inner.mech_len.min(MECH_BUF);
+        kept[..n].copy_from_slice(&inner.mech[..n]);
+        let mechanism: Mechanism<'_> =
+            wire::decode(kept.get(wire::HEADER_LEN..n).ok_or(ckr::GENERAL_ERROR)?)
+                .map_err(|_| ckr::GENERAL_ERROR)?;
+        let request = Request::CryptoInit { op, mechanism, key };
+        let r = self.ask(inner, &request, |r| match r {
+            Response::KeyInfo(_) => Some(()),
+            _ => None,
+        });
+        self.check_key(key, r)?;
+        if let Ok(c) = crypto_op(inner, op) {
+            c.remote = true;
+        }
+        Ok(())
+    }
+
+    /// Forget a cached key the HSM refused.
+    fn check_key<T>(&self, key: u64, r: Result<T, Rv>) -> Result<T, Rv> {
+        match r {
+            Err(
+                rv @ (ckr::KEY_HANDLE_INVALID
+                | ckr::OBJECT_HANDLE_INVALID
+                | ckr::KEY_FUNCTION_NOT_PERMITTED
+                | ckr::KEY_TYPE_INCONSISTENT),
+            ) => {
+                self.keys.lock().forget(key);
+                Err(if rv == ckr::OBJECT_HANDLE_INVALID {
+                    ckr::KEY_HANDLE_INVALID
+                } else {
+                    rv
+                })
+            }
+            r => r,
+        }
     }
 
     /// Single-part `C_Sign`, `C_Encrypt`, `C_Decrypt`. A null `out` asks for
@@ -991,7 +1124,8 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 Some(o) => o,
             };
             let result = if data.len() <= MAX_CHUNK {
-                t.data_call(inner, &Request::CryptoUpdate { op, data })
+                t.go_remote(inner, op)
+                    .and_then(|_| t.data_call(inner, &Request::CryptoUpdate { op, data }))
                     .and_then(|n| {
                         deliver(
                             inner,
@@ -1110,16 +1244,35 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         data: &[u8],
         signature: &[u8],
     ) -> Result<usize, Rv> {
-        let request = Request::CryptoFinal {
-            op,
-            data,
-            signature,
+        let c = crypto_op(inner, op)?;
+        let (remote, key) = (c.remote, c.handle);
+        let mut kept = [0u8; MECH_BUF];
+        let request = if remote {
+            Request::CryptoFinal {
+                op,
+                data,
+                signature,
+            }
+        } else {
+            let n = inner.mech_len.min(MECH_BUF);
+            kept[..n].copy_from_slice(&inner.mech[..n]);
+            let mechanism: Mechanism<'_> =
+                wire::decode(kept.get(wire::HEADER_LEN..n).ok_or(ckr::GENERAL_ERROR)?)
+                    .map_err(|_| ckr::GENERAL_ERROR)?;
+            Request::CryptoOneShot {
+                op,
+                mechanism,
+                key,
+                data,
+                signature,
+            }
         };
         let n = self.ask(inner, &request, |r| match r {
             Response::Data(d) => Some(Some(d.len())),
             Response::Ok if op == Op::Verify => Some(None),
             _ => None,
-        })?;
+        });
+        let n = if remote { n } else { self.check_key(key, n) }?;
         match n {
             Some(n) => move_data_to_front(inner, n),
             None => Ok(0),
@@ -1135,6 +1288,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         data: &[u8],
         out: &mut [u8],
     ) -> Result<usize, Rv> {
+        self.go_remote(inner, op)?;
         let mut written = 0;
         for chunk in data.chunks(MAX_CHUNK) {
             let n = self.data_call(inner, &Request::CryptoUpdate { op, data: chunk })?;

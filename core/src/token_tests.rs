@@ -58,6 +58,16 @@ impl Link for FakeLink {
                     Response::Data(&sig)
                 }
             }
+            Request::CryptoOneShot { key, data, .. } => {
+                if key != 7 {
+                    Response::Error(ckr::KEY_HANDLE_INVALID)
+                } else if data.len() > MAX_CHUNK {
+                    Response::Error(ckr::DATA_LEN_RANGE)
+                } else {
+                    Response::Data(&sig)
+                }
+            }
+            Request::DestroyObject { .. } => Response::Ok,
             Request::FindObjects { .. } => Response::Objects {
                 handles: handles.clone(),
                 more: true,
@@ -308,4 +318,46 @@ fn special_pin_parses_user_password_and_host() {
     );
     t.login(h, cku::USER, b"alice:pw@127.0.0.1:4433").unwrap();
     assert!(t.logged_in());
+}
+
+#[test]
+fn a_key_used_once_signs_in_one_exchange_per_signature() {
+    let s = slots();
+    let (t, ex) = token(&s);
+    let h = t.open_session(true).unwrap();
+    t.login(h, cku::USER, b"pw").unwrap();
+    let mut sig = [0u8; SIG_LEN];
+    t.crypto_init(h, Op::Sign, &RSA, 7).unwrap();
+    t.crypto(h, Op::Sign, b"one", Some(&mut sig)).unwrap();
+    for _ in 0..3 {
+        let before = ex.load(Ordering::SeqCst);
+        t.crypto_init(h, Op::Sign, &RSA, 7).unwrap();
+        assert_eq!(
+            ex.load(Ordering::SeqCst),
+            before,
+            "init checked from the cache"
+        );
+        assert_eq!(
+            t.crypto(h, Op::Sign, b"msg", None),
+            Ok(Len::Needed(SIG_LEN))
+        );
+        assert_eq!(
+            t.crypto(h, Op::Sign, b"msg", Some(&mut sig)),
+            Ok(Len::Written(SIG_LEN))
+        );
+        assert_eq!(
+            ex.load(Ordering::SeqCst),
+            before + 1,
+            "one exchange per signature"
+        );
+    }
+    // A multi-part operation that needs the HSM starts it before the update.
+    t.crypto_init(h, Op::Sign, &Mechanism::plain(ckm::RSA_PKCS), 7)
+        .unwrap();
+    t.crypto_final(h, Op::Sign, Some(&mut sig)).unwrap();
+    // A destroyed key is forgotten: the next init asks the HSM again.
+    t.destroy_object(h, 7).unwrap();
+    let before = ex.load(Ordering::SeqCst);
+    t.crypto_init(h, Op::Sign, &RSA, 7).unwrap();
+    assert_eq!(ex.load(Ordering::SeqCst), before + 1);
 }
