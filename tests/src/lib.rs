@@ -16,6 +16,7 @@
 //! Build the artefacts first: `cargo build -p hsmlink-hsm -p hsmlink-pkcs11`
 //! (`cargo xtask test` does it).
 
+pub mod keys;
 pub mod raw;
 pub mod verify;
 
@@ -120,6 +121,12 @@ impl Hsm {
 
     /// Starts `hsmlink-hsm ARGS...`, which must print "listening on ADDR".
     pub fn start(args: &[&str]) -> Hsm {
+        Hsm::start_until_ready(args, None)
+    }
+
+    /// Starts `hsmlink-hsm ARGS...` and waits for "listening on ADDR" or,
+    /// when `known_addr` is given, for that address to accept connections.
+    fn start_until_ready(args: &[&str], known_addr: Option<&str>) -> Hsm {
         let mut command = Command::new(hsm_binary());
         command
             .args(args)
@@ -143,7 +150,21 @@ impl Hsm {
                 }
             }
         });
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel::<String>();
+        if let Some(addr) = known_addr {
+            let tx = tx.clone();
+            let addr = addr.to_string();
+            std::thread::spawn(move || {
+                let deadline = std::time::Instant::now() + SERVER_START_TIMEOUT;
+                while std::time::Instant::now() < deadline {
+                    if std::net::TcpStream::connect(&addr).is_ok() {
+                        let _ = tx.send(addr);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
         let out_pipe = child.stdout.take().expect("piped stdout");
         std::thread::spawn(move || {
             let mut tx = Some(tx);
@@ -179,6 +200,19 @@ impl Hsm {
         }
     }
 
+    /// Starts `hsmlink-hsm serve --data DIR --listen 127.0.0.1:PORT` on a
+    /// free port, and waits until it prints "listening on ADDR" or accepts a
+    /// TCP connection.
+    pub fn start_serve(data_dir: &Path) -> Hsm {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let data = data_dir.to_str().expect("utf-8 temp path");
+        Hsm::start_until_ready(
+            &["serve", "--data", data, "--listen", &listen],
+            Some(&listen),
+        )
+    }
+
     /// The `host:port` the server listens on.
     pub fn addr(&self) -> &str {
         &self.addr
@@ -211,6 +245,38 @@ impl Hsm {
 impl Drop for Hsm {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// A fresh, empty directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `$TMPDIR/hsmlink-tests-<pid>-<name>-<n>`.
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(unique_label(&format!("hsmlink-tests-{name}")));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -260,6 +326,8 @@ pub struct Token {
     pub slot: Slot,
     hsm: Mutex<Hsm>,
     addr: String,
+    /// Set while the module runs with a non-default configuration.
+    reconfigured: std::sync::atomic::AtomicBool,
 }
 
 /// Exclusive use of the shared [`Token`] for the length of one test.
@@ -284,6 +352,12 @@ pub const CONFIG_VARS: &[&str] = &[
     "DFENCE_PKCS11_IP",
     "DFENCE_PKCS11_USER",
     "DFENCE_PKCS11_SPECIAL_PWD",
+    "HSMLINK_CONFIG",
+    "HSMLINK_TLS",
+    "HSMLINK_TLS_PIN",
+    "HSMLINK_TLS_CA",
+    "HSMLINK_CONNECT_TIMEOUT_MS",
+    "HSMLINK_TIMEOUT_MS",
 ];
 
 /// Takes this binary's turn on the shared token, starting the server and
@@ -308,6 +382,7 @@ pub fn token() -> TokenGuard {
             slot: slot_one(),
             hsm: Mutex::new(hsm),
             addr,
+            reconfigured: std::sync::atomic::AtomicBool::new(false),
         };
         token.configure_env(&[]);
         token
@@ -323,8 +398,9 @@ pub fn token() -> TokenGuard {
             raw::rv_name(rv)
         );
     }
-    if rv == raw::CKR_CRYPTOKI_NOT_INITIALIZED {
-        // A previous test finalized the module and failed before restoring it.
+    if rv == raw::CKR_CRYPTOKI_NOT_INITIALIZED || token.reconfigured.load(Ordering::SeqCst) {
+        // A previous test finalized or reconfigured the module and failed
+        // before restoring it.
         token.reinitialize(&[]).expect("C_Initialize");
     }
     TokenGuard { token, _turn: turn }
@@ -372,6 +448,8 @@ impl Token {
     /// initialized with the defaults again if this one is left broken.
     pub fn reinitialize(&self, overrides: &[(&str, Option<&str>)]) -> cryptoki::error::Result<()> {
         let _ = self.raw.finalize();
+        self.reconfigured
+            .store(!overrides.is_empty(), Ordering::SeqCst);
         self.configure_env(overrides);
         let result = self
             .pkcs11

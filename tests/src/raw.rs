@@ -332,6 +332,49 @@ impl Raw {
         ))
     }
 
+    /// `C_SignInit` with any mechanism type and parameter structure.
+    pub fn sign_init<P>(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        parameter: Option<&P>,
+        key: ObjectHandle,
+    ) -> CK_RV {
+        let mut mech = CK_MECHANISM {
+            mechanism,
+            pParameter: parameter.map_or(ptr::null_mut(), |p| (p as *const P).cast_mut().cast()),
+            ulParameterLen: parameter.map_or(0, |_| std::mem::size_of::<P>() as CK_ULONG),
+        };
+        call!(self.C_SignInit(session, &mut mech, key.handle()))
+    }
+
+    /// `C_VerifyInit` with any mechanism type and parameter structure.
+    pub fn verify_init<P>(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        parameter: Option<&P>,
+        key: ObjectHandle,
+    ) -> CK_RV {
+        let mut mech = CK_MECHANISM {
+            mechanism,
+            pParameter: parameter.map_or(ptr::null_mut(), |p| (p as *const P).cast_mut().cast()),
+            ulParameterLen: parameter.map_or(0, |_| std::mem::size_of::<P>() as CK_ULONG),
+        };
+        call!(self.C_VerifyInit(session, &mut mech, key.handle()))
+    }
+
+    /// `C_Verify` after a `C_VerifyInit`.
+    pub fn verify(&self, session: CK_SESSION_HANDLE, data: &[u8], signature: &[u8]) -> CK_RV {
+        call!(self.C_Verify(
+            session,
+            data.as_ptr().cast_mut(),
+            data.len() as CK_ULONG,
+            signature.as_ptr().cast_mut(),
+            signature.len() as CK_ULONG
+        ))
+    }
+
     /// `C_Sign` after a `C_SignInit`.
     pub fn sign(
         &self,
@@ -480,6 +523,28 @@ impl Raw {
     /// `C_FindObjectsFinal`.
     pub fn find_objects_final(&self, session: CK_SESSION_HANDLE) -> CK_RV {
         call!(self.C_FindObjectsFinal(session))
+    }
+
+    /// `C_GetSessionInfo(session)`.
+    pub fn get_session_info(&self, session: CK_SESSION_HANDLE) -> (CK_RV, CK_SESSION_INFO) {
+        let mut info = CK_SESSION_INFO::default();
+        let rv = call!(self.C_GetSessionInfo(session, &mut info));
+        (rv, info)
+    }
+
+    /// `C_CloseSession(session)`.
+    pub fn close_session(&self, session: CK_SESSION_HANDLE) -> CK_RV {
+        call!(self.C_CloseSession(session))
+    }
+
+    /// `C_Initialize` with arbitrary arguments (null when `None`).
+    pub fn initialize_with(&self, args: Option<CK_C_INITIALIZE_ARGS>) -> CK_RV {
+        match args {
+            Some(mut args) => {
+                call!(self.C_Initialize((&mut args as *mut CK_C_INITIALIZE_ARGS).cast()))
+            }
+            None => call!(self.C_Initialize(ptr::null_mut())),
+        }
     }
 
     /// `C_GetSessionInfo` with a null pointer (must be `CKR_ARGUMENTS_BAD`).
