@@ -931,6 +931,18 @@ cfn!(C_WaitForSlotEvent(flags: CK_FLAGS, pSlot: *mut CK_SLOT_ID, pReserved: CK_V
     }
 });
 
+/// hsmlink extension: the number of request/reply exchanges with the HSM
+/// since `C_Initialize` (for benchmarks: round trips per operation).
+/// Returns `CKR_CRYPTOKI_NOT_INITIALIZED` before `C_Initialize`.
+#[no_mangle]
+pub unsafe extern "C" fn hsmlink_exchange_count(pulCount: *mut u64) -> CK_RV {
+    guard(move || {
+        let m = module::module()?;
+        *out(pulCount)? = m.token.connector().exchanges();
+        Ok(())
+    })
+}
+
 /// The v2.40 function list, handed out by `C_GetFunctionList`.
 pub static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
     version: VERSION_2_40,

@@ -11,7 +11,7 @@ pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,8 @@ pub struct TcpConnector {
     next: AtomicUsize,
     health: Mutex<Vec<Health>>,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Request/reply exchanges made by every link of this connector.
+    exchanges: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for TcpConnector {
@@ -158,7 +160,13 @@ impl TcpConnector {
             timeouts,
             next: AtomicUsize::new(0),
             tls,
+            exchanges: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Exchanges (round trips) made so far by all links of this connector.
+    pub fn exchanges(&self) -> u64 {
+        self.exchanges.load(Ordering::Relaxed)
     }
 
     /// Whether links use TLS.
@@ -217,7 +225,11 @@ impl TcpConnector {
         let mut last = LinkError::Connect;
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, self.timeouts.connect) {
-                Ok(stream) => return self.wrap(stream, endpoint),
+                Ok(stream) => {
+                    let mut link = self.wrap(stream, endpoint)?;
+                    link.counter = Some(self.exchanges.clone());
+                    return Ok(link);
+                }
                 Err(e) => {
                     log::debug!("connect to {addr} failed: {e}");
                     last = LinkError::Connect;
@@ -272,6 +284,7 @@ impl TcpConnector {
             .map_err(|_| LinkError::Io)?;
         Ok(TcpLink {
             stream: Stream::Tls(Box::new(tls)),
+            counter: None,
         })
     }
 }
@@ -327,6 +340,7 @@ enum Stream {
 /// One connection to the HSM.
 pub struct TcpLink {
     stream: Stream,
+    counter: Option<Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for TcpLink {
@@ -375,6 +389,7 @@ impl TcpLink {
             .map_err(|_| LinkError::Io)?;
         Ok(TcpLink {
             stream: Stream::Plain(stream),
+            counter: None,
         })
     }
 }
@@ -394,6 +409,9 @@ fn io_error(e: std::io::Error) -> LinkError {
 
 impl Link for TcpLink {
     fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError> {
+        if let Some(c) = &self.counter {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
         self.stream.write_all(request).map_err(io_error)?;
         self.stream.flush().map_err(io_error)?;
         let mut header = [0u8; HEADER_LEN];
