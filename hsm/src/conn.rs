@@ -1,0 +1,702 @@
+//! One connection: the request handler, independent of any socket so that
+//! tests and fuzzers drive it in-process.
+//!
+//! A connection carries one PKCS#11 session: its login, its running
+//! operations (one per kind), its search cursor and the session objects it
+//! created, which die with it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use hsmlink_core::attr;
+use hsmlink_core::ck::{cka, ckk, ckm, cko, ckr, Rv};
+use hsmlink_core::wire::{
+    self, AttrValue, Attribute, KeyInfo, Mechanism, Op, Request, Response, HEADER_LEN, MAX_CHUNK,
+    MAX_FIND, MAX_FRAME_LIMIT, MIN_FRAME, PROTOCOL_VERSION,
+};
+
+use crate::crypto::{self, Running};
+use crate::hsm::Hsm;
+use crate::keys;
+use crate::object::{self, Object, Origin, SessionScope};
+
+/// Largest frame body the server accepts (it announces this in `Hello`).
+pub const SERVER_MAX_FRAME: usize = 64 * 1024;
+
+/// The server's name in `Hello`.
+pub const SERVER_NAME: &str = concat!("hsmlink-hsm ", env!("CARGO_PKG_VERSION"));
+
+/// An owned reply, turned into a [`Response`] for encoding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Hello { version: u16, max_frame: u32 },
+    Ok,
+    Error(Rv),
+    Object(u64),
+    KeyPair { public: u64, private: u64 },
+    Attributes(Vec<OwnedAttr>),
+    Size(u64),
+    Objects { handles: Vec<u64>, more: bool },
+    KeyInfo(KeyInfo),
+    Data(Vec<u8>),
+}
+
+/// An owned [`AttrValue`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnedAttr {
+    Value(Vec<u8>),
+    Sensitive,
+    Invalid,
+}
+
+impl Reply {
+    /// Encode as a frame no longer than `max_body` + header. A reply that
+    /// does not fit becomes `Error(CKR_DATA_LEN_RANGE)`.
+    pub fn encode(&self, max_body: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; HEADER_LEN + max_body];
+        match self.with_response(|r| wire::encode_frame(r, &mut buf)) {
+            Ok(n) => {
+                buf.truncate(n);
+                buf
+            }
+            Err(_) => {
+                let mut small = vec![0u8; 64];
+                let n = wire::encode_frame(&Response::Error(ckr::DATA_LEN_RANGE), &mut small)
+                    .unwrap_or(0);
+                small.truncate(n);
+                small
+            }
+        }
+    }
+
+    fn with_response<T>(&self, f: impl FnOnce(&Response<'_>) -> T) -> T {
+        match self {
+            Reply::Hello { version, max_frame } => f(&Response::Hello {
+                version: *version,
+                max_frame: *max_frame,
+                server: SERVER_NAME,
+            }),
+            Reply::Ok => f(&Response::Ok),
+            Reply::Error(rv) => f(&Response::Error(*rv)),
+            Reply::Object(h) => f(&Response::Object(*h)),
+            Reply::KeyPair { public, private } => f(&Response::KeyPair {
+                public: *public,
+                private: *private,
+            }),
+            Reply::Attributes(v) => {
+                let mut out = heapless::Vec::new();
+                for a in v {
+                    let x = match a {
+                        OwnedAttr::Value(v) => AttrValue::Value(v),
+                        OwnedAttr::Sensitive => AttrValue::Sensitive,
+                        OwnedAttr::Invalid => AttrValue::Invalid,
+                    };
+                    if out.push(x).is_err() {
+                        return f(&Response::Error(ckr::GENERAL_ERROR));
+                    }
+                }
+                f(&Response::Attributes(out))
+            }
+            Reply::Size(s) => f(&Response::Size(*s)),
+            Reply::Objects { handles, more } => {
+                let mut hs = heapless::Vec::new();
+                for h in handles.iter().take(MAX_FIND) {
+                    let _ = hs.push(*h);
+                }
+                f(&Response::Objects {
+                    handles: hs,
+                    more: *more,
+                })
+            }
+            Reply::KeyInfo(k) => f(&Response::KeyInfo(*k)),
+            Reply::Data(d) => f(&Response::Data(d)),
+        }
+    }
+}
+
+impl From<Rv> for Reply {
+    fn from(rv: Rv) -> Self {
+        Reply::Error(rv)
+    }
+}
+
+fn done(r: Result<Reply, Rv>) -> Reply {
+    r.unwrap_or_else(Reply::Error)
+}
+
+struct Find {
+    handles: Vec<u64>,
+    pos: usize,
+}
+
+/// The state of one connection.
+pub struct Connection {
+    hsm: Arc<Hsm>,
+    id: u64,
+    /// The client's `max_frame` and `app`, once `Hello` is done.
+    hello: Option<(usize, [u8; 16])>,
+    user: Option<String>,
+    ops: [Option<Running>; 4],
+    find: Option<Find>,
+    /// Session objects this connection created.
+    session_objects: BTreeSet<u64>,
+    closing: bool,
+}
+
+fn op_index(op: Op) -> usize {
+    match op {
+        Op::Encrypt => 0,
+        Op::Decrypt => 1,
+        Op::Sign => 2,
+        Op::Verify => 3,
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.hsm.remove_session_objects(&self.session_objects);
+    }
+}
+
+impl Connection {
+    pub fn new(hsm: Arc<Hsm>) -> Self {
+        let id = hsm.connection_id();
+        Connection {
+            hsm,
+            id,
+            hello: None,
+            user: None,
+            ops: [None, None, None, None],
+            find: None,
+            session_objects: BTreeSet::new(),
+            closing: false,
+        }
+    }
+
+    /// Whether the connection must be closed after the last reply.
+    pub fn closing(&self) -> bool {
+        self.closing
+    }
+
+    /// The largest reply body the client accepts.
+    pub fn reply_limit(&self) -> usize {
+        self.hello.map_or(MIN_FRAME, |(m, _)| m)
+    }
+
+    /// Handle one frame body; returns the complete reply frame.
+    pub fn handle_body(&mut self, body: &[u8]) -> Vec<u8> {
+        let reply = match wire::decode::<Request<'_>>(body) {
+            Ok(req) => self.handle(req),
+            Err(e) => {
+                if self.hello.is_none() {
+                    self.closing = true;
+                }
+                Reply::Error(e.rv())
+            }
+        };
+        reply.encode(self.reply_limit())
+    }
+
+    /// Handle one request.
+    pub fn handle(&mut self, req: Request<'_>) -> Reply {
+        if let Request::Hello {
+            version,
+            max_frame,
+            app,
+        } = req
+        {
+            if self.hello.is_some() {
+                return Reply::Error(ckr::FUNCTION_FAILED);
+            }
+            if version != PROTOCOL_VERSION || (max_frame as usize) < MIN_FRAME {
+                self.closing = true;
+                return Reply::Error(ckr::DEVICE_ERROR);
+            }
+            let max = (max_frame as usize).min(MAX_FRAME_LIMIT);
+            self.hello = Some((max, app));
+            return Reply::Hello {
+                version: PROTOCOL_VERSION,
+                max_frame: SERVER_MAX_FRAME as u32,
+            };
+        }
+        let Some((_, app)) = self.hello else {
+            self.closing = true;
+            return Reply::Error(ckr::DEVICE_ERROR);
+        };
+        match req {
+            Request::Ping => return Reply::Ok,
+            Request::Login { user, password } => return self.login(user, password.0),
+            Request::Logout => {
+                self.logout();
+                return Reply::Ok;
+            }
+            Request::GenerateRandom { len } => {
+                let len = len as usize;
+                if len > MAX_CHUNK {
+                    return Reply::Error(ckr::DATA_LEN_RANGE);
+                }
+                let mut v = vec![0u8; len];
+                return match openssl::rand::rand_bytes(&mut v) {
+                    Ok(()) => Reply::Data(v),
+                    Err(_) => Reply::Error(ckr::RANDOM_NO_RNG),
+                };
+            }
+            // The OpenSSL generator seeds itself from the OS; an
+            // application's seed is accepted and deliberately not mixed in.
+            Request::SeedRandom { .. } => return Reply::Ok,
+            _ => {}
+        }
+        let Some(user) = self.user.clone() else {
+            return Reply::Error(ckr::USER_NOT_LOGGED_IN);
+        };
+        let hsm = self.hsm.clone();
+        let s = Ctx {
+            hsm: &hsm,
+            user: &user,
+            app,
+        };
+        match req {
+            Request::CreateObject { template } => done(self.create(&s, &template)),
+            Request::CopyObject { object, template } => done(self.copy(&s, object, &template)),
+            Request::DestroyObject { object } => done(self.destroy(&s, object)),
+            Request::GetAttributes { object, types } => done(get_attributes(&s, object, &types)),
+            Request::SetAttributes { object, template } => {
+                done(set_attributes(&s, object, &template))
+            }
+            Request::GetObjectSize { object } => match s.object(object) {
+                Ok(o) => Reply::Size(o.size()),
+                Err(e) => Reply::Error(e),
+            },
+            Request::FindObjects { template, max } => {
+                let handles = s.hsm.find(&user, &app, &template, self.hsm.limits.max_find);
+                self.find = Some(Find { handles, pos: 0 });
+                self.find_next(&s, max)
+            }
+            Request::FindNext { max } => self.find_next(&s, max),
+            Request::GenerateKey {
+                mechanism,
+                template,
+            } => done(self.generate_key(&s, &mechanism, &template)),
+            Request::GenerateKeyPair {
+                mechanism,
+                public,
+                private,
+            } => done(self.generate_pair(&s, &mechanism, &public, &private)),
+            Request::CryptoInit { op, mechanism, key } => {
+                let i = op_index(op);
+                self.ops[i] = None;
+                match s.key(key).and_then(|k| crypto::init(op, &mechanism, k)) {
+                    Ok((r, info)) => {
+                        self.ops[i] = Some(r);
+                        Reply::KeyInfo(info)
+                    }
+                    Err(e) => Reply::Error(e),
+                }
+            }
+            Request::CryptoUpdate { op, data } => {
+                let i = op_index(op);
+                let Some(r) = self.ops[i].as_mut() else {
+                    return Reply::Error(ckr::OPERATION_NOT_INITIALIZED);
+                };
+                match r.update(data) {
+                    Ok(out) => Reply::Data(out),
+                    Err(e) => {
+                        // An error ends the operation, as in PKCS#11.
+                        self.ops[i] = None;
+                        Reply::Error(e)
+                    }
+                }
+            }
+            Request::CryptoFinal {
+                op,
+                data,
+                signature,
+            } => {
+                let Some(r) = self.ops[op_index(op)].take() else {
+                    return Reply::Error(ckr::OPERATION_NOT_INITIALIZED);
+                };
+                finish_reply(op, r.finish(data, signature))
+            }
+            Request::CryptoOneShot {
+                op,
+                mechanism,
+                key,
+                data,
+                signature,
+            } => {
+                self.ops[op_index(op)] = None;
+                match s.key(key).and_then(|k| crypto::init(op, &mechanism, k)) {
+                    Ok((r, _)) => finish_reply(op, r.finish(data, signature)),
+                    Err(e) => Reply::Error(e),
+                }
+            }
+            Request::CryptoCancel { op } => {
+                self.ops[op_index(op)] = None;
+                Reply::Ok
+            }
+            Request::WrapKey {
+                mechanism,
+                wrapping_key,
+                key,
+            } => done(wrap_key(&s, &mechanism, wrapping_key, key)),
+            Request::UnwrapKey {
+                mechanism,
+                unwrapping_key,
+                wrapped,
+                template,
+            } => done(self.unwrap_key(&s, &mechanism, unwrapping_key, wrapped, &template)),
+            Request::DeriveKey { .. } => Reply::Error(ckr::MECHANISM_INVALID),
+            Request::DigestKey { mechanism, key } => done(digest_key(&s, mechanism, key)),
+            // Handled above.
+            Request::Hello { .. }
+            | Request::Ping
+            | Request::Login { .. }
+            | Request::Logout
+            | Request::GenerateRandom { .. }
+            | Request::SeedRandom { .. } => Reply::Error(ckr::GENERAL_ERROR),
+        }
+    }
+
+    fn login(&mut self, user: &str, password: &[u8]) -> Reply {
+        if let Some(cur) = &self.user {
+            if cur != user {
+                return Reply::Error(ckr::USER_ANOTHER_ALREADY_LOGGED_IN);
+            }
+        }
+        match self.hsm.login(user, password) {
+            Ok(()) => {
+                if self.user.is_none() {
+                    log::info!("connection {}: user {user} logged in", self.id);
+                }
+                self.user = Some(user.to_string());
+                Reply::Ok
+            }
+            Err(e) => {
+                log::warn!("connection {}: failed login for {user:?}", self.id);
+                Reply::Error(e)
+            }
+        }
+    }
+
+    fn logout(&mut self) {
+        self.user = None;
+        self.ops = [None, None, None, None];
+        self.find = None;
+        let objs = std::mem::take(&mut self.session_objects);
+        self.hsm.remove_session_objects(&objs);
+    }
+
+    fn find_next(&mut self, _s: &Ctx<'_>, max: u32) -> Reply {
+        let Some(f) = self.find.as_mut() else {
+            return Reply::Error(ckr::OPERATION_NOT_INITIALIZED);
+        };
+        let n = (max as usize).min(MAX_FIND);
+        let end = (f.pos + n).min(f.handles.len());
+        let handles = f.handles.get(f.pos..end).unwrap_or(&[]).to_vec();
+        f.pos = end;
+        let more = f.pos < f.handles.len();
+        Reply::Objects { handles, more }
+    }
+
+    /// Make a new object from attributes; session objects are tied to this
+    /// connection.
+    fn insert(&mut self, s: &Ctx<'_>, attrs: object::Attrs) -> Result<Arc<Object>, Rv> {
+        let o = self.new_object(s, attrs)?;
+        let session = !o.is_token();
+        let o = self.hsm.put(o)?;
+        if session {
+            self.session_objects.insert(o.handle);
+        }
+        Ok(o)
+    }
+
+    fn new_object(&mut self, s: &Ctx<'_>, attrs: object::Attrs) -> Result<Object, Rv> {
+        let token = attrs
+            .get(&cka::TOKEN)
+            .and_then(|v| attr::read_bool(v).ok())
+            .unwrap_or(false);
+        let session = if token {
+            None
+        } else {
+            self.session_objects
+                .retain(|h| self.hsm.get(s.user, &s.app, *h).is_some());
+            if self.session_objects.len() >= self.hsm.limits.max_session_objects {
+                return Err(ckr::DEVICE_MEMORY);
+            }
+            Some(SessionScope {
+                app: s.app,
+                conn: self.id,
+            })
+        };
+        let h = self.hsm.alloc_handle()?;
+        Ok(Object::new(h, s.user.to_string(), session, attrs))
+    }
+
+    fn create(&mut self, s: &Ctx<'_>, t: &[Attribute<'_>]) -> Result<Reply, Rv> {
+        let attrs = object::build(t, Origin::Create)?;
+        let o = self.insert(s, attrs)?;
+        // Parse the material once now: a key that cannot be used is refused.
+        if let Err(e) = o.material() {
+            let _ = self.hsm.remove(o.handle);
+            return Err(e);
+        }
+        Ok(Reply::Object(o.handle))
+    }
+
+    fn copy(&mut self, s: &Ctx<'_>, h: u64, t: &[Attribute<'_>]) -> Result<Reply, Rv> {
+        let src = s.object(h)?;
+        if !src.flag(cka::COPYABLE) {
+            return Err(ckr::ACTION_PROHIBITED);
+        }
+        let attrs = object::apply(&src.attrs, t, true)?;
+        let o = self.insert(s, attrs)?;
+        Ok(Reply::Object(o.handle))
+    }
+
+    fn destroy(&mut self, s: &Ctx<'_>, h: u64) -> Result<Reply, Rv> {
+        let o = s.object(h)?;
+        if !o.flag(cka::DESTROYABLE) {
+            return Err(ckr::ACTION_PROHIBITED);
+        }
+        self.hsm.remove(h)?;
+        self.session_objects.remove(&h);
+        Ok(Reply::Ok)
+    }
+
+    fn generate_key(
+        &mut self,
+        s: &Ctx<'_>,
+        m: &Mechanism<'_>,
+        t: &[Attribute<'_>],
+    ) -> Result<Reply, Rv> {
+        let key_type = match m.ty {
+            ckm::AES_KEY_GEN => ckk::AES,
+            ckm::GENERIC_SECRET_KEY_GEN => ckk::GENERIC_SECRET,
+            _ => return Err(ckr::MECHANISM_INVALID),
+        };
+        if !matches!(m.param, wire::MechParam::None) {
+            return Err(ckr::MECHANISM_PARAM_INVALID);
+        }
+        let mut a = object::build(
+            t,
+            Origin::Generate {
+                class: cko::SECRET_KEY,
+                key_type,
+                mech: m.ty,
+            },
+        )?;
+        keys::generate_secret(m.ty, &mut a, t)?;
+        object::finish_generated(&mut a);
+        let o = self.insert(s, a)?;
+        Ok(Reply::Object(o.handle))
+    }
+
+    fn generate_pair(
+        &mut self,
+        s: &Ctx<'_>,
+        m: &Mechanism<'_>,
+        pub_t: &[Attribute<'_>],
+        priv_t: &[Attribute<'_>],
+    ) -> Result<Reply, Rv> {
+        let key_type = match m.ty {
+            ckm::RSA_PKCS_KEY_PAIR_GEN => ckk::RSA,
+            ckm::EC_KEY_PAIR_GEN => ckk::EC,
+            _ => return Err(ckr::MECHANISM_INVALID),
+        };
+        if !matches!(m.param, wire::MechParam::None) {
+            return Err(ckr::MECHANISM_PARAM_INVALID);
+        }
+        let origin = |class| Origin::Generate {
+            class,
+            key_type,
+            mech: m.ty,
+        };
+        let mut pa = object::build(pub_t, origin(cko::PUBLIC_KEY))?;
+        let mut ka = object::build(priv_t, origin(cko::PRIVATE_KEY))?;
+        keys::generate_pair(m.ty, &mut pa, &mut ka, pub_t, priv_t)?;
+        object::finish_generated(&mut ka);
+        let po = self.new_object(s, pa)?;
+        let ko = self.new_object(s, ka)?;
+        let (ph, kh) = (po.handle, ko.handle);
+        let sessions = [(!po.is_token(), ph), (!ko.is_token(), kh)];
+        self.hsm.put_pair(po, ko)?;
+        for (session, h) in sessions {
+            if session {
+                self.session_objects.insert(h);
+            }
+        }
+        Ok(Reply::KeyPair {
+            public: ph,
+            private: kh,
+        })
+    }
+
+    fn unwrap_key(
+        &mut self,
+        s: &Ctx<'_>,
+        m: &Mechanism<'_>,
+        unwrapping_key: u64,
+        wrapped: &[u8],
+        t: &[Attribute<'_>],
+    ) -> Result<Reply, Rv> {
+        let k = s
+            .object(unwrapping_key)
+            .map_err(|_| ckr::UNWRAPPING_KEY_HANDLE_INVALID)?;
+        let kek = aes_wrap_key(m, &k, cka::UNWRAP, ckr::UNWRAPPING_KEY_TYPE_INCONSISTENT)?;
+        let value = crate::wrap::unwrap(m.ty, &kek, wrapped)?;
+        // The unwrapped key is created as an imported secret key.
+        let mut full: Vec<Attribute<'_>> = t
+            .iter()
+            .filter(|a| a.ty != cka::VALUE && a.ty != cka::VALUE_LEN)
+            .copied()
+            .collect();
+        let class_bytes = attr::ulong(cko::SECRET_KEY);
+        if attr::find(t, cka::CLASS).is_none() {
+            full.push(Attribute {
+                ty: cka::CLASS,
+                value: &class_bytes,
+            });
+        }
+        match attr::find_ulong(t, cka::CLASS)? {
+            None | Some(cko::SECRET_KEY) => {}
+            Some(_) => return Err(ckr::TEMPLATE_INCONSISTENT),
+        }
+        full.push(Attribute {
+            ty: cka::VALUE,
+            value: &value,
+        });
+        let mut attrs = object::build(&full, Origin::Create)?;
+        if let Some(len) = attr::find_ulong(t, cka::VALUE_LEN)? {
+            if len as usize > value.len() {
+                return Err(ckr::TEMPLATE_INCONSISTENT);
+            }
+        }
+        object::set_bool(&mut attrs, cka::ALWAYS_SENSITIVE, false);
+        object::set_bool(&mut attrs, cka::NEVER_EXTRACTABLE, false);
+        let o = self.insert(s, attrs)?;
+        Ok(Reply::Object(o.handle))
+    }
+}
+
+fn finish_reply(op: Op, r: Result<Vec<u8>, Rv>) -> Reply {
+    match (op, r) {
+        (Op::Verify, Ok(_)) => Reply::Ok,
+        (_, Ok(d)) => Reply::Data(d),
+        (_, Err(e)) => Reply::Error(e),
+    }
+}
+
+/// What a request runs as.
+struct Ctx<'a> {
+    hsm: &'a Hsm,
+    user: &'a str,
+    app: [u8; 16],
+}
+
+impl Ctx<'_> {
+    fn object(&self, h: u64) -> Result<Arc<Object>, Rv> {
+        self.hsm
+            .get(self.user, &self.app, h)
+            .ok_or(ckr::OBJECT_HANDLE_INVALID)
+    }
+
+    fn key(&self, h: u64) -> Result<Arc<Object>, Rv> {
+        let o = self
+            .hsm
+            .get(self.user, &self.app, h)
+            .ok_or(ckr::KEY_HANDLE_INVALID)?;
+        match o.class() {
+            Some(cko::PUBLIC_KEY | cko::PRIVATE_KEY | cko::SECRET_KEY) => Ok(o),
+            _ => Err(ckr::KEY_HANDLE_INVALID),
+        }
+    }
+}
+
+fn get_attributes(s: &Ctx<'_>, h: u64, types: &[u64]) -> Result<Reply, Rv> {
+    let o = s.object(h)?;
+    let v = types
+        .iter()
+        .map(|ty| {
+            if o.hides(*ty) {
+                OwnedAttr::Sensitive
+            } else {
+                match o.get(*ty) {
+                    Some(v) => OwnedAttr::Value(v.to_vec()),
+                    None => OwnedAttr::Invalid,
+                }
+            }
+        })
+        .collect();
+    Ok(Reply::Attributes(v))
+}
+
+fn set_attributes(s: &Ctx<'_>, h: u64, t: &[Attribute<'_>]) -> Result<Reply, Rv> {
+    let o = s.object(h)?;
+    let attrs = object::apply(&o.attrs, t, false)?;
+    let n = Object::new(o.handle, o.owner.clone(), o.session, attrs);
+    s.hsm.put(n)?;
+    Ok(Reply::Ok)
+}
+
+/// The AES key of a wrap/unwrap operation, checked.
+fn aes_wrap_key(
+    m: &Mechanism<'_>,
+    k: &Object,
+    usage: u64,
+    inconsistent: Rv,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, Rv> {
+    if !matches!(m.ty, ckm::AES_KEY_WRAP | ckm::AES_KEY_WRAP_PAD) {
+        return Err(ckr::MECHANISM_INVALID);
+    }
+    match m.param {
+        wire::MechParam::None => {}
+        _ => return Err(ckr::MECHANISM_PARAM_INVALID),
+    }
+    if k.class() != Some(cko::SECRET_KEY) || k.key_type() != Some(ckk::AES) {
+        return Err(inconsistent);
+    }
+    if !k.flag(usage) {
+        return Err(ckr::KEY_FUNCTION_NOT_PERMITTED);
+    }
+    match k.material()? {
+        keys::KeyMaterial::Secret(v) => Ok(v.clone()),
+        _ => Err(inconsistent),
+    }
+}
+
+fn wrap_key(s: &Ctx<'_>, m: &Mechanism<'_>, wrapping: u64, key: u64) -> Result<Reply, Rv> {
+    let w = s
+        .object(wrapping)
+        .map_err(|_| ckr::WRAPPING_KEY_HANDLE_INVALID)?;
+    let k = s.key(key)?;
+    // The profile: a non-exportable key leaves the token in no form.
+    if !matches!(k.class(), Some(cko::SECRET_KEY | cko::PRIVATE_KEY)) {
+        return Err(ckr::KEY_NOT_WRAPPABLE);
+    }
+    if !k.exportable() {
+        return Err(ckr::KEY_UNEXTRACTABLE);
+    }
+    let kek = aes_wrap_key(m, &w, cka::WRAP, ckr::WRAPPING_KEY_TYPE_INCONSISTENT)?;
+    let value = match (k.class(), k.material()?) {
+        (Some(cko::SECRET_KEY), keys::KeyMaterial::Secret(v)) => v.clone(),
+        _ => return Err(ckr::KEY_NOT_WRAPPABLE),
+    };
+    Ok(Reply::Data(crate::wrap::wrap(m.ty, &kek, &value)?))
+}
+
+/// `DigestKey`: the value of an exportable secret key (the module feeds it
+/// to its running digest). A non-exportable key is `CKR_KEY_INDIGESTIBLE`:
+/// its value never leaves the server.
+fn digest_key(s: &Ctx<'_>, mech: u64, key: u64) -> Result<Reply, Rv> {
+    if hsmlink_core::mech::Hash::from_mechanism(mech).is_none() {
+        return Err(ckr::MECHANISM_INVALID);
+    }
+    let k = s.key(key)?;
+    if k.class() != Some(cko::SECRET_KEY) || !k.exportable() {
+        return Err(ckr::KEY_INDIGESTIBLE);
+    }
+    match k.material()? {
+        keys::KeyMaterial::Secret(v) => Ok(Reply::Data(v.to_vec())),
+        _ => Err(ckr::KEY_INDIGESTIBLE),
+    }
+}

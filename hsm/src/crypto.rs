@@ -1,0 +1,736 @@
+//! Cryptographic operations: sign, verify, encrypt, decrypt, single-part and
+//! multi-part, with the state of a running operation owned by the connection.
+
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use hsmlink_core::ck::{cka, ckk, ckm, cko, ckr, Rv};
+use hsmlink_core::mech::{Hash, Hasher, MAX_DIGEST};
+use hsmlink_core::wire::{KeyInfo, MechParam, Mechanism, Op};
+use openssl::bn::BigNum;
+use openssl::ecdsa::EcdsaSig;
+use openssl::hash::MessageDigest;
+use openssl::md::{Md, MdRef};
+use openssl::pkey_ctx::PkeyCtx;
+use openssl::rsa::Padding;
+use openssl::sign::RsaPssSaltlen;
+use openssl::symm::{Cipher, Crypter, Mode};
+use zeroize::Zeroizing;
+
+use crate::keys::KeyMaterial;
+use crate::object::Object;
+
+/// Most data a buffered operation (RSA, ECDSA, GCM decryption) holds.
+pub const MAX_BUFFER: usize = 1 << 20;
+
+/// What the mechanism does, decoded.
+#[derive(Clone, Debug)]
+enum Kind {
+    /// PKCS#1 v1.5; `hash` set for `SHAx_RSA_PKCS` done here (DigestInfo).
+    RsaPkcs,
+    RsaX509,
+    RsaPss {
+        hash: Hash,
+        mgf: Hash,
+        salt: usize,
+    },
+    RsaOaep {
+        hash: Hash,
+        mgf: Hash,
+        label: Vec<u8>,
+    },
+    Ecdsa,
+    Hmac(Hash),
+    Aes(AesMode),
+}
+
+#[derive(Clone, Debug)]
+enum AesMode {
+    Ecb,
+    Cbc(Vec<u8>),
+    CbcPad(Vec<u8>),
+    Ctr([u8; 16]),
+    Gcm {
+        iv: Vec<u8>,
+        aad: Vec<u8>,
+        tag: usize,
+    },
+}
+
+enum HmacState {
+    Sha1(Hmac<sha1::Sha1>),
+    Sha224(Hmac<sha2::Sha224>),
+    Sha256(Hmac<sha2::Sha256>),
+    Sha384(Hmac<sha2::Sha384>),
+    Sha512(Hmac<sha2::Sha512>),
+}
+
+impl HmacState {
+    fn new(h: Hash, key: &[u8]) -> Result<Self, Rv> {
+        let bad = |_| ckr::KEY_SIZE_RANGE;
+        Ok(match h {
+            Hash::Sha1 => HmacState::Sha1(Hmac::new_from_slice(key).map_err(bad)?),
+            Hash::Sha224 => HmacState::Sha224(Hmac::new_from_slice(key).map_err(bad)?),
+            Hash::Sha256 => HmacState::Sha256(Hmac::new_from_slice(key).map_err(bad)?),
+            Hash::Sha384 => HmacState::Sha384(Hmac::new_from_slice(key).map_err(bad)?),
+            Hash::Sha512 => HmacState::Sha512(Hmac::new_from_slice(key).map_err(bad)?),
+        })
+    }
+
+    fn update(&mut self, d: &[u8]) {
+        match self {
+            HmacState::Sha1(m) => m.update(d),
+            HmacState::Sha224(m) => m.update(d),
+            HmacState::Sha256(m) => m.update(d),
+            HmacState::Sha384(m) => m.update(d),
+            HmacState::Sha512(m) => m.update(d),
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            HmacState::Sha1(m) => m.finalize().into_bytes().to_vec(),
+            HmacState::Sha224(m) => m.finalize().into_bytes().to_vec(),
+            HmacState::Sha256(m) => m.finalize().into_bytes().to_vec(),
+            HmacState::Sha384(m) => m.finalize().into_bytes().to_vec(),
+            HmacState::Sha512(m) => m.finalize().into_bytes().to_vec(),
+        }
+    }
+}
+
+/// A running operation.
+pub struct Running {
+    op: Op,
+    kind: Kind,
+    key: Arc<Object>,
+    /// Buffered input (RSA, ECDSA, GCM decryption).
+    buf: Zeroizing<Vec<u8>>,
+    /// Hash-then-sign mechanisms received unhashed.
+    hasher: Option<Hasher>,
+    /// DigestInfo wrapping of the hash (`SHAx_RSA_PKCS`).
+    digest_info: bool,
+    hmac: Option<HmacState>,
+    crypter: Option<Crypter>,
+    /// Bytes fed so far (block-mode length checks).
+    fed: usize,
+}
+
+fn md(h: Hash) -> &'static MdRef {
+    match h {
+        Hash::Sha1 => Md::sha1(),
+        Hash::Sha224 => Md::sha224(),
+        Hash::Sha256 => Md::sha256(),
+        Hash::Sha384 => Md::sha384(),
+        Hash::Sha512 => Md::sha512(),
+    }
+}
+
+fn mgf_hash(g: u64) -> Result<Hash, Rv> {
+    use hsmlink_core::ck::ckg;
+    Ok(match g {
+        ckg::MGF1_SHA1 => Hash::Sha1,
+        ckg::MGF1_SHA224 => Hash::Sha224,
+        ckg::MGF1_SHA256 => Hash::Sha256,
+        ckg::MGF1_SHA384 => Hash::Sha384,
+        ckg::MGF1_SHA512 => Hash::Sha512,
+        _ => return Err(ckr::MECHANISM_PARAM_INVALID),
+    })
+}
+
+/// The key type a mechanism wants and whether it serves `op`; hashed
+/// variants (`SHAx_RSA_PKCS`, `ECDSA_SHAx`, `SHAx_RSA_PKCS_PSS`) give the
+/// hash computed on the server.
+/// A decoded mechanism: what it does, the key type it wants, and the hash
+/// (with DigestInfo wrapping or not) the server computes first.
+type Decoded = (Kind, u64, Option<(Hash, bool)>);
+
+fn decode(op: Op, m: &Mechanism<'_>) -> Result<Decoded, Rv> {
+    let sv = matches!(op, Op::Sign | Op::Verify);
+    let ed = !sv;
+    let bad_param = Err(ckr::MECHANISM_PARAM_INVALID);
+    let none = |k: Kind, kt: u64, pre: Option<(Hash, bool)>| match m.param {
+        MechParam::None => Ok((k, kt, pre)),
+        _ => Err(ckr::MECHANISM_PARAM_INVALID),
+    };
+    let hashed = |h: Hash| match m.ty {
+        ckm::SHA1_RSA_PKCS
+        | ckm::SHA224_RSA_PKCS
+        | ckm::SHA256_RSA_PKCS
+        | ckm::SHA384_RSA_PKCS
+        | ckm::SHA512_RSA_PKCS => Some((h, true)),
+        _ => Some((h, false)),
+    };
+    let pss = |pre: Option<(Hash, bool)>| match m.param {
+        MechParam::Pss {
+            hash,
+            mgf,
+            salt_len,
+        } => {
+            let h = Hash::from_mechanism(hash).ok_or(ckr::MECHANISM_PARAM_INVALID)?;
+            if let Some((ph, _)) = pre {
+                if ph != h {
+                    return Err(ckr::MECHANISM_PARAM_INVALID);
+                }
+            }
+            let salt = usize::try_from(salt_len).map_err(|_| ckr::MECHANISM_PARAM_INVALID)?;
+            Ok((
+                Kind::RsaPss {
+                    hash: h,
+                    mgf: mgf_hash(mgf)?,
+                    salt,
+                },
+                ckk::RSA,
+                pre,
+            ))
+        }
+        _ => Err(ckr::MECHANISM_PARAM_INVALID),
+    };
+    match m.ty {
+        ckm::RSA_PKCS => none(Kind::RsaPkcs, ckk::RSA, None),
+        ckm::RSA_X_509 => none(Kind::RsaX509, ckk::RSA, None),
+        ckm::SHA1_RSA_PKCS if sv => none(Kind::RsaPkcs, ckk::RSA, hashed(Hash::Sha1)),
+        ckm::SHA224_RSA_PKCS if sv => none(Kind::RsaPkcs, ckk::RSA, hashed(Hash::Sha224)),
+        ckm::SHA256_RSA_PKCS if sv => none(Kind::RsaPkcs, ckk::RSA, hashed(Hash::Sha256)),
+        ckm::SHA384_RSA_PKCS if sv => none(Kind::RsaPkcs, ckk::RSA, hashed(Hash::Sha384)),
+        ckm::SHA512_RSA_PKCS if sv => none(Kind::RsaPkcs, ckk::RSA, hashed(Hash::Sha512)),
+        ckm::RSA_PKCS_PSS if sv => pss(None),
+        ckm::SHA1_RSA_PKCS_PSS if sv => pss(hashed(Hash::Sha1)),
+        ckm::SHA224_RSA_PKCS_PSS if sv => pss(hashed(Hash::Sha224)),
+        ckm::SHA256_RSA_PKCS_PSS if sv => pss(hashed(Hash::Sha256)),
+        ckm::SHA384_RSA_PKCS_PSS if sv => pss(hashed(Hash::Sha384)),
+        ckm::SHA512_RSA_PKCS_PSS if sv => pss(hashed(Hash::Sha512)),
+        ckm::RSA_PKCS_OAEP if ed => match m.param {
+            MechParam::Oaep { hash, mgf, label } => Ok((
+                Kind::RsaOaep {
+                    hash: Hash::from_mechanism(hash).ok_or(ckr::MECHANISM_PARAM_INVALID)?,
+                    mgf: mgf_hash(mgf)?,
+                    label: label.to_vec(),
+                },
+                ckk::RSA,
+                None,
+            )),
+            _ => bad_param,
+        },
+        ckm::ECDSA if sv => none(Kind::Ecdsa, ckk::EC, None),
+        ckm::ECDSA_SHA1 if sv => none(Kind::Ecdsa, ckk::EC, hashed(Hash::Sha1)),
+        ckm::ECDSA_SHA224 if sv => none(Kind::Ecdsa, ckk::EC, hashed(Hash::Sha224)),
+        ckm::ECDSA_SHA256 if sv => none(Kind::Ecdsa, ckk::EC, hashed(Hash::Sha256)),
+        ckm::ECDSA_SHA384 if sv => none(Kind::Ecdsa, ckk::EC, hashed(Hash::Sha384)),
+        ckm::ECDSA_SHA512 if sv => none(Kind::Ecdsa, ckk::EC, hashed(Hash::Sha512)),
+        ckm::SHA_1_HMAC if sv => none(Kind::Hmac(Hash::Sha1), ckk::GENERIC_SECRET, None),
+        ckm::SHA224_HMAC if sv => none(Kind::Hmac(Hash::Sha224), ckk::GENERIC_SECRET, None),
+        ckm::SHA256_HMAC if sv => none(Kind::Hmac(Hash::Sha256), ckk::GENERIC_SECRET, None),
+        ckm::SHA384_HMAC if sv => none(Kind::Hmac(Hash::Sha384), ckk::GENERIC_SECRET, None),
+        ckm::SHA512_HMAC if sv => none(Kind::Hmac(Hash::Sha512), ckk::GENERIC_SECRET, None),
+        ckm::AES_ECB if ed => none(Kind::Aes(AesMode::Ecb), ckk::AES, None),
+        ckm::AES_CBC | ckm::AES_CBC_PAD if ed => match m.param {
+            MechParam::Iv(iv) if iv.len() == 16 => {
+                let mode = if m.ty == ckm::AES_CBC {
+                    AesMode::Cbc(iv.to_vec())
+                } else {
+                    AesMode::CbcPad(iv.to_vec())
+                };
+                Ok((Kind::Aes(mode), ckk::AES, None))
+            }
+            _ => bad_param,
+        },
+        ckm::AES_CTR if ed => match m.param {
+            MechParam::Ctr {
+                counter_bits,
+                block,
+            } if (1..=128).contains(&counter_bits) => {
+                Ok((Kind::Aes(AesMode::Ctr(block)), ckk::AES, None))
+            }
+            _ => bad_param,
+        },
+        ckm::AES_GCM if ed => match m.param {
+            MechParam::Gcm { iv, aad, tag_bits }
+                if !iv.is_empty()
+                    && iv.len() <= 256
+                    && aad.len() <= MAX_BUFFER
+                    && matches!(tag_bits, 32 | 64 | 96 | 104 | 112 | 120 | 128) =>
+            {
+                Ok((
+                    Kind::Aes(AesMode::Gcm {
+                        iv: iv.to_vec(),
+                        aad: aad.to_vec(),
+                        tag: tag_bits as usize / 8,
+                    }),
+                    ckk::AES,
+                    None,
+                ))
+            }
+            _ => bad_param,
+        },
+        _ => Err(ckr::MECHANISM_INVALID),
+    }
+}
+
+fn usage_attr(op: Op) -> u64 {
+    match op {
+        Op::Sign => cka::SIGN,
+        Op::Verify => cka::VERIFY,
+        Op::Encrypt => cka::ENCRYPT,
+        Op::Decrypt => cka::DECRYPT,
+    }
+}
+
+fn key_type_fits(wanted: u64, kt: u64) -> bool {
+    hsmlink_core::mech::key_type_fits(wanted, kt)
+}
+
+fn aes_cipher(mode: &AesMode, key_len: usize) -> Result<Cipher, Rv> {
+    use AesMode::*;
+    Ok(match (mode, key_len) {
+        (Ecb, 16) => Cipher::aes_128_ecb(),
+        (Ecb, 24) => Cipher::aes_192_ecb(),
+        (Ecb, 32) => Cipher::aes_256_ecb(),
+        (Cbc(_) | CbcPad(_), 16) => Cipher::aes_128_cbc(),
+        (Cbc(_) | CbcPad(_), 24) => Cipher::aes_192_cbc(),
+        (Cbc(_) | CbcPad(_), 32) => Cipher::aes_256_cbc(),
+        (Ctr(_), 16) => Cipher::aes_128_ctr(),
+        (Ctr(_), 24) => Cipher::aes_192_ctr(),
+        (Ctr(_), 32) => Cipher::aes_256_ctr(),
+        (Gcm { .. }, 16) => Cipher::aes_128_gcm(),
+        (Gcm { .. }, 24) => Cipher::aes_192_gcm(),
+        (Gcm { .. }, 32) => Cipher::aes_256_gcm(),
+        _ => return Err(ckr::KEY_SIZE_RANGE),
+    })
+}
+
+/// Start operation `op` with `mech` on `key`, checking everything
+/// `CryptoInit` must check.
+pub fn init(op: Op, mech: &Mechanism<'_>, key: Arc<Object>) -> Result<(Running, KeyInfo), Rv> {
+    let (kind, wanted, pre) = decode(op, mech)?;
+    let class = key.class().ok_or(ckr::KEY_HANDLE_INVALID)?;
+    let kt = key.key_type().ok_or(ckr::KEY_TYPE_INCONSISTENT)?;
+    let class_ok = match op {
+        Op::Sign | Op::Decrypt => matches!(class, cko::PRIVATE_KEY | cko::SECRET_KEY),
+        Op::Verify | Op::Encrypt => matches!(class, cko::PUBLIC_KEY | cko::SECRET_KEY),
+    };
+    if !class_ok || !key_type_fits(wanted, kt) {
+        return Err(ckr::KEY_TYPE_INCONSISTENT);
+    }
+    if !key.flag(usage_attr(op)) {
+        return Err(ckr::KEY_FUNCTION_NOT_PERMITTED);
+    }
+    let material = key.material()?;
+    let bits = material.bits();
+    let info = KeyInfo {
+        class,
+        key_type: kt,
+        bits,
+    };
+    let mut hmac = None;
+    let mut crypter = None;
+    match &kind {
+        Kind::RsaPss { hash, salt, .. } => {
+            // emLen = ceil((modBits - 1) / 8) >= hLen + sLen + 2.
+            let em = (bits as usize).saturating_sub(1).div_ceil(8);
+            if em < hash.size() + salt + 2 {
+                return Err(ckr::MECHANISM_PARAM_INVALID);
+            }
+        }
+        Kind::RsaOaep { hash, .. } if (bits as usize).div_ceil(8) < 2 * hash.size() + 2 => {
+            return Err(ckr::KEY_SIZE_RANGE);
+        }
+        Kind::Hmac(h) => {
+            let KeyMaterial::Secret(v) = material else {
+                return Err(ckr::KEY_TYPE_INCONSISTENT);
+            };
+            hmac = Some(HmacState::new(*h, v)?);
+        }
+        Kind::Aes(mode) => {
+            let KeyMaterial::Secret(v) = material else {
+                return Err(ckr::KEY_TYPE_INCONSISTENT);
+            };
+            let cipher = aes_cipher(mode, v.len())?;
+            let m = if op == Op::Encrypt {
+                Mode::Encrypt
+            } else {
+                Mode::Decrypt
+            };
+            let bad = |_| ckr::MECHANISM_PARAM_INVALID;
+            let mut c = match mode {
+                AesMode::Ecb => Crypter::new(cipher, m, v, None).map_err(bad)?,
+                AesMode::Cbc(iv) | AesMode::CbcPad(iv) => {
+                    Crypter::new(cipher, m, v, Some(iv)).map_err(bad)?
+                }
+                AesMode::Ctr(b) => Crypter::new(cipher, m, v, Some(b)).map_err(bad)?,
+                AesMode::Gcm { iv, aad, .. } => {
+                    let mut c = Crypter::new(cipher, m, v, Some(iv)).map_err(bad)?;
+                    if !aad.is_empty() {
+                        c.aad_update(aad).map_err(bad)?;
+                    }
+                    c
+                }
+            };
+            c.pad(matches!(mode, AesMode::CbcPad(_)));
+            crypter = Some(c);
+        }
+        _ => {}
+    }
+    let hasher = pre.map(|(h, _)| Hasher::new(h));
+    let digest_info = pre.is_some_and(|(_, d)| d);
+    Ok((
+        Running {
+            op,
+            kind,
+            key,
+            buf: Zeroizing::new(Vec::new()),
+            hasher,
+            digest_info,
+            hmac,
+            crypter,
+            fed: 0,
+        },
+        info,
+    ))
+}
+
+/// The error for data of bad length on this operation.
+fn len_err(op: Op) -> Rv {
+    if op == Op::Decrypt {
+        ckr::ENCRYPTED_DATA_LEN_RANGE
+    } else {
+        ckr::DATA_LEN_RANGE
+    }
+}
+
+impl Running {
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    /// Feed data; returns the output ready now.
+    pub fn update(&mut self, data: &[u8]) -> Result<Vec<u8>, Rv> {
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(data);
+            return Ok(Vec::new());
+        }
+        if let Some(m) = self.hmac.as_mut() {
+            m.update(data);
+            return Ok(Vec::new());
+        }
+        let gcm_dec = matches!(self.kind, Kind::Aes(AesMode::Gcm { .. })) && self.op == Op::Decrypt;
+        if let (Some(c), false) = (self.crypter.as_mut(), gcm_dec) {
+            self.fed = self.fed.saturating_add(data.len());
+            let mut out = vec![0u8; data.len() + 32];
+            let n = c.update(data, &mut out).map_err(|_| len_err(self.op))?;
+            out.truncate(n);
+            return Ok(out);
+        }
+        if self.buf.len() + data.len() > MAX_BUFFER {
+            return Err(len_err(self.op));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(Vec::new())
+    }
+
+    /// Finish: the output (signature, ciphertext, plaintext), or for verify
+    /// an empty vector when `signature` is valid.
+    pub fn finish(mut self, data: &[u8], signature: &[u8]) -> Result<Vec<u8>, Rv> {
+        let mut out = self.update(data)?;
+        let input: Zeroizing<Vec<u8>> = match self.hasher.take() {
+            Some(h) => {
+                let hash = h.hash();
+                let mut d = [0u8; MAX_DIGEST];
+                let n = h.finish(&mut d);
+                let mut v = Vec::with_capacity(83);
+                if self.digest_info {
+                    v.extend_from_slice(hash.digest_info_prefix());
+                }
+                v.extend_from_slice(d.get(..n).unwrap_or(&[]));
+                Zeroizing::new(v)
+            }
+            None => std::mem::take(&mut self.buf),
+        };
+        if let Some(m) = self.hmac.take() {
+            let mac = m.finish();
+            return match self.op {
+                Op::Sign => Ok(mac),
+                _ => {
+                    if signature.len() != mac.len() {
+                        Err(ckr::SIGNATURE_LEN_RANGE)
+                    } else if openssl::memcmp::eq(&mac, signature) {
+                        Ok(Vec::new())
+                    } else {
+                        Err(ckr::SIGNATURE_INVALID)
+                    }
+                }
+            };
+        }
+        if let Kind::Aes(mode) = &self.kind {
+            let mode = mode.clone();
+            let op = self.op;
+            let fed = self.fed;
+            let Some(mut c) = self.crypter.take() else {
+                return Err(ckr::GENERAL_ERROR);
+            };
+            return aes_finish(&mut c, &mode, op, fed, &input, out);
+        }
+        let key = self.key.clone();
+        let material = key.material()?;
+        match (&self.kind, self.op, material) {
+            (Kind::RsaPkcs | Kind::RsaX509, Op::Sign, KeyMaterial::RsaPrivate { rsa, .. }) => {
+                let k = rsa.size() as usize;
+                let (pad, from) = rsa_input(&self.kind, k, &input)?;
+                let mut sig = vec![0u8; k];
+                let n = rsa
+                    .private_encrypt(&from, &mut sig, pad)
+                    .map_err(|_| ckr::DATA_INVALID)?;
+                sig.truncate(n);
+                Ok(sig)
+            }
+            (Kind::RsaPkcs | Kind::RsaX509, Op::Verify, KeyMaterial::RsaPublic { rsa, .. }) => {
+                let k = rsa.size() as usize;
+                if signature.len() != k {
+                    return Err(ckr::SIGNATURE_LEN_RANGE);
+                }
+                let (pad, expect) = rsa_input(&self.kind, k, &input)?;
+                let mut dec = Zeroizing::new(vec![0u8; k]);
+                let n = rsa
+                    .public_decrypt(signature, &mut dec, pad)
+                    .map_err(|_| ckr::SIGNATURE_INVALID)?;
+                if dec.get(..n) == Some(&expect[..]) {
+                    Ok(Vec::new())
+                } else {
+                    Err(ckr::SIGNATURE_INVALID)
+                }
+            }
+            (Kind::RsaPkcs | Kind::RsaX509, Op::Encrypt, KeyMaterial::RsaPublic { rsa, .. }) => {
+                let k = rsa.size() as usize;
+                let (pad, from) = rsa_input(&self.kind, k, &input)?;
+                let mut c = vec![0u8; k];
+                let n = rsa
+                    .public_encrypt(&from, &mut c, pad)
+                    .map_err(|_| ckr::DATA_INVALID)?;
+                c.truncate(n);
+                out.extend(c);
+                Ok(out)
+            }
+            (Kind::RsaPkcs | Kind::RsaX509, Op::Decrypt, KeyMaterial::RsaPrivate { rsa, .. }) => {
+                let k = rsa.size() as usize;
+                if input.len() != k {
+                    return Err(ckr::ENCRYPTED_DATA_LEN_RANGE);
+                }
+                let pad = if matches!(self.kind, Kind::RsaPkcs) {
+                    Padding::PKCS1
+                } else {
+                    Padding::NONE
+                };
+                let mut p = vec![0u8; k];
+                let n = rsa
+                    .private_decrypt(&input, &mut p, pad)
+                    .map_err(|_| ckr::ENCRYPTED_DATA_INVALID)?;
+                p.truncate(n);
+                Ok(p)
+            }
+            (Kind::RsaPss { hash, mgf, salt }, Op::Sign, KeyMaterial::RsaPrivate { pkey, .. }) => {
+                if input.len() != hash.size() {
+                    return Err(ckr::DATA_LEN_RANGE);
+                }
+                let e = |_| ckr::FUNCTION_FAILED;
+                let mut ctx = PkeyCtx::new(pkey).map_err(e)?;
+                ctx.sign_init().map_err(e)?;
+                pss_setup(&mut ctx, *hash, *mgf, *salt)?;
+                let mut sig = Vec::new();
+                ctx.sign_to_vec(&input, &mut sig).map_err(e)?;
+                Ok(sig)
+            }
+            (
+                Kind::RsaPss { hash, mgf, salt },
+                Op::Verify,
+                KeyMaterial::RsaPublic { pkey, rsa, .. },
+            ) => {
+                if input.len() != hash.size() {
+                    return Err(ckr::DATA_LEN_RANGE);
+                }
+                if signature.len() != rsa.size() as usize {
+                    return Err(ckr::SIGNATURE_LEN_RANGE);
+                }
+                let e = |_| ckr::FUNCTION_FAILED;
+                let mut ctx = PkeyCtx::new(pkey).map_err(e)?;
+                ctx.verify_init().map_err(e)?;
+                pss_setup(&mut ctx, *hash, *mgf, *salt)?;
+                match ctx.verify(&input, signature) {
+                    Ok(true) => Ok(Vec::new()),
+                    _ => Err(ckr::SIGNATURE_INVALID),
+                }
+            }
+            (
+                Kind::RsaOaep { hash, mgf, label },
+                Op::Encrypt,
+                KeyMaterial::RsaPublic { pkey, rsa, .. },
+            ) => {
+                let k = rsa.size() as usize;
+                if input.len() + 2 * hash.size() + 2 > k {
+                    return Err(ckr::DATA_LEN_RANGE);
+                }
+                let e = |_| ckr::FUNCTION_FAILED;
+                let mut ctx = PkeyCtx::new(pkey).map_err(e)?;
+                ctx.encrypt_init().map_err(e)?;
+                oaep_setup(&mut ctx, *hash, *mgf, label)?;
+                let mut c = Vec::new();
+                ctx.encrypt_to_vec(&input, &mut c).map_err(e)?;
+                Ok(c)
+            }
+            (
+                Kind::RsaOaep { hash, mgf, label },
+                Op::Decrypt,
+                KeyMaterial::RsaPrivate { pkey, rsa, .. },
+            ) => {
+                if input.len() != rsa.size() as usize {
+                    return Err(ckr::ENCRYPTED_DATA_LEN_RANGE);
+                }
+                let e = |_| ckr::FUNCTION_FAILED;
+                let mut ctx = PkeyCtx::new(pkey).map_err(e)?;
+                ctx.decrypt_init().map_err(e)?;
+                oaep_setup(&mut ctx, *hash, *mgf, label)?;
+                let mut p = Vec::new();
+                ctx.decrypt_to_vec(&input, &mut p)
+                    .map_err(|_| ckr::ENCRYPTED_DATA_INVALID)?;
+                Ok(p)
+            }
+            (Kind::Ecdsa, Op::Sign, KeyMaterial::EcPrivate { key, curve }) => {
+                if input.is_empty() {
+                    return Err(ckr::DATA_LEN_RANGE);
+                }
+                let sig = EcdsaSig::sign(&input, key).map_err(|_| ckr::FUNCTION_FAILED)?;
+                let n = curve.bytes() as i32;
+                let e = |_| ckr::FUNCTION_FAILED;
+                let mut out = sig.r().to_vec_padded(n).map_err(e)?;
+                out.extend(sig.s().to_vec_padded(n).map_err(e)?);
+                Ok(out)
+            }
+            (Kind::Ecdsa, Op::Verify, KeyMaterial::EcPublic { key, curve }) => {
+                let n = curve.bytes();
+                if signature.len() != 2 * n {
+                    return Err(ckr::SIGNATURE_LEN_RANGE);
+                }
+                let (r, s) = signature.split_at(n);
+                let e = |_| ckr::SIGNATURE_INVALID;
+                let sig = EcdsaSig::from_private_components(
+                    BigNum::from_slice(r).map_err(e)?,
+                    BigNum::from_slice(s).map_err(e)?,
+                )
+                .map_err(e)?;
+                match sig.verify(&input, key) {
+                    Ok(true) => Ok(Vec::new()),
+                    _ => Err(ckr::SIGNATURE_INVALID),
+                }
+            }
+            _ => Err(ckr::KEY_TYPE_INCONSISTENT),
+        }
+    }
+}
+
+/// Padding and input of a raw RSA operation (`CKM_RSA_PKCS` or
+/// `CKM_RSA_X_509`), with the length checks of PKCS#11.
+fn rsa_input(kind: &Kind, k: usize, input: &[u8]) -> Result<(Padding, Zeroizing<Vec<u8>>), Rv> {
+    match kind {
+        Kind::RsaPkcs => {
+            if input.len() + 11 > k {
+                return Err(ckr::DATA_LEN_RANGE);
+            }
+            Ok((Padding::PKCS1, Zeroizing::new(input.to_vec())))
+        }
+        _ => {
+            if input.len() > k {
+                return Err(ckr::DATA_LEN_RANGE);
+            }
+            // Raw RSA works on a k-byte block: left-pad with zeros.
+            let mut v = Zeroizing::new(vec![0u8; k - input.len()]);
+            v.extend_from_slice(input);
+            Ok((Padding::NONE, v))
+        }
+    }
+}
+
+fn pss_setup<T>(ctx: &mut PkeyCtx<T>, hash: Hash, mgf: Hash, salt: usize) -> Result<(), Rv> {
+    let e = |_| ckr::MECHANISM_PARAM_INVALID;
+    ctx.set_rsa_padding(Padding::PKCS1_PSS).map_err(e)?;
+    ctx.set_signature_md(md(hash)).map_err(e)?;
+    ctx.set_rsa_mgf1_md(md(mgf)).map_err(e)?;
+    let salt = i32::try_from(salt).map_err(|_| ckr::MECHANISM_PARAM_INVALID)?;
+    ctx.set_rsa_pss_saltlen(RsaPssSaltlen::custom(salt))
+        .map_err(e)
+}
+
+fn oaep_setup<T>(ctx: &mut PkeyCtx<T>, hash: Hash, mgf: Hash, label: &[u8]) -> Result<(), Rv> {
+    let e = |_| ckr::MECHANISM_PARAM_INVALID;
+    ctx.set_rsa_padding(Padding::PKCS1_OAEP).map_err(e)?;
+    ctx.set_rsa_oaep_md(md(hash)).map_err(e)?;
+    ctx.set_rsa_mgf1_md(md(mgf)).map_err(e)?;
+    if !label.is_empty() {
+        ctx.set_rsa_oaep_label(label).map_err(e)?;
+    }
+    Ok(())
+}
+
+fn aes_finish(
+    c: &mut Crypter,
+    mode: &AesMode,
+    op: Op,
+    fed: usize,
+    buffered: &[u8],
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, Rv> {
+    match mode {
+        AesMode::Ecb | AesMode::Cbc(_) if !fed.is_multiple_of(16) => Err(len_err(op)),
+        AesMode::CbcPad(_) if op == Op::Decrypt && !fed.is_multiple_of(16) => {
+            Err(ckr::ENCRYPTED_DATA_LEN_RANGE)
+        }
+        AesMode::Gcm { tag, .. } if op == Op::Decrypt => {
+            let Some(split) = buffered.len().checked_sub(*tag) else {
+                return Err(ckr::ENCRYPTED_DATA_LEN_RANGE);
+            };
+            let (ct, t) = buffered.split_at(split);
+            let mut p = vec![0u8; ct.len() + 32];
+            let n = c.update(ct, &mut p).map_err(|_| ckr::FUNCTION_FAILED)?;
+            c.set_tag(t).map_err(|_| ckr::ENCRYPTED_DATA_INVALID)?;
+            let mut rest = [0u8; 32];
+            let m = c
+                .finalize(&mut rest)
+                .map_err(|_| ckr::ENCRYPTED_DATA_INVALID)?;
+            p.truncate(n);
+            p.extend_from_slice(rest.get(..m).unwrap_or(&[]));
+            Ok(p)
+        }
+        AesMode::Gcm { tag, .. } => {
+            let mut rest = [0u8; 32];
+            let m = c.finalize(&mut rest).map_err(|_| ckr::FUNCTION_FAILED)?;
+            out.extend_from_slice(rest.get(..m).unwrap_or(&[]));
+            let mut t = vec![0u8; *tag];
+            c.get_tag(&mut t).map_err(|_| ckr::FUNCTION_FAILED)?;
+            out.extend(t);
+            Ok(out)
+        }
+        _ => {
+            let mut rest = [0u8; 32];
+            let m = c.finalize(&mut rest).map_err(|_| {
+                if op == Op::Decrypt {
+                    ckr::ENCRYPTED_DATA_INVALID
+                } else {
+                    ckr::DATA_LEN_RANGE
+                }
+            })?;
+            out.extend_from_slice(rest.get(..m).unwrap_or(&[]));
+            Ok(out)
+        }
+    }
+}
+
+/// Hash `data` with digest mechanism `mech` (for `DigestKey` and tests).
+pub fn digest(mech: u64, data: &[u8]) -> Result<Vec<u8>, Rv> {
+    let md = match Hash::from_mechanism(mech).ok_or(ckr::MECHANISM_INVALID)? {
+        Hash::Sha1 => MessageDigest::sha1(),
+        Hash::Sha224 => MessageDigest::sha224(),
+        Hash::Sha256 => MessageDigest::sha256(),
+        Hash::Sha384 => MessageDigest::sha384(),
+        Hash::Sha512 => MessageDigest::sha512(),
+    };
+    openssl::hash::hash(md, data)
+        .map(|d| d.to_vec())
+        .map_err(|_| ckr::FUNCTION_FAILED)
+}

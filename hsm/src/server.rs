@@ -1,0 +1,125 @@
+//! The TCP server: one thread per connection, framed requests.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hsmlink_core::wire::{frame_len, HEADER_LEN};
+
+use crate::conn::{Connection, SERVER_MAX_FRAME};
+use crate::hsm::Hsm;
+
+/// A bound server, not yet accepting.
+pub struct Server {
+    hsm: Arc<Hsm>,
+    listener: TcpListener,
+    active: Arc<AtomicUsize>,
+}
+
+impl Server {
+    pub fn bind(hsm: Arc<Hsm>, addr: &str) -> io::Result<Server> {
+        let listener = TcpListener::bind(addr)?;
+        Ok(Server {
+            hsm,
+            listener,
+            active: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accept connections forever.
+    pub fn run(self) -> io::Result<()> {
+        loop {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(x) => x,
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            if self.active.load(Ordering::SeqCst) >= self.hsm.limits.max_connections {
+                log::warn!("{peer}: refused, connection limit reached");
+                drop(stream);
+                continue;
+            }
+            self.active.fetch_add(1, Ordering::SeqCst);
+            let hsm = self.hsm.clone();
+            let active = self.active.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("conn {peer}"))
+                .spawn(move || {
+                    log::info!("{peer}: connected");
+                    let r = catch_unwind(AssertUnwindSafe(|| serve_connection(hsm, stream)));
+                    match r {
+                        Ok(Ok(())) => log::info!("{peer}: closed"),
+                        Ok(Err(e)) => log::info!("{peer}: closed ({e})"),
+                        Err(_) => log::error!("{peer}: handler panicked; connection dropped"),
+                    }
+                    active.fetch_sub(1, Ordering::SeqCst);
+                });
+            if let Err(e) = spawned {
+                log::error!("spawn: {e}");
+                self.active.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Run on a background thread; returns the bound address.
+    pub fn spawn(self) -> io::Result<SocketAddr> {
+        let addr = self.local_addr()?;
+        std::thread::Builder::new()
+            .name("accept".into())
+            .spawn(move || {
+                let _ = self.run();
+            })?;
+        Ok(addr)
+    }
+}
+
+/// Serve one connection until the peer closes, errs, idles out or sends a
+/// frame that ends it.
+pub fn serve_connection(hsm: Arc<Hsm>, mut stream: TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let idle = Duration::from_secs(hsm.limits.idle_secs.max(1));
+    stream.set_read_timeout(Some(idle))?;
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let mut conn = Connection::new(hsm);
+    let mut body = Vec::new();
+    loop {
+        let mut header = [0u8; HEADER_LEN];
+        match stream.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let len = match frame_len(header, SERVER_MAX_FRAME) {
+            Ok(l) => l,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "frame longer than announced",
+                ))
+            }
+        };
+        body.clear();
+        body.resize(len, 0);
+        stream.read_exact(&mut body)?;
+        let reply = conn.handle_body(&body);
+        zeroize::Zeroize::zeroize(&mut body);
+        stream.write_all(&reply)?;
+        if conn.closing() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "protocol error before hello",
+            ));
+        }
+    }
+}
