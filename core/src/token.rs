@@ -156,6 +156,10 @@ struct SlotInner<L, const BUF: usize> {
     link_generation: u32,
     /// Length of the last reply body in `rx`.
     reply_len: usize,
+    /// The link has answered a request after its login.
+    link_used: bool,
+    /// Why the last link was dropped.
+    last_error: Option<crate::link::LinkError>,
     /// The encoded mechanism of a locally initialized operation.
     mech: [u8; MECH_BUF],
     mech_len: usize,
@@ -186,6 +190,8 @@ impl<L, R: RawMutex, const BUF: usize> SessionSlot<L, R, BUF> {
                     link: None,
                     link_generation: 0,
                     reply_len: 0,
+                    link_used: false,
+                    last_error: None,
                     mech: [0; MECH_BUF],
                     mech_len: 0,
                     tx: [0; BUF],
@@ -1359,13 +1365,33 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
 
     /// One exchange whose reply `pick` turns into a value; a reply it does not
     /// accept (`None`) is out of protocol and drops the connection.
+    ///
+    /// A connection that worked before and then broke (the HSM restarted, a
+    /// firewall dropped it) is replaced once, transparently, for requests
+    /// that hold no state of the old connection; a timeout is never retried
+    /// (its bound is the application's).
     fn ask<T>(
         &self,
         inner: &mut SlotInner<C::Link, BUF>,
         request: &Request<'_>,
-        pick: impl FnOnce(Response<'_>) -> Option<T>,
+        pick: impl Fn(Response<'_>) -> Option<T>,
     ) -> Result<T, Rv> {
-        let picked = pick(call(inner, request)?);
+        let was_used = inner.link_used;
+        let first = call(inner, request).map(&pick);
+        let picked = match first {
+            Err(rv)
+                if was_used
+                    && inner.link.is_none()
+                    && inner.last_error == Some(crate::link::LinkError::Io)
+                    && retryable(request) =>
+            {
+                warn!("connection to the HSM lost; reconnecting once");
+                inner.link_generation = 0;
+                self.authenticate(inner).map_err(|_| rv)?;
+                call(inner, request).map(&pick)?
+            }
+            r => r?,
+        };
         picked.ok_or_else(|| self.broken(inner))
     }
 
@@ -1397,6 +1423,8 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         let link = self.connector.connect(host).map_err(|e| e.rv())?;
         inner.link = Some(link);
         inner.link_generation = 0;
+        inner.link_used = false;
+        inner.last_error = None;
         let hello = Request::Hello {
             version: PROTOCOL_VERSION,
             max_frame: (BUF - wire::HEADER_LEN) as u32,
@@ -1502,6 +1530,25 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     }
 }
 
+/// Requests that depend on no state of the connection they were sent on,
+/// and do the same when sent twice: safe to resend on a new connection.
+fn retryable(request: &Request<'_>) -> bool {
+    matches!(
+        request,
+        Request::GetAttributes { .. }
+            | Request::SetAttributes { .. }
+            | Request::GetObjectSize { .. }
+            | Request::FindObjects { .. }
+            | Request::CryptoInit { .. }
+            | Request::CryptoOneShot { .. }
+            | Request::GenerateRandom { .. }
+            | Request::SeedRandom { .. }
+            | Request::WrapKey { .. }
+            | Request::DigestKey { .. }
+            | Request::Ping
+    )
+}
+
 fn host_of(cred: &Credential) -> Option<&str> {
     if cred.host.is_empty() {
         None
@@ -1520,6 +1567,8 @@ fn to_template<'a>(attrs: &[Attribute<'a>]) -> Result<Template<'a>, Rv> {
 fn drop_link<L, const BUF: usize>(inner: &mut SlotInner<L, BUF>) {
     inner.link = None;
     inner.link_generation = 0;
+    inner.link_used = false;
+    inner.last_error = None;
 }
 
 fn set_active<L, const BUF: usize>(inner: &mut SlotInner<L, BUF>, active: Active) {
@@ -1562,6 +1611,7 @@ fn call<'b, L: Link, const BUF: usize>(
         Err(e) => {
             warn!("link to the HSM failed");
             drop_link(inner);
+            inner.last_error = Some(e);
             return Err(e.rv());
         }
     };
@@ -1571,9 +1621,16 @@ fn call<'b, L: Link, const BUF: usize>(
         return Err(ckr::DEVICE_ERROR);
     }
     let body = inner.rx.get(..got).unwrap_or(&[]);
+    let logged_in = inner.link_generation != 0;
     match wire::decode::<Response<'_>>(body) {
-        Ok(Response::Error(rv)) => Err(rv),
-        Ok(r) => Ok(r),
+        Ok(Response::Error(rv)) => {
+            inner.link_used = logged_in;
+            Err(rv)
+        }
+        Ok(r) => {
+            inner.link_used = logged_in;
+            Ok(r)
+        }
         Err(_) => {
             inner.link = None;
             inner.link_generation = 0;

@@ -13,6 +13,8 @@ use crate::wire::{decode, encode_frame, HEADER_LEN};
 /// A fake HSM answering in memory; counts exchanges.
 struct FakeLink {
     exchanges: Arc<AtomicUsize>,
+    /// Fail the next exchange with this error (a dropped connection).
+    fail_next: Arc<std::sync::Mutex<Option<LinkError>>>,
     logged_in: bool,
     op: Option<Op>,
 }
@@ -22,6 +24,9 @@ const SIG_LEN: usize = 256;
 impl Link for FakeLink {
     fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError> {
         self.exchanges.fetch_add(1, Ordering::SeqCst);
+        if let Some(e) = self.fail_next.lock().unwrap().take() {
+            return Err(e);
+        }
         let req: Request<'_> = decode(&request[HEADER_LEN..]).map_err(|_| LinkError::Io)?;
         let sig = [0xAB; SIG_LEN];
         let handles: heapless::Vec<u64, MAX_FIND> = (1..=MAX_FIND as u64).collect();
@@ -88,13 +93,27 @@ impl Link for FakeLink {
 
 struct FakeConnector {
     exchanges: Arc<AtomicUsize>,
+    fail_next: Arc<std::sync::Mutex<Option<LinkError>>>,
+    connects: Arc<AtomicUsize>,
+}
+
+impl FakeConnector {
+    fn new(exchanges: Arc<AtomicUsize>) -> Self {
+        FakeConnector {
+            exchanges,
+            fail_next: Default::default(),
+            connects: Default::default(),
+        }
+    }
 }
 
 impl Connector for FakeConnector {
     type Link = FakeLink;
     fn connect(&self, _host: Option<&str>) -> Result<FakeLink, LinkError> {
+        self.connects.fetch_add(1, Ordering::SeqCst);
         Ok(FakeLink {
             exchanges: self.exchanges.clone(),
+            fail_next: self.fail_next.clone(),
             logged_in: false,
             op: None,
         })
@@ -111,9 +130,7 @@ fn token(
 ) {
     let exchanges = Arc::new(AtomicUsize::new(0));
     let t = Token::new(
-        FakeConnector {
-            exchanges: exchanges.clone(),
-        },
+        FakeConnector::new(exchanges.clone()),
         [1; 16],
         slots,
         LoginConfig {
@@ -296,9 +313,7 @@ fn find_fetches_batches_lazily() {
 fn special_pin_parses_user_password_and_host() {
     let s = slots();
     let t = Token::new(
-        FakeConnector {
-            exchanges: Arc::new(AtomicUsize::new(0)),
-        },
+        FakeConnector::new(Arc::new(AtomicUsize::new(0))),
         [1; 16],
         &s[..],
         LoginConfig {
@@ -360,4 +375,40 @@ fn a_key_used_once_signs_in_one_exchange_per_signature() {
     let before = ex.load(Ordering::SeqCst);
     t.crypto_init(h, Op::Sign, &RSA, 7).unwrap();
     assert_eq!(ex.load(Ordering::SeqCst), before + 1);
+}
+
+#[test]
+fn a_dropped_connection_is_replaced_once_but_a_timeout_is_not_retried() {
+    let s = slots();
+    let (t, _) = token(&s);
+    let h = t.open_session(true).unwrap();
+    t.login(h, cku::USER, b"pw").unwrap();
+    let mut sig = [0u8; SIG_LEN];
+    t.crypto_init(h, Op::Sign, &RSA, 7).unwrap();
+    t.crypto(h, Op::Sign, b"warm", Some(&mut sig)).unwrap();
+    let c = t.connector();
+    let connects = c.connects.load(Ordering::SeqCst);
+    // The HSM restarted: the next exchange fails; the module reconnects,
+    // logs in again with the kept credential and the signature succeeds.
+    *c.fail_next.lock().unwrap() = Some(LinkError::Io);
+    t.crypto_init(h, Op::Sign, &RSA, 7).unwrap();
+    assert_eq!(
+        t.crypto(h, Op::Sign, b"m", Some(&mut sig)),
+        Ok(Len::Written(SIG_LEN))
+    );
+    assert_eq!(c.connects.load(Ordering::SeqCst), connects + 1);
+    // A stalled HSM: the call fails after its timeout and is not resent.
+    *c.fail_next.lock().unwrap() = Some(LinkError::Timeout);
+    t.crypto_init(h, Op::Sign, &RSA, 7).unwrap();
+    assert_eq!(
+        t.crypto(h, Op::Sign, b"m", Some(&mut sig)),
+        Err(ckr::DEVICE_ERROR)
+    );
+    assert_eq!(c.connects.load(Ordering::SeqCst), connects + 1);
+    // The next call connects afresh.
+    t.crypto_init(h, Op::Sign, &RSA, 7).unwrap();
+    assert_eq!(
+        t.crypto(h, Op::Sign, b"m", Some(&mut sig)),
+        Ok(Len::Written(SIG_LEN))
+    );
 }
