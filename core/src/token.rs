@@ -360,29 +360,48 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     }
 
     /// `C_CloseSession`: drops the session's connection, and with it the
-    /// session objects it created.
+    /// session objects it created. Closing the last session logs the
+    /// application out (v2.40 §5.6).
     pub fn close_session(&self, session: u64) -> Result<(), Rv> {
         let slot = self.slot(session)?;
-        let mut inner = slot.inner.lock();
-        if slot.handle.load(Ordering::Acquire) as u64 != session || inner.session.is_none() {
-            return Err(ckr::SESSION_HANDLE_INVALID);
+        {
+            let mut inner = slot.inner.lock();
+            if slot.handle.load(Ordering::Acquire) as u64 != session || inner.session.is_none() {
+                return Err(ckr::SESSION_HANDLE_INVALID);
+            }
+            inner.session = None;
+            drop_link(&mut inner);
+            slot.handle.store(0, Ordering::Release);
         }
-        inner.session = None;
-        inner.link = None;
-        inner.link_generation = 0;
-        slot.handle.store(0, Ordering::Release);
+        if self
+            .slots
+            .iter()
+            .all(|s| s.handle.load(Ordering::Acquire) == 0)
+        {
+            self.forget_login();
+        }
         Ok(())
     }
 
-    /// `C_CloseAllSessions`.
+    /// `C_CloseAllSessions`: closes every session and logs out.
     pub fn close_all_sessions(&self) {
         for slot in self.slots {
             let mut inner = slot.inner.lock();
             inner.session = None;
-            inner.link = None;
-            inner.link_generation = 0;
+            drop_link(&mut inner);
             slot.handle.store(0, Ordering::Release);
         }
+        self.forget_login();
+    }
+
+    /// Back to public sessions: the credential is zeroized and forgotten.
+    fn forget_login(&self) {
+        let mut shared = self.shared.lock();
+        if shared.login.take().is_some() {
+            shared.generation = shared.generation.wrapping_add(1).max(1);
+        }
+        drop(shared);
+        self.keys.lock().entries.clear();
     }
 
     /// `C_GetSessionInfo` (state and flags; the slot is always 1).

@@ -412,3 +412,22 @@ fn a_dropped_connection_is_replaced_once_but_a_timeout_is_not_retried() {
         Ok(Len::Written(SIG_LEN))
     );
 }
+
+#[test]
+fn closing_the_last_session_logs_the_application_out() {
+    let s = slots();
+    let (t, _) = token(&s);
+    let a = t.open_session(true).unwrap();
+    let b = t.open_session(true).unwrap();
+    t.login(a, cku::USER, b"pw").unwrap();
+    t.close_session(a).unwrap();
+    assert!(t.logged_in(), "another session is still open");
+    assert_eq!(t.session_info(b).unwrap().state, cks::RW_USER_FUNCTIONS);
+    t.close_session(b).unwrap();
+    assert!(!t.logged_in());
+    let c = t.open_session(true).unwrap();
+    assert_eq!(t.session_info(c).unwrap().state, cks::RW_PUBLIC_SESSION);
+    t.login(c, cku::USER, b"pw").unwrap();
+    t.close_all_sessions();
+    assert!(!t.logged_in());
+}
