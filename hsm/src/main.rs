@@ -61,10 +61,17 @@ enum Cmd {
         net: NetArgs,
     },
     /// Manage users (run while the server is stopped).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  echo secret | hsmlink-hsm user add --data /var/lib/hsmlink alice\n  \
+            hsmlink-hsm user list --data /var/lib/hsmlink"
+    )]
     User(UserCmd),
     /// Inspect token objects (run while the server is stopped).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  hsmlink-hsm objects list --data /var/lib/hsmlink --user alice"
+    )]
     Objects(ObjectsCmd),
 }
 
