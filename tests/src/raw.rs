@@ -322,6 +322,31 @@ impl Raw {
         rv
     }
 
+    /// `C_CreateObject` with a template of raw (type, bytes) pairs, so that
+    /// tests can send values of the wrong size.
+    pub fn create_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> (CK_RV, CK_OBJECT_HANDLE) {
+        let mut attrs: Vec<CK_ATTRIBUTE> = template
+            .iter()
+            .map(|(type_, value)| CK_ATTRIBUTE {
+                type_: *type_,
+                pValue: value.as_ptr().cast_mut().cast(),
+                ulValueLen: value.len() as CK_ULONG,
+            })
+            .collect();
+        let mut handle: CK_OBJECT_HANDLE = 0;
+        let rv = call!(self.C_CreateObject(
+            session,
+            attrs.as_mut_ptr(),
+            attrs.len() as CK_ULONG,
+            &mut handle
+        ));
+        (rv, handle)
+    }
+
     /// `C_Login(session, user_type, pin)`.
     pub fn login(&self, session: CK_SESSION_HANDLE, user_type: CK_ULONG, pin: &[u8]) -> CK_RV {
         call!(self.C_Login(

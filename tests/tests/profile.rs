@@ -612,17 +612,27 @@ fn session_objects_vanish_on_finalize_token_objects_persist() {
 }
 
 #[test]
-fn logout_then_login_keeps_session_objects() {
-    // Logging out ends the application's login, not its sessions.
+fn logout_destroys_private_session_objects() {
+    // v2.40 C_Logout: "all private session objects from sessions belonging
+    // to the application are destroyed", and every object is private here.
+    // Token objects stay.
     let t = token();
-    let label = unique_label("relogin");
+    let label = unique_label("logout");
     let session = t.user_session();
-    let object = session
+    let session_object = session
         .create_object(&data_object(&label, false))
         .expect("session object");
+    let token_object = session
+        .create_object(&data_object(&label, true))
+        .expect("token object");
     session.logout().expect("C_Logout");
     login_user(&session);
-    assert_eq!(find_by_label(&session, &label), vec![object]);
+    assert_eq!(find_by_label(&session, &label), vec![token_object]);
+    assert_rv(
+        session.get_attributes(session_object, &[AttributeType::Label]),
+        RvError::ObjectHandleInvalid,
+    );
+    session.destroy_object(token_object).expect("destroy");
 }
 
 // Row: "Keys are only exportable or not"

@@ -265,20 +265,44 @@ fn rsa_pkcs_raw_signs_a_digest_info() {
         session.sign(&Mechanism::RsaPkcs, pair.private, &too_long),
         RvError::DataLenRange,
     );
-    // Multi-part is not defined for CKM_RSA_PKCS.
+    // CKM_RSA_PKCS is single-part in v2.40. A module may refuse
+    // C_SignUpdate, or collect the parts; if it collects them, C_SignFinal
+    // must give the same signature as C_Sign.
     session
         .sign_init(&Mechanism::RsaPkcs, pair.private)
         .expect("C_SignInit");
-    let rv = rv_of(session.sign_update(short));
-    assert!(
-        matches!(
-            rv,
-            RvError::FunctionNotSupported
-                | RvError::MechanismInvalid
-                | RvError::KeyFunctionNotPermitted
-        ),
-        "C_SignUpdate with CKM_RSA_PKCS: got {rv:?}"
-    );
+    match session.sign_update(&short[..10]) {
+        Ok(()) => {
+            session
+                .sign_update(&short[10..])
+                .expect("second C_SignUpdate");
+            match session.sign_final() {
+                Ok(multi) => assert_eq!(multi, sig, "multi-part CKM_RSA_PKCS differs from C_Sign"),
+                Err(e) => {
+                    let rv = rv_of::<()>(Err(e));
+                    assert!(
+                        matches!(
+                            rv,
+                            RvError::FunctionNotSupported | RvError::MechanismInvalid
+                        ),
+                        "C_SignFinal with CKM_RSA_PKCS: got {rv:?}"
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            let rv = rv_of::<()>(Err(e));
+            assert!(
+                matches!(
+                    rv,
+                    RvError::FunctionNotSupported
+                        | RvError::MechanismInvalid
+                        | RvError::KeyFunctionNotPermitted
+                ),
+                "C_SignUpdate with CKM_RSA_PKCS: got {rv:?}"
+            );
+        }
+    }
 }
 
 #[test]
