@@ -173,6 +173,11 @@ impl Connection {
         }
     }
 
+    /// This connection's id (for [`Hsm::register_probe`]).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Whether the connection must be closed after the last reply.
     pub fn closing(&self) -> bool {
         self.closing
@@ -254,6 +259,7 @@ impl Connection {
             hsm: &hsm,
             user: &user,
             app,
+            conn: self.id,
         };
         match req {
             Request::CreateObject { template } => done(self.create(&s, &template)),
@@ -268,7 +274,9 @@ impl Connection {
                 Err(e) => Reply::Error(e),
             },
             Request::FindObjects { template, max } => {
-                let handles = s.hsm.find(&user, &app, &template, self.hsm.limits.max_find);
+                let handles = s
+                    .hsm
+                    .find(&user, &app, self.id, &template, self.hsm.limits.max_find);
                 self.find = Some(Find { handles, pos: 0 });
                 self.find_next(&s, max)
             }
@@ -419,7 +427,7 @@ impl Connection {
             None
         } else {
             self.session_objects
-                .retain(|h| self.hsm.get(s.user, &s.app, *h).is_some());
+                .retain(|h| self.hsm.get(s.user, &s.app, s.conn, *h).is_some());
             if self.session_objects.len() >= self.hsm.limits.max_session_objects {
                 return Err(ckr::DEVICE_MEMORY);
             }
@@ -567,7 +575,7 @@ impl Connection {
         });
         let mut attrs = object::build(&full, Origin::Create)?;
         if let Some(len) = attr::find_ulong(t, cka::VALUE_LEN)? {
-            if len as usize > value.len() {
+            if len != value.len() as u64 {
                 return Err(ckr::TEMPLATE_INCONSISTENT);
             }
         }
@@ -591,19 +599,20 @@ struct Ctx<'a> {
     hsm: &'a Hsm,
     user: &'a str,
     app: [u8; 16],
+    conn: u64,
 }
 
 impl Ctx<'_> {
     fn object(&self, h: u64) -> Result<Arc<Object>, Rv> {
         self.hsm
-            .get(self.user, &self.app, h)
+            .get(self.user, &self.app, self.conn, h)
             .ok_or(ckr::OBJECT_HANDLE_INVALID)
     }
 
     fn key(&self, h: u64) -> Result<Arc<Object>, Rv> {
         let o = self
             .hsm
-            .get(self.user, &self.app, h)
+            .get(self.user, &self.app, self.conn, h)
             .ok_or(ckr::KEY_HANDLE_INVALID)?;
         match o.class() {
             Some(cko::PUBLIC_KEY | cko::PRIVATE_KEY | cko::SECRET_KEY) => Ok(o),

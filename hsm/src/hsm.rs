@@ -96,6 +96,9 @@ impl Table {
     }
 }
 
+/// Tells whether a connection's peer is still there (see [`Hsm::register_probe`]).
+pub type Probe = Box<dyn Fn() -> bool + Send + Sync>;
+
 struct Handles {
     next: u64,
     end: u64,
@@ -111,6 +114,8 @@ pub struct Hsm {
     writer: Mutex<()>,
     handles: Mutex<Handles>,
     next_conn: std::sync::atomic::AtomicU64,
+    /// Liveness probes of the connections served over sockets.
+    probes: Mutex<HashMap<u64, Probe>>,
     pub limits: Limits,
 }
 
@@ -157,6 +162,7 @@ impl Hsm {
                 end: max_handle + 1,
             }),
             next_conn: std::sync::atomic::AtomicU64::new(1),
+            probes: Mutex::new(HashMap::new()),
             limits,
         })
     }
@@ -225,13 +231,67 @@ impl Hsm {
         Ok(v)
     }
 
-    /// The object `handle` if `user` in `app` may see it.
-    pub fn get(&self, user: &str, app: &[u8; 16], handle: u64) -> Option<Arc<Object>> {
-        read(&self.table)
+    /// Register a probe telling whether connection `conn`'s peer is still
+    /// there. A client that closes a session drops its connection and may
+    /// at once ask, over another connection, for the objects of the closed
+    /// one: the server thread of the closed connection may not have seen the
+    /// close yet, so lookups probe the owner of a session object first.
+    pub fn register_probe(&self, conn: u64, probe: Probe) {
+        lock(&self.probes).insert(conn, probe);
+    }
+
+    pub fn unregister_probe(&self, conn: u64) {
+        lock(&self.probes).remove(&conn);
+    }
+
+    /// Whether connection `conn` is known to be gone; its session objects
+    /// are then destroyed at once.
+    fn reap_if_gone(&self, user: &str, conn: u64) -> bool {
+        let gone = lock(&self.probes).get(&conn).is_some_and(|p| !p());
+        if gone {
+            let _w = lock(&self.writer);
+            let mut t = write(&self.table);
+            let doomed: Vec<u64> = t
+                .by_owner
+                .get(user)
+                .into_iter()
+                .flatten()
+                .filter(|h| {
+                    t.objects
+                        .get(h)
+                        .is_some_and(|o| o.session.is_some_and(|s| s.conn == conn))
+                })
+                .copied()
+                .collect();
+            for h in doomed {
+                t.remove(h);
+            }
+        }
+        gone
+    }
+
+    /// Whether `o` is a session object of a connection other than `viewer`
+    /// that is gone.
+    fn stale(&self, o: &Object, viewer: u64) -> bool {
+        match o.session {
+            Some(s) if s.conn != viewer => self.reap_if_gone(&o.owner, s.conn),
+            _ => false,
+        }
+    }
+
+    /// The object `handle` if `user` in `app` (on connection `viewer`) may
+    /// see it.
+    pub fn get(&self, user: &str, app: &[u8; 16], viewer: u64, handle: u64) -> Option<Arc<Object>> {
+        let o = read(&self.table)
             .objects
             .get(&handle)
             .filter(|o| o.visible(user, app))
-            .cloned()
+            .cloned()?;
+        if self.stale(&o, viewer) {
+            None
+        } else {
+            Some(o)
+        }
     }
 
     /// Insert a new object or replace one (same handle); token objects are
@@ -284,32 +344,49 @@ impl Hsm {
         }
     }
 
-    /// Handles of the objects `user` in `app` sees that match `template`,
-    /// ascending, at most `limit`.
+    /// Handles of the objects `user` in `app` (on connection `viewer`) sees
+    /// that match `template`, ascending, at most `limit`.
     pub fn find(
         &self,
         user: &str,
         app: &[u8; 16],
+        viewer: u64,
         template: &[Attribute<'_>],
         limit: usize,
     ) -> Vec<u64> {
-        let t = read(&self.table);
-        let label = template.iter().find(|a| a.ty == cka::LABEL);
-        let candidates: Box<dyn Iterator<Item = &u64>> = match label {
-            Some(l) => match t.by_label.get(&(user.to_string(), l.value.to_vec())) {
-                Some(s) => Box::new(s.iter()),
-                None => Box::new(std::iter::empty()),
-            },
-            None => match t.by_owner.get(user) {
-                Some(s) => Box::new(s.iter()),
-                None => Box::new(std::iter::empty()),
-            },
+        let found: Vec<(u64, Option<u64>)> = {
+            let t = read(&self.table);
+            let label = template.iter().find(|a| a.ty == cka::LABEL);
+            let candidates: Box<dyn Iterator<Item = &u64>> = match label {
+                Some(l) => match t.by_label.get(&(user.to_string(), l.value.to_vec())) {
+                    Some(s) => Box::new(s.iter()),
+                    None => Box::new(std::iter::empty()),
+                },
+                None => match t.by_owner.get(user) {
+                    Some(s) => Box::new(s.iter()),
+                    None => Box::new(std::iter::empty()),
+                },
+            };
+            candidates
+                .filter_map(|h| t.objects.get(h))
+                .filter(|o| o.visible(user, app) && o.matches(template))
+                .map(|o| (o.handle, o.session.map(|s| s.conn)))
+                .take(limit)
+                .collect()
         };
-        candidates
-            .filter_map(|h| t.objects.get(h))
-            .filter(|o| o.visible(user, app) && o.matches(template))
-            .map(|o| o.handle)
-            .take(limit)
+        let others: BTreeSet<u64> = found
+            .iter()
+            .filter_map(|(_, c)| *c)
+            .filter(|c| *c != viewer)
+            .collect();
+        let gone: BTreeSet<u64> = others
+            .into_iter()
+            .filter(|c| self.reap_if_gone(user, *c))
+            .collect();
+        found
+            .into_iter()
+            .filter(|(_, c)| c.is_none_or(|c| !gone.contains(&c)))
+            .map(|(h, _)| h)
             .collect()
     }
 

@@ -354,10 +354,9 @@ pub fn import(class: u64, kt: u64, t: &BTreeMap<u64, &[u8]>, a: &mut Attrs) -> R
         (cko::SECRET_KEY, _) => {
             let v = t.get(&cka::VALUE).ok_or(ckr::TEMPLATE_INCOMPLETE)?;
             check_secret_len(kt, v.len())?;
-            if let Some(l) = t.get(&cka::VALUE_LEN) {
-                if attr::read_ulong(l)? != v.len() as u64 {
-                    return Err(ckr::TEMPLATE_INCONSISTENT);
-                }
+            // v2.40 §4.7.2 (footnote 2): not given to C_CreateObject.
+            if t.contains_key(&cka::VALUE_LEN) {
+                return Err(ckr::TEMPLATE_INCONSISTENT);
             }
             set_ulong(a, cka::VALUE_LEN, v.len() as u64);
             Ok(())
@@ -391,10 +390,9 @@ fn check_rsa_public(n: &BigNumRef, e: &BigNumRef) -> Result<(), Rv> {
 
 fn modulus_bits(a: &mut Attrs, n: &BigNumRef, t: &BTreeMap<u64, &[u8]>) -> Result<(), Rv> {
     let bits = n.num_bits() as u64;
-    if let Some(b) = t.get(&cka::MODULUS_BITS) {
-        if attr::read_ulong(b)? != bits {
-            return Err(ckr::TEMPLATE_INCONSISTENT);
-        }
+    // v2.40 §4.8 (footnote 2): not given to C_CreateObject.
+    if t.contains_key(&cka::MODULUS_BITS) {
+        return Err(ckr::TEMPLATE_INCONSISTENT);
     }
     set_ulong(a, cka::MODULUS_BITS, bits);
     Ok(())

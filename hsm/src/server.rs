@@ -91,7 +91,17 @@ pub fn serve_connection(hsm: Arc<Hsm>, mut stream: TcpStream) -> io::Result<()> 
     let idle = Duration::from_secs(hsm.limits.idle_secs.max(1));
     stream.set_read_timeout(Some(idle))?;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
-    let mut conn = Connection::new(hsm);
+    let mut conn = Connection::new(hsm.clone());
+    let probe = ProbeGuard::new(&hsm, conn.id(), &stream);
+    let r = serve_frames(&mut conn, &mut stream);
+    // Session objects go before the probe does: another connection asking
+    // in between must not see them.
+    drop(conn);
+    drop(probe);
+    r
+}
+
+fn serve_frames(conn: &mut Connection, stream: &mut TcpStream) -> io::Result<()> {
     let mut body = Vec::new();
     loop {
         let mut header = [0u8; HEADER_LEN];
@@ -121,5 +131,43 @@ pub fn serve_connection(hsm: Arc<Hsm>, mut stream: TcpStream) -> io::Result<()> 
                 "protocol error before hello",
             ));
         }
+    }
+}
+
+/// Registers a liveness probe for a connection's socket, removed on drop.
+struct ProbeGuard {
+    hsm: Arc<Hsm>,
+    id: u64,
+}
+
+impl ProbeGuard {
+    fn new(hsm: &Arc<Hsm>, id: u64, stream: &TcpStream) -> Option<ProbeGuard> {
+        let peer = stream.try_clone().ok()?;
+        hsm.register_probe(id, Box::new(move || peer_alive(&peer)));
+        Some(ProbeGuard {
+            hsm: hsm.clone(),
+            id,
+        })
+    }
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        self.hsm.unregister_probe(self.id);
+    }
+}
+
+/// Whether the peer of `s` has not closed its side: a non-blocking peek
+/// that consumes nothing (`MSG_PEEK | MSG_DONTWAIT`, so the socket's own
+/// blocking reads in its thread are unaffected).
+fn peer_alive(s: &TcpStream) -> bool {
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(s).recv_with_flags(&mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
     }
 }
