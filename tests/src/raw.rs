@@ -280,6 +280,17 @@ impl Raw {
         (rv, info)
     }
 
+    /// `C_GetMechanismInfo(slot, mechanism)`.
+    pub fn mechanism_info(
+        &self,
+        slot: CK_SLOT_ID,
+        mechanism: CK_MECHANISM_TYPE,
+    ) -> (CK_RV, CK_MECHANISM_INFO) {
+        let mut info = CK_MECHANISM_INFO::default();
+        let rv = call!(self.C_GetMechanismInfo(slot, mechanism, &mut info));
+        (rv, info)
+    }
+
     /// `C_GetAttributeValue` with the given template; fills in each query.
     pub fn get_attribute_value(
         &self,
