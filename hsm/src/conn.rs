@@ -53,20 +53,18 @@ impl Reply {
     /// Encode as a frame no longer than `max_body` + header. A reply that
     /// does not fit becomes `Error(CKR_DATA_LEN_RANGE)`.
     pub fn encode(&self, max_body: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; HEADER_LEN + max_body];
-        match self.with_response(|r| wire::encode_frame(r, &mut buf)) {
-            Ok(n) => {
-                buf.truncate(n);
-                buf
-            }
-            Err(_) => {
-                let mut small = vec![0u8; 64];
-                let n = wire::encode_frame(&Response::Error(ckr::DATA_LEN_RANGE), &mut small)
-                    .unwrap_or(0);
-                small.truncate(n);
-                small
-            }
-        }
+        // The same frame as `wire::encode_frame` (length + postcard body),
+        // sized to the message instead of to the peer's maximum.
+        let body = self
+            .with_response(|r| postcard::to_stdvec(r))
+            .ok()
+            .filter(|b| b.len() <= max_body)
+            .or_else(|| postcard::to_stdvec(&Response::Error(ckr::DATA_LEN_RANGE)).ok())
+            .unwrap_or_default();
+        let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&body);
+        frame
     }
 
     fn with_response<T>(&self, f: impl FnOnce(&Response<'_>) -> T) -> T {
@@ -643,7 +641,7 @@ fn set_attributes(s: &Ctx<'_>, h: u64, t: &[Attribute<'_>]) -> Result<Reply, Rv>
     let o = s.object(h)?;
     let attrs = object::apply(&o.attrs, t, false)?;
     let n = Object::new(o.handle, o.owner.clone(), o.session, attrs);
-    s.hsm.put(n)?;
+    s.hsm.replace(n)?;
     Ok(Reply::Ok)
 }
 
@@ -707,5 +705,38 @@ fn digest_key(s: &Ctx<'_>, mech: u64, key: u64) -> Result<Reply, Rv> {
     match k.material()? {
         keys::KeyMaterial::Secret(v) => Ok(Reply::Data(v.to_vec())),
         _ => Err(ckr::KEY_INDIGESTIBLE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_frames_are_the_wire_frames() {
+        let replies = [
+            Reply::Ok,
+            Reply::Error(ckr::PIN_INCORRECT),
+            Reply::Data(vec![7; 300]),
+            Reply::Objects {
+                handles: vec![1, 2, 3],
+                more: true,
+            },
+            Reply::Attributes(vec![
+                OwnedAttr::Value(vec![1]),
+                OwnedAttr::Sensitive,
+                OwnedAttr::Invalid,
+            ]),
+        ];
+        for r in replies {
+            let mine = r.encode(MAX_FRAME_LIMIT);
+            let mut buf = vec![0u8; 4096];
+            let n = r.with_response(|resp| wire::encode_frame(resp, &mut buf).unwrap());
+            assert_eq!(mine, buf[..n], "{r:?}");
+        }
+        // Too long for the peer: an error instead.
+        let big = Reply::Data(vec![0; 2000]).encode(MIN_FRAME);
+        let back: Response<'_> = wire::decode(&big[HEADER_LEN..]).unwrap();
+        assert_eq!(back, Response::Error(ckr::DATA_LEN_RANGE));
     }
 }

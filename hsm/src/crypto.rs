@@ -20,8 +20,12 @@ use zeroize::Zeroizing;
 use crate::keys::KeyMaterial;
 use crate::object::Object;
 
-/// Most data a buffered operation (RSA, ECDSA, GCM decryption) holds.
+/// Most data a GCM decryption buffers (it releases nothing before the tag
+/// is checked; the plaintext must also fit the client's reply frame).
 pub const MAX_BUFFER: usize = 1 << 20;
+/// Most data the other buffered operations (RSA, ECDSA: their input is at
+/// most a modulus or a digest) hold.
+pub const MAX_SMALL_BUFFER: usize = 64 * 1024;
 
 /// What the mechanism does, decoded.
 #[derive(Clone, Debug)]
@@ -49,7 +53,9 @@ enum AesMode {
     Ecb,
     Cbc(Vec<u8>),
     CbcPad(Vec<u8>),
-    Ctr([u8; 16]),
+    /// Initial counter block and the blocks left before the counter
+    /// (its low `counter_bits`) would wrap.
+    Ctr([u8; 16], u128),
     Gcm {
         iv: Vec<u8>,
         aad: Vec<u8>,
@@ -239,7 +245,14 @@ fn decode(op: Op, m: &Mechanism<'_>) -> Result<Decoded, Rv> {
                 counter_bits,
                 block,
             } if (1..=128).contains(&counter_bits) => {
-                Ok((Kind::Aes(AesMode::Ctr(block)), ckk::AES, None))
+                let value = u128::from_be_bytes(block);
+                let left = if counter_bits == 128 {
+                    u128::MAX
+                } else {
+                    let mask = (1u128 << counter_bits) - 1;
+                    (1u128 << counter_bits) - (value & mask)
+                };
+                Ok((Kind::Aes(AesMode::Ctr(block, left)), ckk::AES, None))
             }
             _ => bad_param,
         },
@@ -288,9 +301,9 @@ fn aes_cipher(mode: &AesMode, key_len: usize) -> Result<Cipher, Rv> {
         (Cbc(_) | CbcPad(_), 16) => Cipher::aes_128_cbc(),
         (Cbc(_) | CbcPad(_), 24) => Cipher::aes_192_cbc(),
         (Cbc(_) | CbcPad(_), 32) => Cipher::aes_256_cbc(),
-        (Ctr(_), 16) => Cipher::aes_128_ctr(),
-        (Ctr(_), 24) => Cipher::aes_192_ctr(),
-        (Ctr(_), 32) => Cipher::aes_256_ctr(),
+        (Ctr(..), 16) => Cipher::aes_128_ctr(),
+        (Ctr(..), 24) => Cipher::aes_192_ctr(),
+        (Ctr(..), 32) => Cipher::aes_256_ctr(),
         (Gcm { .. }, 16) => Cipher::aes_128_gcm(),
         (Gcm { .. }, 24) => Cipher::aes_192_gcm(),
         (Gcm { .. }, 32) => Cipher::aes_256_gcm(),
@@ -356,7 +369,7 @@ pub fn init(op: Op, mech: &Mechanism<'_>, key: Arc<Object>) -> Result<(Running, 
                 AesMode::Cbc(iv) | AesMode::CbcPad(iv) => {
                     Crypter::new(cipher, m, v, Some(iv)).map_err(bad)?
                 }
-                AesMode::Ctr(b) => Crypter::new(cipher, m, v, Some(b)).map_err(bad)?,
+                AesMode::Ctr(b, _) => Crypter::new(cipher, m, v, Some(b)).map_err(bad)?,
                 AesMode::Gcm { iv, aad, .. } => {
                     let mut c = Crypter::new(cipher, m, v, Some(iv)).map_err(bad)?;
                     if !aad.is_empty() {
@@ -415,12 +428,24 @@ impl Running {
         let gcm_dec = matches!(self.kind, Kind::Aes(AesMode::Gcm { .. })) && self.op == Op::Decrypt;
         if let (Some(c), false) = (self.crypter.as_mut(), gcm_dec) {
             self.fed = self.fed.saturating_add(data.len());
+            if let Kind::Aes(AesMode::Ctr(_, left)) = self.kind {
+                // PKCS#11 counts in the low `counter_bits` only: refuse to
+                // let that counter wrap rather than carry into the nonce.
+                if self.fed.div_ceil(16) as u128 > left {
+                    return Err(len_err(self.op));
+                }
+            }
             let mut out = vec![0u8; data.len() + 32];
             let n = c.update(data, &mut out).map_err(|_| len_err(self.op))?;
             out.truncate(n);
             return Ok(out);
         }
-        if self.buf.len() + data.len() > MAX_BUFFER {
+        let limit = if gcm_dec {
+            MAX_BUFFER
+        } else {
+            MAX_SMALL_BUFFER
+        };
+        if self.buf.len() + data.len() > limit {
             return Err(len_err(self.op));
         }
         self.buf.extend_from_slice(data);

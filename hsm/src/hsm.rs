@@ -294,10 +294,26 @@ impl Hsm {
         }
     }
 
-    /// Insert a new object or replace one (same handle); token objects are
-    /// committed to the store first.
+    /// Insert a new object; token objects are committed to the store first.
     pub fn put(&self, o: Object) -> Result<Arc<Object>, Rv> {
         let _w = lock(&self.writer);
+        if o.is_token() {
+            self.store
+                .put_object(o.handle, &o.to_record())
+                .map_err(dev_err)?;
+        }
+        let o = Arc::new(o);
+        write(&self.table).insert(o.clone());
+        Ok(o)
+    }
+
+    /// Replace an existing object (same handle) with a new version; an
+    /// object destroyed meanwhile stays destroyed.
+    pub fn replace(&self, o: Object) -> Result<Arc<Object>, Rv> {
+        let _w = lock(&self.writer);
+        if !read(&self.table).objects.contains_key(&o.handle) {
+            return Err(ckr::OBJECT_HANDLE_INVALID);
+        }
         if o.is_token() {
             self.store
                 .put_object(o.handle, &o.to_record())

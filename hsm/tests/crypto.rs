@@ -564,6 +564,25 @@ fn aes_modes_round_trip_against_openssl() {
         encrypt(Cipher::aes_256_ctr(), &key, Some(&block), &pt).unwrap()
     );
     assert_eq!(c.one_shot(Op::Decrypt, ctr, k, &ct, &[]), Ok(pt.clone()));
+    // A 4-bit counter at 14 has two blocks left before it would wrap.
+    let mut small = [0u8; 16];
+    small[15] = 14;
+    let ctr4 = Mechanism {
+        ty: ckm::AES_CTR,
+        param: MechParam::Ctr {
+            counter_bits: 4,
+            block: small,
+        },
+    };
+    assert_eq!(
+        c.one_shot(Op::Encrypt, ctr4, k, &pt[..32], &[])
+            .map(|v| v.len()),
+        Ok(32)
+    );
+    assert_eq!(
+        c.one_shot(Op::Encrypt, ctr4, k, &pt[..33], &[]),
+        Err(ckr::DATA_LEN_RANGE)
+    );
 
     // GCM: ciphertext || tag.
     let giv = [0x44u8; 12];
