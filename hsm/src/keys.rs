@@ -316,8 +316,26 @@ pub fn import(class: u64, kt: u64, t: &BTreeMap<u64, &[u8]>, a: &mut Attrs) -> R
             {
                 return Err(ckr::TEMPLATE_INCOMPLETE);
             }
+            // Bound every part before OpenSSL works on it (check_key tests
+            // primality: a huge "prime" would stall the connection).
+            let n = bn(t.get(&cka::MODULUS).copied().unwrap_or_default())?;
+            let e = bn(t.get(&cka::PUBLIC_EXPONENT).copied().unwrap_or_default())?;
+            check_rsa_public(&n, &e)?;
+            for ty in [
+                cka::PRIVATE_EXPONENT,
+                cka::PRIME_1,
+                cka::PRIME_2,
+                cka::EXPONENT_1,
+                cka::EXPONENT_2,
+                cka::COEFFICIENT,
+            ] {
+                if let Some(v) = t.get(&ty) {
+                    if bn(v)?.num_bytes() > n.num_bytes() {
+                        return Err(ckr::ATTRIBUTE_VALUE_INVALID);
+                    }
+                }
+            }
             let rsa = rsa_private(a)?;
-            check_rsa_public(rsa.n(), rsa.e())?;
             if rsa.p().is_some() && !rsa.check_key().unwrap_or(false) {
                 return Err(ckr::ATTRIBUTE_VALUE_INVALID);
             }
@@ -381,8 +399,14 @@ fn check_secret_len(kt: u64, len: usize) -> Result<(), Rv> {
 }
 
 fn check_rsa_public(n: &BigNumRef, e: &BigNumRef) -> Result<(), Rv> {
+    // Imported moduli up to 8192 bits; public exponents up to 64 bits (as
+    // OpenSSL itself requires for large moduli).
     let bits = n.num_bits();
-    if !(512..=16384).contains(&bits) || !n.is_bit_set(0) || !e.is_bit_set(0) || e.num_bits() < 2 {
+    if !(512..=8192).contains(&bits)
+        || !n.is_bit_set(0)
+        || !e.is_bit_set(0)
+        || !(2..=64).contains(&e.num_bits())
+    {
         return Err(ckr::ATTRIBUTE_VALUE_INVALID);
     }
     Ok(())
