@@ -16,6 +16,7 @@
 //! Build the artefacts first: `cargo build -p hsmlink-hsm -p hsmlink-pkcs11`
 //! (`cargo xtask test` does it).
 
+pub mod cli;
 pub mod keys;
 pub mod raw;
 pub mod verify;
