@@ -158,12 +158,20 @@ fn tcp_garbage_before_hello_closes() {
 #[test]
 fn connection_close_destroys_session_objects() {
     let addr = in_process_server();
-    for _ in 0..20 {
-        close_then_look(addr);
+    for graceful in [true, false] {
+        for _ in 0..10 {
+            close_then_look(addr, graceful);
+        }
     }
 }
 
-fn close_then_look(addr: SocketAddr) {
+/// A session object dies with its connection. A graceful close (shutdown
+/// of the write side, then EOF from the server) returns only once the
+/// server has destroyed the connection's session objects; after an abrupt
+/// close another connection normally finds them gone at once too (the
+/// server probes the owner's socket), but the network gives no ordering
+/// guarantee between two connections, hence the bounded wait.
+fn close_then_look(addr: SocketAddr, graceful: bool) {
     let mut a = Tcp::start(addr, "alice", b"alice-pw");
     let mut keep = Tcp::start(addr, "alice", b"alice-pw");
     let h = match a.req(&Request::CreateObject {
@@ -176,13 +184,26 @@ fn close_then_look(addr: SocketAddr) {
         keep.req(&Request::GetObjectSize { object: h }),
         Reply::Size(_)
     ));
-    // Closing the connection and asking at once from another one: the
-    // object is already gone (the server probes the owner's socket).
-    drop(a);
-    assert_eq!(
-        keep.req(&Request::GetObjectSize { object: h }),
-        Reply::Error(ckr::OBJECT_HANDLE_INVALID)
-    );
+    if graceful {
+        a.s.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(a.closed(), "the server closes after the client");
+        assert_eq!(
+            keep.req(&Request::GetObjectSize { object: h }),
+            Reply::Error(ckr::OBJECT_HANDLE_INVALID)
+        );
+    } else {
+        drop(a);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while keep.req(&Request::GetObjectSize { object: h })
+            != Reply::Error(ckr::OBJECT_HANDLE_INVALID)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "session object outlived its connection"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
     match keep.req(&Request::FindObjects {
         template: tpl(&[(cka::LABEL, b"tcp-session".to_vec())]),
         max: 10,
