@@ -33,6 +33,13 @@ impl LinkError {
 /// returning its length. Every read and write is bounded in time.
 pub trait Link {
     fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError>;
+
+    /// End the connection in order: the HSM destroys the session's objects
+    /// when it sees the end, and a link that can should wait (bounded) until
+    /// the HSM has closed its side, so that when `C_CloseSession` returns the
+    /// objects are gone for every other session too. Dropping the link
+    /// without calling this is an abrupt close.
+    fn close(&mut self) {}
 }
 
 /// Makes links: one per PKCS#11 session.

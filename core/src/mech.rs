@@ -180,8 +180,12 @@ pub struct MechInfo {
 }
 
 const EC_FLAGS: u64 = ckf::EC_F_P | ckf::EC_NAMEDCURVE | ckf::EC_UNCOMPRESS;
-const SV: u64 = ckf::SIGN | ckf::VERIFY;
-const ED: u64 = ckf::ENCRYPT | ckf::DECRYPT;
+// Everything but the digests runs in the HSM: `CKF_HW`.
+const SV: u64 = ckf::HW | ckf::SIGN | ckf::VERIFY;
+const ED: u64 = ckf::HW | ckf::ENCRYPT | ckf::DECRYPT;
+const GEN: u64 = ckf::HW | ckf::GENERATE;
+const GEN_PAIR: u64 = ckf::HW | ckf::GENERATE_KEY_PAIR;
+const WRAP: u64 = ckf::HW | ckf::WRAP | ckf::UNWRAP;
 
 const fn row(ty: u64, min_key: u64, max_key: u64, flags: u64, key_type: Option<u64>) -> MechInfo {
     MechInfo {
@@ -199,11 +203,12 @@ pub const MECHANISMS: &[MechInfo] = &[
         ckm::RSA_PKCS_KEY_PAIR_GEN,
         1024,
         4096,
-        ckf::GENERATE_KEY_PAIR,
+        GEN_PAIR,
         Some(ckk::RSA),
     ),
     row(ckm::RSA_PKCS, 1024, 4096, SV | ED, Some(ckk::RSA)),
     row(ckm::RSA_X_509, 1024, 4096, SV | ED, Some(ckk::RSA)),
+    row(ckm::RSA_PKCS_OAEP, 1024, 4096, ED, Some(ckk::RSA)),
     row(ckm::SHA1_RSA_PKCS, 1024, 4096, SV, Some(ckk::RSA)),
     row(ckm::SHA224_RSA_PKCS, 1024, 4096, SV, Some(ckk::RSA)),
     row(ckm::SHA256_RSA_PKCS, 1024, 4096, SV, Some(ckk::RSA)),
@@ -219,7 +224,7 @@ pub const MECHANISMS: &[MechInfo] = &[
         ckm::EC_KEY_PAIR_GEN,
         256,
         521,
-        ckf::GENERATE_KEY_PAIR | EC_FLAGS,
+        GEN_PAIR | EC_FLAGS,
         Some(ckk::EC),
     ),
     row(ckm::ECDSA, 256, 521, SV | EC_FLAGS, Some(ckk::EC)),
@@ -228,7 +233,7 @@ pub const MECHANISMS: &[MechInfo] = &[
     row(ckm::ECDSA_SHA256, 256, 521, SV | EC_FLAGS, Some(ckk::EC)),
     row(ckm::ECDSA_SHA384, 256, 521, SV | EC_FLAGS, Some(ckk::EC)),
     row(ckm::ECDSA_SHA512, 256, 521, SV | EC_FLAGS, Some(ckk::EC)),
-    row(ckm::AES_KEY_GEN, 16, 32, ckf::GENERATE, Some(ckk::AES)),
+    row(ckm::AES_KEY_GEN, 16, 32, GEN, Some(ckk::AES)),
     row(ckm::AES_ECB, 16, 32, ED, Some(ckk::AES)),
     row(ckm::AES_CBC, 16, 32, ED, Some(ckk::AES)),
     row(ckm::AES_CBC_PAD, 16, 32, ED, Some(ckk::AES)),
@@ -238,10 +243,13 @@ pub const MECHANISMS: &[MechInfo] = &[
         ckm::GENERIC_SECRET_KEY_GEN,
         1,
         512,
-        ckf::GENERATE,
+        GEN,
         Some(ckk::GENERIC_SECRET),
     ),
+    row(ckm::AES_KEY_WRAP, 16, 32, WRAP, Some(ckk::AES)),
+    row(ckm::AES_KEY_WRAP_PAD, 16, 32, WRAP, Some(ckk::AES)),
     row(ckm::SHA_1_HMAC, 1, 512, SV, Some(ckk::GENERIC_SECRET)),
+    row(ckm::SHA224_HMAC, 1, 512, SV, Some(ckk::GENERIC_SECRET)),
     row(ckm::SHA256_HMAC, 1, 512, SV, Some(ckk::GENERIC_SECRET)),
     row(ckm::SHA384_HMAC, 1, 512, SV, Some(ckk::GENERIC_SECRET)),
     row(ckm::SHA512_HMAC, 1, 512, SV, Some(ckk::GENERIC_SECRET)),
@@ -345,6 +353,17 @@ pub fn check_params(m: &Mechanism<'_>) -> Result<(), Rv> {
             }
         }
         (ckm::RSA_PKCS_PSS, _) => bad,
+        (ckm::RSA_PKCS_OAEP, MechParam::Oaep { hash, mgf, .. }) => {
+            if Hash::from_mechanism(*hash).is_some() && is_mgf1(*mgf) {
+                Ok(())
+            } else {
+                bad
+            }
+        }
+        (ckm::RSA_PKCS_OAEP, _) => bad,
+        (ckm::AES_KEY_WRAP | ckm::AES_KEY_WRAP_PAD, MechParam::None | MechParam::Bytes(_)) => {
+            Ok(())
+        }
         (_, MechParam::Pss { hash, mgf, .. }) => match sign_plan(m) {
             SignPlan::Prehash { hash: h, inner, .. }
                 if inner == ckm::RSA_PKCS_PSS && h.mechanism() == *hash && is_mgf1(*mgf) =>
@@ -379,8 +398,12 @@ pub fn output_len(op: Op, mech: u64, key: &KeyInfo, input: usize) -> Option<usiz
         (Op::Sign, m) if is_rsa_sign(m) => Some(modulus),
         (Op::Sign, m) if is_ecdsa(m) => Some(2 * (key.bits as usize).div_ceil(8)),
         (Op::Sign, m) => hmac_len(m),
-        (Op::Encrypt, ckm::RSA_PKCS | ckm::RSA_X_509) => Some(modulus),
-        (Op::Decrypt, ckm::RSA_PKCS | ckm::RSA_X_509) => Some(modulus),
+        (Op::Encrypt | Op::Decrypt, ckm::RSA_PKCS | ckm::RSA_X_509 | ckm::RSA_PKCS_OAEP) => {
+            Some(modulus)
+        }
+        // GCM: the tag (at most 16 bytes) is appended; decryption removes it.
+        (Op::Encrypt, ckm::AES_GCM) => Some(input + 16),
+        (Op::Decrypt, ckm::AES_GCM) => Some(input),
         (Op::Encrypt, ckm::AES_ECB | ckm::AES_CBC | ckm::AES_CTR) => Some(input),
         (Op::Decrypt, ckm::AES_ECB | ckm::AES_CBC | ckm::AES_CTR) => Some(input),
         (Op::Encrypt, ckm::AES_CBC_PAD) => Some((input / 16 + 1) * 16),

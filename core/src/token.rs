@@ -388,6 +388,9 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         for slot in self.slots {
             let mut inner = slot.inner.lock();
             inner.session = None;
+            if let Some(link) = inner.link.as_mut() {
+                link.close();
+            }
             drop_link(&mut inner);
             slot.handle.store(0, Ordering::Release);
         }

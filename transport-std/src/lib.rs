@@ -24,6 +24,8 @@ use hsmlink_core::wire::{frame_len, HEADER_LEN};
 pub const DEFAULT_ADDR: &str = "127.0.0.1:4433";
 /// Most endpoints in one configuration.
 pub const MAX_ENDPOINTS: usize = 16;
+/// Longest wait for the HSM to finish a session when it is closed.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Timeouts of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -420,6 +422,29 @@ impl Link for TcpLink {
         let body = reply.get_mut(..len).ok_or(LinkError::FrameTooLong)?;
         self.stream.read_exact(body).map_err(io_error)?;
         Ok(len)
+    }
+
+    /// Half-close, then wait (at most [`CLOSE_WAIT`]) for the HSM's end of
+    /// stream, which it sends after destroying the session's objects.
+    fn close(&mut self) {
+        let sock = match &mut self.stream {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => {
+                t.conn.send_close_notify();
+                let _ = t.conn.complete_io(&mut t.sock);
+                &mut t.sock
+            }
+        };
+        let _ = sock.shutdown(std::net::Shutdown::Write);
+        let _ = sock.set_read_timeout(Some(CLOSE_WAIT));
+        let deadline = Instant::now() + CLOSE_WAIT;
+        let mut buf = [0u8; 512];
+        while Instant::now() < deadline {
+            match sock.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
     }
 }
 
