@@ -18,6 +18,7 @@ pub mod keys;
 pub mod object;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod users;
 pub mod wrap;
 

@@ -60,6 +60,20 @@ enum Cmd {
         #[command(flatten)]
         net: NetArgs,
     },
+    /// Print the TLS certificate's SHA-256 fingerprint (to pin in the module
+    /// with HSMLINK_TLS_PIN), or the certificate itself (a CA file for
+    /// HSMLINK_TLS_CA). Makes the certificate if there is none yet.
+    #[command(
+        after_help = "Examples:\n  hsmlink-hsm fingerprint --data /var/lib/hsmlink\n  \
+        hsmlink-hsm fingerprint --data /var/lib/hsmlink --pem > hsm-ca.pem"
+    )]
+    Fingerprint {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Print the certificate in PEM instead.
+        #[arg(long)]
+        pem: bool,
+    },
     /// Manage users (run while the server is stopped).
     #[command(
         subcommand,
@@ -86,6 +100,19 @@ struct NetArgs {
     /// Close connections idle for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     idle_timeout: u64,
+    /// Serve plain TCP only (no TLS). Plain TCP is otherwise accepted from
+    /// loopback peers only.
+    #[arg(long)]
+    no_tls: bool,
+    /// Accept plain TCP from any address, not only loopback (the password
+    /// then crosses the network in clear: only on a trusted network).
+    #[arg(long)]
+    allow_plain: bool,
+    /// An extra DNS name or IP address for the TLS certificate made on first
+    /// start (repeatable; localhost, 127.0.0.1, ::1 and the host name are
+    /// always in it).
+    #[arg(long, value_name = "NAME")]
+    tls_name: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -162,15 +189,58 @@ fn limits(n: &NetArgs) -> Limits {
     }
 }
 
-fn listen(hsm: Hsm, net: &NetArgs) -> Res {
-    let server = Server::bind(Arc::new(hsm), &net.listen)
+/// The TLS identity: kept in DATA/tls for `serve`, in memory for `dev`.
+fn tls_setup(
+    data: Option<&Path>,
+    net: &NetArgs,
+) -> Result<Option<hsmlink_hsm::tls::TlsSetup>, String> {
+    if net.no_tls {
+        return Ok(None);
+    }
+    let setup = match data {
+        Some(d) => hsmlink_hsm::tls::load_or_create(&d.join("tls"), &net.tls_name),
+        None => hsmlink_hsm::tls::ephemeral(&net.tls_name),
+    }
+    .map_err(|e| e.to_string())?;
+    log::info!(
+        "TLS certificate SHA-256 fingerprint: {}",
+        hsmlink_hsm::tls::format_pin(&setup.fingerprint)
+    );
+    Ok(Some(setup))
+}
+
+/// Listen and serve. Prints "listening on ADDR" first; for `serve` (a data
+/// folder) then "tls fingerprint XX:..." (dev mode prints one line only and
+/// logs the fingerprint).
+fn listen(
+    hsm: Hsm,
+    net: &NetArgs,
+    tls: Option<hsmlink_hsm::tls::TlsSetup>,
+    print_fingerprint: bool,
+) -> Res {
+    let fingerprint = tls.as_ref().map(|t| t.fingerprint);
+    let security = hsmlink_hsm::server::Security {
+        tls: tls.map(|t| t.config),
+        allow_plain: net.allow_plain || net.no_tls,
+    };
+    let server = Server::bind_secure(Arc::new(hsm), &net.listen, security)
         .map_err(|e| format!("cannot listen on {}: {e}", net.listen))?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     log::info!("serving on {addr}");
     {
+        // One write, so a reader of the first line gets both; a closed
+        // stdout must not stop the service.
+        let mut text = format!("listening on {addr}\n");
+        if let (true, Some(fp)) = (print_fingerprint, fingerprint) {
+            text.push_str(&format!(
+                "tls fingerprint {}\n",
+                hsmlink_hsm::tls::format_pin(&fp)
+            ));
+        }
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {addr}").map_err(|e| e.to_string())?;
-        out.flush().map_err(|e| e.to_string())?;
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+            log::warn!("cannot write to standard output: {e}");
+        }
     }
     server.run().map_err(|e| e.to_string())
 }
@@ -191,7 +261,19 @@ fn run(cli: Cli) -> Res {
                     data.display()
                 );
             }
-            listen(hsm, &net)
+            let tls = tls_setup(Some(&data), &net)?;
+            listen(hsm, &net, tls, true)
+        }
+        Cmd::Fingerprint { data, pem } => {
+            let t = hsmlink_hsm::tls::load_or_create(&data.join("tls"), &[])
+                .map_err(|e| e.to_string())?;
+            if pem {
+                let b64 = base64_lines(&t.cert_der);
+                println!("-----BEGIN CERTIFICATE-----\n{b64}-----END CERTIFICATE-----");
+            } else {
+                println!("{}", hsmlink_hsm::tls::format_pin(&t.fingerprint));
+            }
+            Ok(())
         }
         Cmd::Dev {
             user,
@@ -201,7 +283,8 @@ fn run(cli: Cli) -> Res {
             users::check_name(&user)?;
             let mut hsm = Hsm::dev(&user, password.as_bytes()).map_err(|e| e.to_string())?;
             hsm.limits = limits(&net);
-            listen(hsm, &net)
+            let tls = tls_setup(None, &net)?;
+            listen(hsm, &net, tls, false)
         }
         Cmd::User(UserCmd::Add {
             data,
@@ -291,4 +374,31 @@ fn run(cli: Cli) -> Res {
             Ok(())
         }
     }
+}
+
+/// Base64 (RFC 4648) in 64-column lines, for PEM.
+fn base64_lines(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                s.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    let mut out = String::new();
+    for line in s.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or(""));
+        out.push('\n');
+    }
+    out
 }

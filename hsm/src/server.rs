@@ -12,20 +12,44 @@ use hsmlink_core::wire::{frame_len, HEADER_LEN};
 use crate::conn::{Connection, SERVER_MAX_FRAME};
 use crate::hsm::Hsm;
 
+/// How connections are secured.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// TLS identity; `None` serves plain TCP only.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Accept plain TCP from peers that are not on loopback.
+    pub allow_plain: bool,
+}
+
 /// A bound server, not yet accepting.
 pub struct Server {
     hsm: Arc<Hsm>,
     listener: TcpListener,
     active: Arc<AtomicUsize>,
+    security: Security,
 }
 
 impl Server {
+    /// A plain-TCP server (tests, embedded use on loopback).
     pub fn bind(hsm: Arc<Hsm>, addr: &str) -> io::Result<Server> {
+        Self::bind_secure(
+            hsm,
+            addr,
+            Security {
+                tls: None,
+                allow_plain: true,
+            },
+        )
+    }
+
+    /// A server with TLS (and plain TCP as `security` allows).
+    pub fn bind_secure(hsm: Arc<Hsm>, addr: &str, security: Security) -> io::Result<Server> {
         let listener = TcpListener::bind(addr)?;
         Ok(Server {
             hsm,
             listener,
             active: Arc::new(AtomicUsize::new(0)),
+            security,
         })
     }
 
@@ -53,11 +77,14 @@ impl Server {
             self.active.fetch_add(1, Ordering::SeqCst);
             let hsm = self.hsm.clone();
             let active = self.active.clone();
+            let security = self.security.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("conn {peer}"))
                 .spawn(move || {
                     log::info!("{peer}: connected");
-                    let r = catch_unwind(AssertUnwindSafe(|| serve_connection(hsm, stream)));
+                    let r = catch_unwind(AssertUnwindSafe(|| {
+                        serve_secured(hsm, stream, peer, &security)
+                    }));
                     match r {
                         Ok(Ok(())) => log::info!("{peer}: closed"),
                         Ok(Err(e)) => log::info!("{peer}: closed ({e})"),
@@ -84,16 +111,65 @@ impl Server {
     }
 }
 
-/// Serve one connection until the peer closes, errs, idles out or sends a
-/// frame that ends it.
+/// Serve one connection in TLS or plain TCP, as its first bytes say and the
+/// security settings allow.
+fn serve_secured(
+    hsm: Arc<Hsm>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    security: &Security,
+) -> io::Result<()> {
+    let idle = Duration::from_secs(hsm.limits.idle_secs.max(1));
+    stream.set_read_timeout(Some(idle))?;
+    let is_tls = crate::tls::starts_with_tls(&stream)?;
+    match (&security.tls, is_tls) {
+        (Some(config), true) => {
+            let conn = rustls::ServerConnection::new(config.clone())
+                .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
+            let probe_socket = stream.try_clone()?;
+            stream.set_nodelay(true)?;
+            stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            while tls.conn.is_handshaking() {
+                tls.conn.complete_io(&mut tls.sock)?;
+            }
+            log::info!("{peer}: TLS 1.3 established");
+            serve_stream(hsm, &probe_socket, &mut tls)
+        }
+        (None, true) => Err(io::Error::other(
+            "TLS asked for, but this server has no certificate",
+        )),
+        (_, false) if crate::tls::plain_allowed(peer.ip(), security.allow_plain) => {
+            serve_connection(hsm, stream)
+        }
+        (_, false) => {
+            log::warn!("{peer}: plain TCP refused from a non-loopback address (use TLS)");
+            Err(io::Error::other("plain TCP refused"))
+        }
+    }
+}
+
+/// Serve one plain connection until the peer closes, errs, idles out or
+/// sends a frame that ends it.
 pub fn serve_connection(hsm: Arc<Hsm>, mut stream: TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let idle = Duration::from_secs(hsm.limits.idle_secs.max(1));
     stream.set_read_timeout(Some(idle))?;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let probe_socket = stream.try_clone()?;
+    serve_stream(hsm, &probe_socket, &mut stream)
+}
+
+/// Serve frames over `stream` (plain or TLS); `socket` is the TCP socket
+/// beneath, watched for the peer's end.
+fn serve_stream<S: Read + Write>(
+    hsm: Arc<Hsm>,
+    socket: &TcpStream,
+    stream: &mut S,
+) -> io::Result<()> {
     let mut conn = Connection::new(hsm.clone());
-    let probe = ProbeGuard::new(&hsm, conn.id(), &stream);
-    let r = serve_frames(&mut conn, &mut stream);
+    let probe = ProbeGuard::new(&hsm, conn.id(), socket);
+    let r = serve_frames(&mut conn, stream);
     // Session objects go before the probe does: another connection asking
     // in between must not see them.
     drop(conn);
@@ -101,7 +177,7 @@ pub fn serve_connection(hsm: Arc<Hsm>, mut stream: TcpStream) -> io::Result<()> 
     r
 }
 
-fn serve_frames(conn: &mut Connection, stream: &mut TcpStream) -> io::Result<()> {
+fn serve_frames<S: Read + Write>(conn: &mut Connection, stream: &mut S) -> io::Result<()> {
     let mut body = Vec::new();
     loop {
         let mut header = [0u8; HEADER_LEN];
@@ -125,6 +201,7 @@ fn serve_frames(conn: &mut Connection, stream: &mut TcpStream) -> io::Result<()>
         let reply = conn.handle_body(&body);
         zeroize::Zeroize::zeroize(&mut body);
         stream.write_all(&reply)?;
+        stream.flush()?;
         if conn.closing() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
