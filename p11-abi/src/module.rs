@@ -107,6 +107,21 @@ pub fn finalize() -> Result<(), Rv> {
     match state.take() {
         Some(m) if m.pid == std::process::id() => {
             m.token.close_all_sessions();
+            let exchanges = m.token.connector().exchanges();
+            log::info!("exchanges with the HSM since C_Initialize: {exchanges}");
+            // For benchmarks: round trips per operation, counted by the module.
+            if let Some(path) = std::env::var_os("HSMLINK_STATS_FILE") {
+                use std::io::Write;
+                let line = format!("exchanges {exchanges}\n");
+                let written = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(line.as_bytes()));
+                if let Err(e) = written {
+                    log::warn!("HSMLINK_STATS_FILE: {e}");
+                }
+            }
             Ok(())
         }
         _ => Err(ckr::CRYPTOKI_NOT_INITIALIZED),
