@@ -139,6 +139,8 @@ pub struct Connection {
     /// Session objects this connection created.
     session_objects: BTreeSet<u64>,
     closing: bool,
+    /// The client's address (login rate limits, logs).
+    peer: Option<std::net::IpAddr>,
 }
 
 fn op_index(op: Op) -> usize {
@@ -168,7 +170,18 @@ impl Connection {
             find: None,
             session_objects: BTreeSet::new(),
             closing: false,
+            peer: None,
         }
+    }
+
+    /// Set the client's address (failed logins are rate-limited per address).
+    pub fn set_peer(&mut self, peer: std::net::IpAddr) {
+        self.peer = Some(peer);
+    }
+
+    /// The HSM this connection serves.
+    pub fn hsm(&self) -> &Arc<Hsm> {
+        &self.hsm
     }
 
     /// This connection's id (for [`Hsm::register_probe`]).
@@ -301,9 +314,16 @@ impl Connection {
             }
             Request::CryptoUpdate { op, data } => {
                 let i = op_index(op);
+                let buffered: usize = self.ops.iter().flatten().map(Running::buffered).sum();
                 let Some(r) = self.ops[i].as_mut() else {
                     return Reply::Error(ckr::OPERATION_NOT_INITIALIZED);
                 };
+                if buffered.saturating_add(data.len()) > self.hsm.limits.max_inflight_bytes {
+                    // The connection's cap on buffered bytes, across its
+                    // running operations.
+                    self.ops[i] = None;
+                    return Reply::Error(ckr::DEVICE_MEMORY);
+                }
                 match r.update(data) {
                     Ok(out) => Reply::Data(out),
                     Err(e) => {
@@ -369,18 +389,16 @@ impl Connection {
                 return Reply::Error(ckr::USER_ANOTHER_ALREADY_LOGGED_IN);
             }
         }
-        match self.hsm.login(user, password) {
+        match self.hsm.login(user, password, self.peer) {
             Ok(()) => {
                 if self.user.is_none() {
-                    log::info!("connection {}: user {user} logged in", self.id);
+                    log::info!("event=login conn={} user={user:?}", self.id);
                 }
                 self.user = Some(user.to_string());
                 Reply::Ok
             }
-            Err(e) => {
-                log::warn!("connection {}: failed login for {user:?}", self.id);
-                Reply::Error(e)
-            }
+            // The failure is logged (with the reason) by `Hsm::login`.
+            Err(e) => Reply::Error(e),
         }
     }
 

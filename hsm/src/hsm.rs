@@ -3,14 +3,18 @@
 //! allocator and the indexes used by searches.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 
 use hsmlink_core::ck::{cka, ckr, Rv};
 use hsmlink_core::wire::Attribute;
 
 use crate::object::Object;
-use crate::store::{Store, StoreError, UserRecord};
-use crate::users;
+use crate::store::{ObjectRow, Store, StoreError, UserRecord};
+use crate::users::{self, LoginPolicy};
+use crate::vault::{self, Keyring, MasterKey, Unlock};
 
 /// Handles are below 2^31 so that they fit a 32-bit `CK_ULONG`.
 pub const HANDLE_LIMIT: u64 = 1 << 31;
@@ -28,6 +32,11 @@ pub struct Limits {
     pub max_find: usize,
     /// Seconds a connection may stay idle.
     pub idle_secs: u64,
+    /// Bytes one connection's running operations may buffer, all together
+    /// (each multi-part GCM decryption or RSA/ECDSA input is buffered).
+    pub max_inflight_bytes: usize,
+    /// Login protection (lockout and rate limits).
+    pub login: LoginPolicy,
 }
 
 impl Default for Limits {
@@ -37,6 +46,33 @@ impl Default for Limits {
             max_session_objects: 4096,
             max_find: 100_000,
             idle_secs: 300,
+            max_inflight_bytes: 2 << 20,
+            login: LoginPolicy::default(),
+        }
+    }
+}
+
+/// Counters for `status`.
+pub struct Stats {
+    pub started: Instant,
+    pub connections_now: AtomicUsize,
+    pub connections_total: AtomicU64,
+    pub requests: AtomicU64,
+    pub logins_ok: AtomicU64,
+    pub logins_failed: AtomicU64,
+    pub lockouts: AtomicU64,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Stats {
+            started: Instant::now(),
+            connections_now: AtomicUsize::new(0),
+            connections_total: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            logins_ok: AtomicU64::new(0),
+            logins_failed: AtomicU64::new(0),
+            lockouts: AtomicU64::new(0),
         }
     }
 }
@@ -105,11 +141,26 @@ struct Handles {
 }
 
 /// The software HSM.
+///
+/// With the embedded store (one server), the object table holds every
+/// token object, loaded at start: the server is the only writer. With a
+/// shared store (PostgreSQL), the table holds this server's session objects
+/// only and token objects are read through to the store at each lookup
+/// (decrypted objects are cached by their stored bytes, so an unchanged
+/// object is not decrypted or parsed again), so that an object made or
+/// destroyed through another server is seen at once.
 pub struct Hsm {
     store: Store,
-    users: RwLock<HashMap<String, String>>,
+    master: MasterKey,
+    /// The keyring protection (for warnings and `status`).
+    protection: &'static str,
+    shared: bool,
     logins: users::LoginCache,
+    throttle: users::Throttle,
+    phantoms: users::PhantomFailures,
     table: RwLock<Table>,
+    /// Token objects read from a shared store: handle → (stored bytes, object).
+    cache: Mutex<HashMap<u64, (Vec<u8>, Arc<Object>)>>,
     /// Serializes mutations (store commit + table update).
     writer: Mutex<()>,
     handles: Mutex<Handles>,
@@ -117,6 +168,7 @@ pub struct Hsm {
     /// Liveness probes of the connections served over sockets.
     probes: Mutex<HashMap<u64, Probe>>,
     pub limits: Limits,
+    pub stats: Stats,
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -136,25 +188,85 @@ fn dev_err(e: StoreError) -> Rv {
     ckr::DEVICE_ERROR
 }
 
+/// Open the master key of `store` with `unlock`, making (and storing) one
+/// on first use.
+pub fn open_master(store: &Store, unlock: &Unlock) -> Result<(MasterKey, Keyring), String> {
+    let stored = match store.keyring().map_err(|e| e.to_string())? {
+        Some(b) => b,
+        None => {
+            let m = MasterKey::generate().map_err(|e| e.to_string())?;
+            let ring = Keyring::wrap(&m, unlock).map_err(|e| e.to_string())?;
+            let bytes = ring.encode().map_err(|e| e.to_string())?;
+            // Another server may have made one at the same time: the stored
+            // one wins, and is opened below like any other.
+            store.init_keyring(&bytes).map_err(|e| e.to_string())?
+        }
+    };
+    let ring = Keyring::decode(&stored).map_err(|e| e.to_string())?;
+    let m = ring.unwrap(unlock).map_err(|e| e.to_string())?;
+    Ok((m, ring))
+}
+
 impl Hsm {
-    /// An HSM over `store`, loading its users and token objects.
-    pub fn new(store: Store, limits: Limits) -> Result<Hsm, StoreError> {
+    /// An HSM over `store`, its master key unlocked with `unlock` (made on
+    /// first use). A wrong passphrase or key file is an error.
+    pub fn open(store: Store, unlock: &Unlock, limits: Limits) -> Result<Hsm, String> {
+        let (master, ring) = open_master(&store, unlock)?;
+        Hsm::with_master(store, master, ring.protection.describe(), limits)
+    }
+
+    fn with_master(
+        store: Store,
+        master: MasterKey,
+        protection: &'static str,
+        limits: Limits,
+    ) -> Result<Hsm, String> {
+        let shared = store.is_shared();
         let mut table = Table::default();
         let mut max_handle = 0;
-        for (h, rec) in store.objects()? {
-            max_handle = max_handle.max(h);
-            table.insert(Arc::new(Object::from_record(h, &rec)));
+        if !shared {
+            let mut migrated = 0usize;
+            for (h, bytes) in store.objects().map_err(|e| e.to_string())? {
+                max_handle = max_handle.max(h);
+                let rec = match vault::open_object(&master, h, &bytes) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        log::error!("event=object_refused handle={h} reason={:?}", e.0);
+                        continue;
+                    }
+                };
+                let o = Object::from_record(h, &rec);
+                if vault::is_plain(&bytes) {
+                    // Written before encryption at rest: seal it now.
+                    let sealed = vault::seal_object(&master, h, &o.to_record())
+                        .map_err(|e| e.to_string())?;
+                    store
+                        .put_objects(&[ObjectRow {
+                            handle: h,
+                            owner: &o.owner,
+                            label: o.get(cka::LABEL).unwrap_or_default(),
+                            bytes: &sealed,
+                        }])
+                        .map_err(|e| e.to_string())?;
+                    migrated += 1;
+                }
+                table.insert(Arc::new(o));
+            }
+            if migrated > 0 {
+                log::info!("event=objects_sealed count={migrated}");
+            }
         }
-        let users = store
-            .users()?
-            .into_iter()
-            .map(|(n, r)| (n, r.phc))
-            .collect();
+        let throttle = users::Throttle::new(limits.login.clone());
         Ok(Hsm {
             store,
-            users: RwLock::new(users),
+            master,
+            protection,
+            shared,
             logins: users::LoginCache::new(),
+            throttle,
+            phantoms: users::PhantomFailures::new(),
             table: RwLock::new(table),
+            cache: Mutex::new(HashMap::new()),
             writer: Mutex::new(()),
             // Force a reservation on first use, above every stored handle.
             handles: Mutex::new(Handles {
@@ -164,6 +276,7 @@ impl Hsm {
             next_conn: std::sync::atomic::AtomicU64::new(1),
             probes: Mutex::new(HashMap::new()),
             limits,
+            stats: Stats::new(),
         })
     }
 
@@ -171,23 +284,77 @@ impl Hsm {
     pub fn dev(user: &str, password: &[u8]) -> Result<Hsm, StoreError> {
         let store = Store::in_memory()?;
         let phc = users::hash_password(password).map_err(StoreError)?;
-        store.put_user(user, &UserRecord { phc })?;
-        Hsm::new(store, Limits::default())
+        store.put_user(
+            user,
+            &UserRecord {
+                phc,
+                ..UserRecord::default()
+            },
+        )?;
+        let master = MasterKey::generate().map_err(|e| StoreError(e.0))?;
+        Hsm::with_master(store, master, "memory", Limits::default()).map_err(StoreError)
     }
 
-    /// Add a user (or replace its password).
+    /// The master key (to seal the TLS private key).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// What protects the master key ("a passphrase", ...).
+    pub fn protection(&self) -> &'static str {
+        self.protection
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Add a user (or replace its password, which also unlocks it).
     pub fn put_user(&self, name: &str, password: &[u8]) -> Result<(), StoreError> {
         users::check_name(name).map_err(StoreError)?;
         let phc = users::hash_password(password).map_err(StoreError)?;
-        self.store
-            .put_user(name, &UserRecord { phc: phc.clone() })?;
-        write(&self.users).insert(name.to_string(), phc);
+        self.store.put_user(
+            name,
+            &UserRecord {
+                phc,
+                ..UserRecord::default()
+            },
+        )?;
         self.logins.forget(name);
         Ok(())
     }
 
+    /// Remove a user and its token objects; whether it existed.
+    pub fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+        let _w = lock(&self.writer);
+        let existed = self.store.remove_user(name)?;
+        self.logins.forget(name);
+        let mut t = write(&self.table);
+        let doomed: Vec<u64> = t
+            .by_owner
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|h| t.objects.get(h).is_some_and(|o| o.is_token()))
+            .copied()
+            .collect();
+        for h in doomed {
+            t.remove(h);
+        }
+        lock(&self.cache).retain(|_, (_, o)| o.owner != name);
+        Ok(existed)
+    }
+
+    /// Unlock a user locked by failed logins; whether it exists.
+    pub fn unlock_user(&self, name: &str) -> Result<bool, StoreError> {
+        let r = self.store.unlock_user(name)?;
+        self.throttle.succeeded(name, None);
+        Ok(r)
+    }
+
     pub fn user_count(&self) -> usize {
-        read(&self.users).len()
+        self.store.users().map(|u| u.len()).unwrap_or(0)
     }
 
     /// A new connection id.
@@ -197,19 +364,64 @@ impl Hsm {
     }
 
     /// Check a user's password: `CKR_PIN_INCORRECT` for an unknown user or a
-    /// wrong password alike, after the same work.
-    pub fn login(&self, user: &str, password: &[u8]) -> Result<(), Rv> {
-        let phc = read(&self.users).get(user).cloned();
-        if self.logins.hit(user, password) && phc.is_some() {
+    /// wrong password alike, after the same work; `CKR_PIN_LOCKED` for a
+    /// user locked by too many consecutive failures (an unknown name locks
+    /// too, in memory, so that locking reveals nothing). Failed attempts are
+    /// rate-limited per user and per client address `peer`.
+    pub fn login(&self, user: &str, password: &[u8], peer: Option<IpAddr>) -> Result<(), Rv> {
+        let peer_s = peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let wait = match self.throttle.reserve(user, peer) {
+            Ok(w) => w,
+            Err(users::Throttled) => {
+                self.stats.logins_failed.fetch_add(1, Ordering::Relaxed);
+                log::warn!("event=login_throttled user={user:?} peer={peer_s}");
+                return Err(ckr::PIN_INCORRECT);
+            }
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+        let max = self.limits.login.max_failures;
+        let rec = self.store.user(user).map_err(dev_err)?;
+        let locked = match &rec {
+            Some(r) => r.locked,
+            None => max > 0 && self.phantoms.get(user) >= max,
+        };
+        if locked {
+            self.stats.logins_failed.fetch_add(1, Ordering::Relaxed);
+            self.throttle.failed(user, peer);
+            log::warn!("event=login_failed user={user:?} peer={peer_s} reason=locked");
+            return Err(ckr::PIN_LOCKED);
+        }
+        let phc = rec.as_ref().map(|r| r.phc.as_str());
+        let ok = phc.is_some_and(|h| self.logins.hit(user, h, password))
+            || users::verify_password(phc, password);
+        if let (true, Some(h)) = (ok, phc) {
+            self.logins.remember(user, h, password);
+            self.throttle.succeeded(user, peer);
+            if rec.as_ref().is_some_and(|r| r.failures > 0) {
+                self.store.login_succeeded(user).map_err(dev_err)?;
+            }
+            self.stats.logins_ok.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let ok = users::verify_password(phc.as_deref(), password);
-        if ok {
-            self.logins.remember(user, password);
-            Ok(())
-        } else {
-            Err(ckr::PIN_INCORRECT)
+        self.stats.logins_failed.fetch_add(1, Ordering::Relaxed);
+        self.throttle.failed(user, peer);
+        let (failures, now_locked) = match self.store.login_failed(user, max).map_err(dev_err)? {
+            Some(x) => x,
+            None => {
+                let n = self.phantoms.bump(user);
+                (n, max > 0 && n >= max)
+            }
+        };
+        if now_locked {
+            self.logins.forget(user);
+            self.stats.lockouts.fetch_add(1, Ordering::Relaxed);
         }
+        log::warn!(
+            "event=login_failed user={user:?} peer={peer_s} reason=bad_password failures={failures} locked={now_locked}"
+        );
+        Err(ckr::PIN_INCORRECT)
     }
 
     /// A fresh handle, never handed out before.
@@ -279,71 +491,181 @@ impl Hsm {
         }
     }
 
+    /// The sealed record of token object `o`, as stored.
+    fn seal(&self, o: &Object) -> Result<Vec<u8>, Rv> {
+        vault::seal_object(&self.master, o.handle, &o.to_record()).map_err(|e| {
+            log::error!("event=seal_failed handle={} error={:?}", o.handle, e.0);
+            ckr::DEVICE_ERROR
+        })
+    }
+
+    /// A token object of the shared store, read through (`None`: absent,
+    /// or refused by its integrity check).
+    fn load_token(&self, handle: u64) -> Option<Arc<Object>> {
+        let bytes = match self.store.object(handle) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                lock(&self.cache).remove(&handle);
+                return None;
+            }
+            Err(e) => {
+                log::error!("event=store_error error={:?}", e.0);
+                return None;
+            }
+        };
+        self.decode_token(handle, bytes)
+    }
+
+    fn decode_token(&self, handle: u64, bytes: Vec<u8>) -> Option<Arc<Object>> {
+        if let Some((b, o)) = lock(&self.cache).get(&handle) {
+            if *b == bytes {
+                return Some(o.clone());
+            }
+        }
+        let rec = match vault::open_object(&self.master, handle, &bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("event=object_refused handle={handle} reason={:?}", e.0);
+                return None;
+            }
+        };
+        let o = Arc::new(Object::from_record(handle, &rec));
+        let mut c = lock(&self.cache);
+        if c.len() >= 100_000 {
+            c.clear();
+        }
+        c.insert(handle, (bytes, o.clone()));
+        Some(o)
+    }
+
     /// The object `handle` if `user` in `app` (on connection `viewer`) may
     /// see it.
     pub fn get(&self, user: &str, app: &[u8; 16], viewer: u64, handle: u64) -> Option<Arc<Object>> {
-        let o = read(&self.table)
-            .objects
-            .get(&handle)
-            .filter(|o| o.visible(user, app))
-            .cloned()?;
-        if self.stale(&o, viewer) {
+        let local = read(&self.table).objects.get(&handle).cloned();
+        let o = match local {
+            Some(o) => o,
+            None if self.shared => self.load_token(handle)?,
+            None => return None,
+        };
+        if !o.visible(user, app) || self.stale(&o, viewer) {
             None
         } else {
             Some(o)
         }
     }
 
+    /// Insert new objects, all or none; token objects are committed to the
+    /// store (one durable transaction) before any of them is visible.
+    fn put_all(&self, objs: Vec<Object>) -> Result<Vec<Arc<Object>>, Rv> {
+        let _w = lock(&self.writer);
+        let mut sealed = Vec::new();
+        for o in objs.iter().filter(|o| o.is_token()) {
+            sealed.push((o.handle, self.seal(o)?));
+        }
+        if !sealed.is_empty() {
+            let rows: Vec<ObjectRow<'_>> = objs
+                .iter()
+                .filter(|o| o.is_token())
+                .zip(&sealed)
+                .map(|(o, (_, b))| ObjectRow {
+                    handle: o.handle,
+                    owner: &o.owner,
+                    label: o.get(cka::LABEL).unwrap_or_default(),
+                    bytes: b,
+                })
+                .collect();
+            self.store.put_objects(&rows).map_err(dev_err)?;
+        }
+        let mut out = Vec::new();
+        let mut sealed = sealed.into_iter();
+        for o in objs {
+            let o = Arc::new(o);
+            if o.is_token() && self.shared {
+                if let Some((h, b)) = sealed.next() {
+                    lock(&self.cache).insert(h, (b, o.clone()));
+                }
+            } else {
+                write(&self.table).insert(o.clone());
+            }
+            out.push(o);
+        }
+        Ok(out)
+    }
+
     /// Insert a new object; token objects are committed to the store first.
     pub fn put(&self, o: Object) -> Result<Arc<Object>, Rv> {
-        let _w = lock(&self.writer);
-        if o.is_token() {
-            self.store
-                .put_object(o.handle, &o.to_record())
-                .map_err(dev_err)?;
-        }
-        let o = Arc::new(o);
-        write(&self.table).insert(o.clone());
-        Ok(o)
+        self.put_all(vec![o])?
+            .pop()
+            .ok_or(ckr::GENERAL_ERROR)
     }
 
     /// Replace an existing object (same handle) with a new version; an
     /// object destroyed meanwhile stays destroyed.
     pub fn replace(&self, o: Object) -> Result<Arc<Object>, Rv> {
         let _w = lock(&self.writer);
-        if !read(&self.table).objects.contains_key(&o.handle) {
+        let local = read(&self.table).objects.contains_key(&o.handle);
+        if !local && !(self.shared && o.is_token()) {
             return Err(ckr::OBJECT_HANDLE_INVALID);
         }
+        let mut sealed = None;
         if o.is_token() {
-            self.store
-                .put_object(o.handle, &o.to_record())
-                .map_err(dev_err)?;
+            let b = self.seal(&o)?;
+            let row = ObjectRow {
+                handle: o.handle,
+                owner: &o.owner,
+                label: o.get(cka::LABEL).unwrap_or_default(),
+                bytes: &b,
+            };
+            if !self.store.update_object(&row).map_err(dev_err)? {
+                return Err(ckr::OBJECT_HANDLE_INVALID);
+            }
+            sealed = Some(b);
         }
         let o = Arc::new(o);
-        write(&self.table).insert(o.clone());
+        match sealed {
+            Some(b) if self.shared => {
+                lock(&self.cache).insert(o.handle, (b, o.clone()));
+            }
+            _ => write(&self.table).insert(o.clone()),
+        }
         Ok(o)
     }
 
-    /// Insert two objects (a key pair) at once.
+    /// Insert two objects (a key pair) at once: both or neither.
     pub fn put_pair(&self, a: Object, b: Object) -> Result<(), Rv> {
-        let h = a.handle;
-        self.put(a)?;
-        if let Err(e) = self.put(b) {
-            let _ = self.remove(h);
-            return Err(e);
-        }
-        Ok(())
+        self.put_all(vec![a, b]).map(|_| ())
     }
 
-    /// Remove object `handle`.
+    /// Remove object `handle` (committed to the store before it returns).
     pub fn remove(&self, handle: u64) -> Result<(), Rv> {
         let _w = lock(&self.writer);
         let token = read(&self.table).objects.get(&handle).map(|o| o.is_token());
-        if token == Some(true) {
-            self.store.delete_object(handle).map_err(dev_err)?;
+        match token {
+            Some(true) => {
+                self.store.delete_object(handle).map_err(dev_err)?;
+            }
+            Some(false) => {}
+            None if self.shared => {
+                self.store.delete_object(handle).map_err(dev_err)?;
+                lock(&self.cache).remove(&handle);
+            }
+            None => {}
         }
         write(&self.table).remove(handle);
         Ok(())
+    }
+
+    /// Delete token object `handle` whoever owns it (the admin CLI); whether
+    /// it existed.
+    pub fn admin_delete(&self, handle: u64) -> Result<bool, StoreError> {
+        let _w = lock(&self.writer);
+        let existed = self.store.delete_object(handle)?;
+        let mut t = write(&self.table);
+        if t.objects.get(&handle).is_some_and(|o| o.is_token()) {
+            t.remove(handle);
+        }
+        lock(&self.cache).remove(&handle);
+        Ok(existed)
     }
 
     /// Remove session objects (a connection closing).
@@ -370,9 +692,9 @@ impl Hsm {
         template: &[Attribute<'_>],
         limit: usize,
     ) -> Vec<u64> {
-        let found: Vec<(u64, Option<u64>)> = {
+        let label = template.iter().find(|a| a.ty == cka::LABEL);
+        let mut found: Vec<(u64, Option<u64>)> = {
             let t = read(&self.table);
-            let label = template.iter().find(|a| a.ty == cka::LABEL);
             let candidates: Box<dyn Iterator<Item = &u64>> = match label {
                 Some(l) => match t.by_label.get(&(user.to_string(), l.value.to_vec())) {
                     Some(s) => Box::new(s.iter()),
@@ -390,6 +712,22 @@ impl Hsm {
                 .take(limit)
                 .collect()
         };
+        if self.shared {
+            match self.store.objects_of(user, label.map(|l| l.value)) {
+                Ok(rows) => {
+                    for (h, bytes) in rows {
+                        if let Some(o) = self.decode_token(h, bytes) {
+                            if o.visible(user, app) && o.matches(template) {
+                                found.push((h, None));
+                            }
+                        }
+                    }
+                    found.sort_unstable();
+                    found.truncate(limit);
+                }
+                Err(e) => log::error!("event=store_error error={:?}", e.0),
+            }
+        }
         let others: BTreeSet<u64> = found
             .iter()
             .filter_map(|(_, c)| *c)
@@ -406,16 +744,4 @@ impl Hsm {
             .collect()
     }
 
-    /// Every token object (the admin CLI).
-    pub fn token_objects(&self) -> Vec<Arc<Object>> {
-        let t = read(&self.table);
-        let mut v: Vec<_> = t
-            .objects
-            .values()
-            .filter(|o| o.is_token())
-            .cloned()
-            .collect();
-        v.sort_by_key(|o| o.handle);
-        v
-    }
 }

@@ -8,18 +8,23 @@
 //! Layers: [`server`] (sockets, threads) → [`conn`] (one connection's
 //! request handler, usable in-process) → [`hsm`] (shared state) →
 //! [`object`] / [`keys`] / [`crypto`] / [`wrap`] (rules and cryptography) and
-//! [`store`] (the only module that touches the disk).
+//! [`store`] / [`pgstore`] (the only modules that touch the disk or the
+//! database; everything secret reaches them sealed by [`vault`]).
+//! [`admin`] serves the admin commands on a unix socket of the data folder.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod conn;
 pub mod crypto;
 pub mod hsm;
 pub mod keys;
 pub mod object;
+pub mod pgstore;
 pub mod server;
 pub mod store;
 pub mod tls;
 pub mod users;
+pub mod vault;
 pub mod wrap;
 
 pub use conn::{Connection, Reply};

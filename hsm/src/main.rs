@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use hsmlink_core::ck::{cka, ckk, cko};
+use hsmlink_hsm::admin::{self, AdminRequest, Password, Target};
 use hsmlink_hsm::store::Store;
+use hsmlink_hsm::vault::{Keyring, Unlock};
 use hsmlink_hsm::{users, Hsm, Limits, Server};
+use zeroize::Zeroizing;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:4433";
 
@@ -20,8 +22,11 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:4433";
     after_help = "Examples:\n  \
         hsmlink-hsm dev --listen 127.0.0.1:4433 --user alice --password secret\n  \
         echo secret | hsmlink-hsm user add --data /var/lib/hsmlink alice\n  \
-        hsmlink-hsm serve --data /var/lib/hsmlink --listen 0.0.0.0:4433\n\n\
-        Logs go to stderr; set RUST_LOG=debug for more."
+        HSMLINK_PASSPHRASE='long passphrase' hsmlink-hsm serve --data /var/lib/hsmlink --listen 0.0.0.0:4433\n  \
+        hsmlink-hsm status --data /var/lib/hsmlink\n\n\
+        Admin commands (user, objects, backup, status) work on a stopped server's data folder \
+        directly, and on a running server's through its admin socket DATA/admin.sock.\n\
+        Logs go to stderr, one key=value line per event; set RUST_LOG=debug for more."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,17 +35,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve the HSM whose data lives in a folder.
-    #[command(
-        after_help = "Example:\n  hsmlink-hsm serve --data /var/lib/hsmlink --listen 127.0.0.1:4433\n\n\
-        Prints \"listening on ADDR\" once it accepts connections. Token objects \
-        persist in DIR; users are managed with `hsmlink-hsm user` while the \
-        server is stopped."
-    )]
+    /// Serve the HSM whose data lives in a folder (or in PostgreSQL).
+    #[command(after_help = SERVE_HELP)]
     Serve {
-        /// Data folder (created if missing).
+        /// Data folder (created if missing): the store, the TLS identity,
+        /// the admin socket. With --postgres, users and objects live in
+        /// PostgreSQL instead; each server keeps its own data folder.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// Keep users and token objects in this PostgreSQL database, shared
+        /// by every server started with the same URL and passphrase.
+        #[arg(long, value_name = "URL", env = "HSMLINK_POSTGRES", hide_env_values = true)]
+        postgres: Option<String>,
+        #[command(flatten)]
+        key: KeyArgs,
         #[command(flatten)]
         net: NetArgs,
     },
@@ -48,7 +56,8 @@ enum Cmd {
     #[command(
         after_help = "Example:\n  hsmlink-hsm dev --listen 127.0.0.1:0 --user alice --password secret\n\n\
         Prints exactly one line, \"listening on ADDR\" with the real address \
-        (port 0 picks a free port), once it accepts connections."
+        (port 0 picks a free port), once it accepts connections. Needs no passphrase: \
+        nothing is stored."
     )]
     Dev {
         /// The one user's name.
@@ -62,7 +71,8 @@ enum Cmd {
     },
     /// Print the TLS certificate's SHA-256 fingerprint (to pin in the module
     /// with HSMLINK_TLS_PIN), or the certificate itself (a CA file for
-    /// HSMLINK_TLS_CA). Makes the certificate if there is none yet.
+    /// HSMLINK_TLS_CA). Makes the certificate if there is none yet (which
+    /// needs the passphrase: the private key is sealed under the master key).
     #[command(
         after_help = "Examples:\n  hsmlink-hsm fingerprint --data /var/lib/hsmlink\n  \
         hsmlink-hsm fingerprint --data /var/lib/hsmlink --pem > hsm-ca.pem"
@@ -73,20 +83,98 @@ enum Cmd {
         /// Print the certificate in PEM instead.
         #[arg(long)]
         pem: bool,
+        #[command(flatten)]
+        key: KeyArgs,
     },
-    /// Manage users (run while the server is stopped).
+    /// Manage users: add, passwd, remove, unlock, list.
     #[command(
         subcommand,
         after_help = "Examples:\n  echo secret | hsmlink-hsm user add --data /var/lib/hsmlink alice\n  \
-            hsmlink-hsm user list --data /var/lib/hsmlink"
+            hsmlink-hsm user unlock --data /var/lib/hsmlink alice\n  \
+            hsmlink-hsm user list --data /var/lib/hsmlink\n\n\
+            They work on a running server's data folder too (through its admin socket)."
     )]
     User(UserCmd),
-    /// Inspect token objects (run while the server is stopped).
+    /// Inspect and delete token objects.
     #[command(
         subcommand,
-        after_help = "Example:\n  hsmlink-hsm objects list --data /var/lib/hsmlink --user alice"
+        after_help = "Examples:\n  hsmlink-hsm objects list --data /var/lib/hsmlink --user alice\n  \
+        hsmlink-hsm objects delete --data /var/lib/hsmlink 1234"
     )]
     Objects(ObjectsCmd),
+    /// Copy the data folder into a new folder: one consistent snapshot of
+    /// the store (taken by the running server if there is one) and the TLS
+    /// identity. Everything secret stays sealed under the master key.
+    #[command(after_help = "Example:\n  hsmlink-hsm backup --data /var/lib/hsmlink /backups/hsmlink-2026-11-27\n\n\
+        Restore with `hsmlink-hsm restore`; serving the restored folder needs the \
+        passphrase (or key file) the store had when the backup was made. A PostgreSQL \
+        store is backed up with pg_dump.")]
+    Backup {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The backup folder to make (must not exist, or be empty).
+        dest: PathBuf,
+    },
+    /// Replace a data folder's store and TLS identity with a backup (the
+    /// server must be stopped).
+    #[command(after_help = "Example:\n  hsmlink-hsm restore --data /var/lib/hsmlink --force /backups/hsmlink-2026-11-27")]
+    Restore {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Replace a data folder that already holds a store.
+        #[arg(long)]
+        force: bool,
+        /// The backup folder (made by `hsmlink-hsm backup`).
+        from: PathBuf,
+    },
+    /// Ask the server running on a data folder for its version, uptime,
+    /// connections and operations served (key=value lines).
+    #[command(after_help = "Example:\n  hsmlink-hsm status --data /var/lib/hsmlink")]
+    Status {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// The master key's protection: change the passphrase, move to a key
+    /// file, or protect a store first served without one.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  OLD=... NEW=... hsmlink-hsm keyring change --data /var/lib/hsmlink \\\n      \
+        --passphrase-env OLD --new-passphrase-env NEW"
+    )]
+    Keyring(KeyringCmd),
+}
+
+const SERVE_HELP: &str = "Examples:\n  \
+    HSMLINK_PASSPHRASE='long passphrase' hsmlink-hsm serve --data /var/lib/hsmlink\n  \
+    hsmlink-hsm serve --data /var/lib/hsmlink --key-file /etc/hsmlink/master.key --listen 0.0.0.0:4433\n  \
+    hsmlink-hsm serve --data /var/lib/hsmlink-a --postgres postgres://hsm@db/hsmlink --passphrase-file /run/secrets/hsm\n\n\
+    Prints \"listening on ADDR\" (then \"tls fingerprint XX:...\") once it accepts connections.\n\n\
+    At rest: token objects' secrets (and the TLS private key) are sealed with AES-256-GCM under a \
+    random master key, itself wrapped by a key derived from the passphrase (argon2id) or read from \
+    the key file. The first start fixes the protection; later starts with a wrong passphrase are \
+    refused. Without any of --passphrase-env, --passphrase-file, --key-file (and no HSMLINK_PASSPHRASE) \
+    the master key is stored unprotected: for development only, the server warns at every start.\n\n\
+    Limits: one PKCS#11 session per connection; --max-connections connections; frames up to 64 KiB \
+    (longer ones close the connection); --max-session-objects session objects per connection; \
+    --max-inflight-bytes buffered by a connection's running operations; connections idle for \
+    --idle-timeout seconds are closed.\n\n\
+    Logins: after --max-login-failures consecutive failures a user is locked (CKR_PIN_LOCKED) until \
+    `hsmlink-hsm user unlock`; past 3 failures, attempts per user and per client address are \
+    spaced by a delay doubling from 250 ms up to 5 s.";
+
+/// Where the master key's protection comes from.
+#[derive(Args, Default)]
+struct KeyArgs {
+    /// Read the passphrase from this environment variable (default: HSMLINK_PASSPHRASE, if set).
+    #[arg(long, value_name = "VAR", conflicts_with_all = ["passphrase_file", "key_file"])]
+    passphrase_env: Option<String>,
+    /// Read the passphrase from this file (one trailing newline is ignored).
+    #[arg(long, value_name = "FILE", conflicts_with = "key_file")]
+    passphrase_file: Option<PathBuf>,
+    /// Read the key-encrypting key from this file (at least 32 random bytes,
+    /// e.g. `head -c 32 /dev/urandom > FILE`).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -94,12 +182,21 @@ struct NetArgs {
     /// Address to listen on (port 0: any free port).
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     listen: String,
-    /// Most simultaneous connections.
+    /// Most simultaneous connections (each carries one PKCS#11 session).
     #[arg(long, value_name = "N", default_value_t = 256)]
     max_connections: usize,
     /// Close connections idle for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     idle_timeout: u64,
+    /// Most session objects one connection may hold.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_session_objects: usize,
+    /// Most bytes one connection's running operations may buffer together.
+    #[arg(long, value_name = "BYTES", default_value_t = 2 << 20)]
+    max_inflight_bytes: usize,
+    /// Consecutive failed logins that lock a user (0: never lock).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    max_login_failures: u32,
     /// Serve plain TCP only (no TLS). Plain TCP is otherwise accepted from
     /// loopback peers only.
     #[arg(long)]
@@ -115,37 +212,68 @@ struct NetArgs {
     tls_name: Vec<String>,
 }
 
+/// Which store an admin command works on.
+#[derive(Args)]
+struct StoreArgs {
+    /// Data folder (of a stopped server, or of a running one: then the
+    /// command goes through its admin socket).
+    #[arg(long, value_name = "DIR", required_unless_present = "postgres")]
+    data: Option<PathBuf>,
+    /// A PostgreSQL store instead (servers may be running on it).
+    #[arg(long, value_name = "URL", env = "HSMLINK_POSTGRES", hide_env_values = true)]
+    postgres: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum UserCmd {
-    /// Add a user (or, with --replace, change its password).
+    /// Add a user.
     #[command(
         after_help = "Examples:\n  echo 'secret' | hsmlink-hsm user add --data /var/lib/hsmlink alice\n  \
         ALICE_PW=secret hsmlink-hsm user add --data /var/lib/hsmlink --password-env ALICE_PW alice\n\n\
         The password is the first line of standard input unless --password-env is given."
     )]
     Add {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Read the password from this environment variable.
         #[arg(long, value_name = "VAR")]
         password_env: Option<String>,
-        /// Replace the password of an existing user.
+        /// Replace the password of an existing user (as `user passwd`).
         #[arg(long)]
         replace: bool,
         /// User name: letters, digits, '.', '_' or '-'.
         name: String,
     },
-    /// List users.
+    /// Change a user's password (this also unlocks it).
+    #[command(
+        after_help = "Example:\n  echo 'new secret' | hsmlink-hsm user passwd --data /var/lib/hsmlink alice"
+    )]
+    Passwd {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Read the password from this environment variable.
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        name: String,
+    },
+    /// Unlock a user locked by failed logins.
+    #[command(after_help = "Example:\n  hsmlink-hsm user unlock --data /var/lib/hsmlink alice")]
+    Unlock {
+        #[command(flatten)]
+        store: StoreArgs,
+        name: String,
+    },
+    /// List users: name, state (active or locked), consecutive failed logins.
     #[command(after_help = "Example:\n  hsmlink-hsm user list --data /var/lib/hsmlink")]
     List {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Remove a user and every token object it owns.
     #[command(after_help = "Example:\n  hsmlink-hsm user remove --data /var/lib/hsmlink alice")]
     Remove {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         name: String,
     },
 }
@@ -157,17 +285,66 @@ enum ObjectsCmd {
         after_help = "Example:\n  hsmlink-hsm objects list --data /var/lib/hsmlink --user alice"
     )]
     List {
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Only this user's objects.
         #[arg(long)]
         user: Option<String>,
+    },
+    /// Delete a token object by handle (see `objects list`).
+    #[command(after_help = "Example:\n  hsmlink-hsm objects delete --data /var/lib/hsmlink 1234")]
+    Delete {
+        #[command(flatten)]
+        store: StoreArgs,
+        handle: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyringCmd {
+    /// Re-wrap the master key under a new passphrase or key file (the
+    /// server stopped; for PostgreSQL, servers may run). The objects are not
+    /// touched: the master key stays the same.
+    #[command(
+        after_help = "Examples:\n  OLD=... NEW=... hsmlink-hsm keyring change --data /var/lib/hsmlink \\\n      \
+        --passphrase-env OLD --new-passphrase-env NEW\n  \
+        NEW=... hsmlink-hsm keyring change --data /var/lib/hsmlink --new-passphrase-env NEW   # protect an unprotected store"
+    )]
+    Change {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// The new passphrase, from this environment variable.
+        #[arg(long, value_name = "VAR", conflicts_with_all = ["new_passphrase_file", "new_key_file"])]
+        new_passphrase_env: Option<String>,
+        /// The new passphrase, from this file.
+        #[arg(long, value_name = "FILE", conflicts_with = "new_key_file")]
+        new_passphrase_file: Option<PathBuf>,
+        /// A new key file.
+        #[arg(long, value_name = "FILE")]
+        new_key_file: Option<PathBuf>,
+    },
+    /// Print how the master key is protected.
+    #[command(after_help = "Example:\n  hsmlink-hsm keyring show --data /var/lib/hsmlink")]
+    Show {
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "ts={} level={} {}",
+                buf.timestamp_millis(),
+                record.level(),
+                record.args()
+            )
+        })
         .init();
     let cli = Cli::parse();
     match run(cli) {
@@ -182,28 +359,95 @@ fn main() -> ExitCode {
 type Res = Result<(), String>;
 
 fn limits(n: &NetArgs) -> Limits {
-    Limits {
+    let mut l = Limits {
         max_connections: n.max_connections.max(1),
         idle_secs: n.idle_timeout.max(1),
+        max_session_objects: n.max_session_objects,
+        max_inflight_bytes: n.max_inflight_bytes,
         ..Limits::default()
+    };
+    l.login.max_failures = n.max_login_failures;
+    l
+}
+
+fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+}
+
+fn trim_newline(mut v: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
+    if v.last() == Some(&b'\n') {
+        v.pop();
+        if v.last() == Some(&b'\r') {
+            v.pop();
+        }
+    }
+    v
+}
+
+fn passphrase_from_env(var: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    let v = std::env::var_os(var)
+        .ok_or_else(|| format!("environment variable {var} is not set"))?;
+    let v = Zeroizing::new(std::os::unix::ffi::OsStringExt::into_vec(v));
+    if v.is_empty() {
+        return Err(format!("environment variable {var} is empty"));
+    }
+    Ok(v)
+}
+
+fn unlock_from(
+    env: Option<&str>,
+    file: Option<&Path>,
+    key_file: Option<&Path>,
+    default_env: bool,
+) -> Result<Unlock, String> {
+    if let Some(var) = env {
+        return Ok(Unlock::Passphrase(passphrase_from_env(var)?));
+    }
+    if let Some(f) = file {
+        let v = trim_newline(read_secret_file(f, "passphrase file")?);
+        if v.is_empty() {
+            return Err(format!("the passphrase file {} is empty", f.display()));
+        }
+        return Ok(Unlock::Passphrase(v));
+    }
+    if let Some(f) = key_file {
+        return Ok(Unlock::KeyFile(read_secret_file(f, "key file")?));
+    }
+    if default_env && std::env::var_os("HSMLINK_PASSPHRASE").is_some() {
+        return Ok(Unlock::Passphrase(passphrase_from_env("HSMLINK_PASSPHRASE")?));
+    }
+    Ok(Unlock::Nothing)
+}
+
+impl KeyArgs {
+    fn unlock(&self) -> Result<Unlock, String> {
+        unlock_from(
+            self.passphrase_env.as_deref(),
+            self.passphrase_file.as_deref(),
+            self.key_file.as_deref(),
+            true,
+        )
     }
 }
 
-/// The TLS identity: kept in DATA/tls for `serve`, in memory for `dev`.
+/// The TLS identity: kept in DATA/tls for `serve` (the key sealed under the
+/// master key), in memory for `dev`.
 fn tls_setup(
-    data: Option<&Path>,
+    data: Option<(&Path, &hsmlink_hsm::vault::MasterKey)>,
     net: &NetArgs,
 ) -> Result<Option<hsmlink_hsm::tls::TlsSetup>, String> {
     if net.no_tls {
         return Ok(None);
     }
     let setup = match data {
-        Some(d) => hsmlink_hsm::tls::load_or_create(&d.join("tls"), &net.tls_name),
+        Some((d, m)) => hsmlink_hsm::tls::load_or_create(&d.join("tls"), &net.tls_name, m),
         None => hsmlink_hsm::tls::ephemeral(&net.tls_name),
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| format!("TLS identity: {e}"))?;
     log::info!(
-        "TLS certificate SHA-256 fingerprint: {}",
+        "event=tls_fingerprint sha256={}",
         hsmlink_hsm::tls::format_pin(&setup.fingerprint)
     );
     Ok(Some(setup))
@@ -213,7 +457,7 @@ fn tls_setup(
 /// folder) then "tls fingerprint XX:..." (dev mode prints one line only and
 /// logs the fingerprint).
 fn listen(
-    hsm: Hsm,
+    hsm: Arc<Hsm>,
     net: &NetArgs,
     tls: Option<hsmlink_hsm::tls::TlsSetup>,
     print_fingerprint: bool,
@@ -223,10 +467,10 @@ fn listen(
         tls: tls.map(|t| t.config),
         allow_plain: net.allow_plain || net.no_tls,
     };
-    let server = Server::bind_secure(Arc::new(hsm), &net.listen, security)
+    let server = Server::bind_secure(hsm, &net.listen, security)
         .map_err(|e| format!("cannot listen on {}: {e}", net.listen))?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
-    log::info!("serving on {addr}");
+    log::info!("event=listening addr={addr}");
     {
         // One write, so a reader of the first line gets both; a closed
         // stdout must not stop the service.
@@ -239,39 +483,142 @@ fn listen(
         }
         let mut out = std::io::stdout().lock();
         if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-            log::warn!("cannot write to standard output: {e}");
+            log::warn!("event=stdout_failed error={:?}", e.to_string());
         }
     }
     server.run().map_err(|e| e.to_string())
 }
 
-fn open(data: &Path) -> Result<Store, String> {
-    Store::open(data).map_err(|e| e.to_string())
+/// What an admin command runs against.
+enum Opened {
+    Store(Store),
+    /// A server holds the data folder: go through its admin socket.
+    Server(PathBuf),
+}
+
+fn open_admin(s: &StoreArgs) -> Result<Opened, String> {
+    if let Some(url) = &s.postgres {
+        return Store::postgres(url).map(Opened::Store).map_err(|e| e.to_string());
+    }
+    let data = s.data.as_deref().ok_or("give --data DIR or --postgres URL")?;
+    match Store::open(data) {
+        Ok(st) => Ok(Opened::Store(st)),
+        Err(e) if e.0.contains("in use") && admin::server_running(data) => {
+            Ok(Opened::Server(data.to_path_buf()))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn admin_run(s: &StoreArgs, req: AdminRequest) -> Res {
+    let text = match open_admin(s)? {
+        Opened::Store(st) => admin::execute(&Target::Store(&st), s.data.as_deref(), &req)?,
+        Opened::Server(dir) => admin::call(&dir, &req)?,
+    };
+    print!("{text}");
+    Ok(())
+}
+
+fn read_password(var: Option<&str>) -> Result<Password, String> {
+    let password = match var {
+        Some(var) => passphrase_from_env(var)?.to_vec(),
+        None => {
+            let mut line = Zeroizing::new(String::new());
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| format!("reading the password from stdin: {e}"))?;
+            line.trim_end_matches(['\n', '\r']).as_bytes().to_vec()
+        }
+    };
+    if password.is_empty() {
+        return Err("empty password".into());
+    }
+    Ok(Password(password))
+}
+
+/// Hold `data/server.lock` for the life of the process: one server per
+/// data folder (redb locks its own file; with PostgreSQL this is the guard).
+fn lock_data_folder(data: &Path) -> Result<std::fs::File, String> {
+    hsmlink_hsm::store::create_private_dir(data).map_err(|e| e.to_string())?;
+    let path = data.join("server.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.try_lock().map_err(|_| {
+        format!(
+            "{} is in use by another process (is a server running on this data folder?)",
+            data.display()
+        )
+    })?;
+    Ok(f)
 }
 
 fn run(cli: Cli) -> Res {
     match cli.cmd {
-        Cmd::Serve { data, net } => {
-            let store = open(&data)?;
-            let hsm = Hsm::new(store, limits(&net)).map_err(|e| e.to_string())?;
+        Cmd::Serve {
+            data,
+            postgres,
+            key,
+            net,
+        } => {
+            let _lock = lock_data_folder(&data)?;
+            let unlock = key.unlock()?;
+            let store = match &postgres {
+                Some(url) => Store::postgres(url).map_err(|e| e.to_string())?,
+                None => Store::open(&data).map_err(|e| e.to_string())?,
+            };
+            let hsm = Hsm::open(store, &unlock, limits(&net))?;
+            drop(unlock);
+            log::info!(
+                "event=store store={} master_key_protection={:?}",
+                hsm.store().describe(),
+                hsm.protection()
+            );
+            if matches!(hsm.protection(), p if p.contains("unprotected")) {
+                log::warn!(
+                    "event=unprotected_master_key hint=\"the master key is stored without protection: \
+                     anyone who can read the store can decrypt it; protect it with \
+                     `hsmlink-hsm keyring change --new-passphrase-env VAR` (server stopped)\""
+                );
+            }
             if hsm.user_count() == 0 {
                 log::warn!(
-                    "no users in {}: add one with `hsmlink-hsm user add --data {} NAME`",
-                    data.display(),
+                    "event=no_users hint=\"add one with `hsmlink-hsm user add --data {} NAME`\"",
                     data.display()
                 );
             }
-            let tls = tls_setup(Some(&data), &net)?;
+            let tls = tls_setup(Some((&data, hsm.master())), &net)?;
+            let hsm = Arc::new(hsm);
+            admin::listen(hsm.clone(), &data)
+                .map_err(|e| format!("admin socket in {}: {e}", data.display()))?;
             listen(hsm, &net, tls, true)
         }
-        Cmd::Fingerprint { data, pem } => {
-            let t = hsmlink_hsm::tls::load_or_create(&data.join("tls"), &[])
-                .map_err(|e| e.to_string())?;
+        Cmd::Fingerprint { data, pem, key } => {
+            let cert = match hsmlink_hsm::tls::stored_certificate(&data.join("tls"))
+                .map_err(|e| e.to_string())?
+            {
+                Some(c) => c,
+                None => {
+                    let unlock = key.unlock()?;
+                    let store = Store::open(&data).map_err(|e| e.to_string())?;
+                    let (m, _) = hsmlink_hsm::hsm::open_master(&store, &unlock)?;
+                    hsmlink_hsm::tls::load_or_create(&data.join("tls"), &[], &m)
+                        .map_err(|e| e.to_string())?
+                        .cert_der
+                }
+            };
             if pem {
-                let b64 = base64_lines(&t.cert_der);
+                let b64 = base64_lines(&cert);
                 println!("-----BEGIN CERTIFICATE-----\n{b64}-----END CERTIFICATE-----");
             } else {
-                println!("{}", hsmlink_hsm::tls::format_pin(&t.fingerprint));
+                println!(
+                    "{}",
+                    hsmlink_hsm::tls::format_pin(&hsmlink_hsm::tls::fingerprint(&cert))
+                );
             }
             Ok(())
         }
@@ -284,96 +631,126 @@ fn run(cli: Cli) -> Res {
             let mut hsm = Hsm::dev(&user, password.as_bytes()).map_err(|e| e.to_string())?;
             hsm.limits = limits(&net);
             let tls = tls_setup(None, &net)?;
-            listen(hsm, &net, tls, false)
+            listen(Arc::new(hsm), &net, tls, false)
         }
         Cmd::User(UserCmd::Add {
-            data,
+            store,
             password_env,
             replace,
             name,
         }) => {
             users::check_name(&name)?;
-            let password = match password_env {
-                Some(var) => std::env::var(&var)
-                    .map_err(|_| format!("environment variable {var} is not set"))?,
-                None => {
-                    let mut line = String::new();
-                    std::io::stdin()
-                        .lock()
-                        .read_line(&mut line)
-                        .map_err(|e| format!("reading the password from stdin: {e}"))?;
-                    line.trim_end_matches(['\n', '\r']).to_string()
+            let password = read_password(password_env.as_deref())?;
+            if replace {
+                // Add or replace.
+                let r = admin_run(
+                    &store,
+                    AdminRequest::UserPasswd {
+                        name: name.clone(),
+                        password: password.clone(),
+                    },
+                );
+                if r.as_ref().is_err_and(|e| e.starts_with("no user")) {
+                    return admin_run(&store, AdminRequest::UserAdd { name, password });
+                }
+                return r;
+            }
+            admin_run(&store, AdminRequest::UserAdd { name, password })
+        }
+        Cmd::User(UserCmd::Passwd {
+            store,
+            password_env,
+            name,
+        }) => {
+            users::check_name(&name)?;
+            let password = read_password(password_env.as_deref())?;
+            admin_run(&store, AdminRequest::UserPasswd { name, password })
+        }
+        Cmd::User(UserCmd::Unlock { store, name }) => {
+            admin_run(&store, AdminRequest::UserUnlock { name })
+        }
+        Cmd::User(UserCmd::List { store }) => admin_run(&store, AdminRequest::UserList),
+        Cmd::User(UserCmd::Remove { store, name }) => {
+            admin_run(&store, AdminRequest::UserRemove { name })
+        }
+        Cmd::Objects(ObjectsCmd::List { store, user }) => {
+            admin_run(&store, AdminRequest::ObjectsList { user })
+        }
+        Cmd::Objects(ObjectsCmd::Delete { store, handle }) => {
+            admin_run(&store, AdminRequest::ObjectsDelete { handle })
+        }
+        Cmd::Backup { data, dest } => {
+            let dest = absolute(&dest)?;
+            admin_run(
+                &StoreArgs {
+                    data: Some(data),
+                    postgres: None,
+                },
+                AdminRequest::Backup { dest },
+            )
+        }
+        Cmd::Restore { data, force, from } => {
+            print!("{}", admin::restore_folder(&from, &data, force)?);
+            Ok(())
+        }
+        Cmd::Status { data } => {
+            print!("{}", admin::call(&data, &AdminRequest::Status)?);
+            Ok(())
+        }
+        Cmd::Keyring(KeyringCmd::Show { store }) => {
+            let st = match open_admin(&store)? {
+                Opened::Store(s) => s,
+                Opened::Server(_) => return Err("stop the server first".into()),
+            };
+            match st.keyring().map_err(|e| e.to_string())? {
+                None => println!("no master key yet (made on the first `serve`)"),
+                Some(b) => {
+                    let k = Keyring::decode(&b).map_err(|e| e.to_string())?;
+                    println!("master key protected by {}", k.protection.describe());
+                }
+            }
+            Ok(())
+        }
+        Cmd::Keyring(KeyringCmd::Change {
+            store,
+            key,
+            new_passphrase_env,
+            new_passphrase_file,
+            new_key_file,
+        }) => {
+            let new = unlock_from(
+                new_passphrase_env.as_deref(),
+                new_passphrase_file.as_deref(),
+                new_key_file.as_deref(),
+                false,
+            )?;
+            if matches!(new, Unlock::Nothing) {
+                return Err(
+                    "give the new protection: --new-passphrase-env, --new-passphrase-file or --new-key-file"
+                        .into(),
+                );
+            }
+            let st = match open_admin(&store)? {
+                Opened::Store(s) => s,
+                Opened::Server(_) => {
+                    return Err("stop the server first: the keyring changes offline".into())
                 }
             };
-            if password.is_empty() {
-                return Err("empty password".into());
+            if st.keyring().map_err(|e| e.to_string())?.is_none() {
+                return Err("this store has no master key yet: serve it once first".into());
             }
-            let store = open(&data)?;
-            let exists = store
-                .users()
-                .map_err(|e| e.to_string())?
-                .iter()
-                .any(|(n, _)| *n == name);
-            if exists && !replace {
-                return Err(format!(
-                    "user {name} already exists (use --replace to change its password)"
-                ));
-            }
-            let hsm = Hsm::new(store, Limits::default()).map_err(|e| e.to_string())?;
-            hsm.put_user(&name, password.as_bytes())
+            let (m, _) = hsmlink_hsm::hsm::open_master(&st, &key.unlock()?)?;
+            let ring = Keyring::wrap(&m, &new).map_err(|e| e.to_string())?;
+            st.replace_keyring(&ring.encode().map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?;
-            println!("user {name} {}", if exists { "updated" } else { "added" });
-            Ok(())
-        }
-        Cmd::User(UserCmd::List { data }) => {
-            for (name, _) in open(&data)?.users().map_err(|e| e.to_string())? {
-                println!("{name}");
-            }
-            Ok(())
-        }
-        Cmd::User(UserCmd::Remove { data, name }) => {
-            if open(&data)?.remove_user(&name).map_err(|e| e.to_string())? {
-                println!("user {name} removed");
-                Ok(())
-            } else {
-                Err(format!("no user {name}"))
-            }
-        }
-        Cmd::Objects(ObjectsCmd::List { data, user }) => {
-            let hsm = Hsm::new(open(&data)?, Limits::default()).map_err(|e| e.to_string())?;
-            println!("handle\towner\tclass\tkey_type\tlabel\tid");
-            for o in hsm.token_objects() {
-                if user.as_ref().is_some_and(|u| *u != o.owner) {
-                    continue;
-                }
-                let class = match o.class() {
-                    Some(cko::DATA) => "data",
-                    Some(cko::CERTIFICATE) => "certificate",
-                    Some(cko::PUBLIC_KEY) => "public-key",
-                    Some(cko::PRIVATE_KEY) => "private-key",
-                    Some(cko::SECRET_KEY) => "secret-key",
-                    _ => "?",
-                };
-                let kt = match o.key_type() {
-                    Some(ckk::RSA) => "rsa",
-                    Some(ckk::EC) => "ec",
-                    Some(ckk::AES) => "aes",
-                    Some(ckk::GENERIC_SECRET) => "generic-secret",
-                    Some(_) => "other",
-                    None => "-",
-                };
-                let label = String::from_utf8_lossy(o.get(cka::LABEL).unwrap_or_default());
-                let id: String = o
-                    .get(cka::ID)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                println!("{}\t{}\t{class}\t{kt}\t{label}\t{id}", o.handle, o.owner);
-            }
+            println!("master key now protected by {}", ring.protection.describe());
             Ok(())
         }
     }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, String> {
+    std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))
 }
 
 /// Base64 (RFC 4648) in 64-column lines, for PEM.

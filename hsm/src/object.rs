@@ -126,12 +126,15 @@ impl Object {
         self.attrs.values().map(|v| 16 + v.len() as u64).sum()
     }
 
-    /// The record stored for a token object, secret attributes apart.
+    /// The record stored for a token object, secret attributes apart: the
+    /// key material of private and secret keys, and the value of data
+    /// objects (application data may be anything), are sealed at rest.
     pub fn to_record(&self) -> crate::store::ObjectRecord {
         let mut rec = crate::store::ObjectRecord::default();
         rec.owner = self.owner.clone();
+        let data = self.class() == Some(cko::DATA);
         for (ty, v) in &self.attrs {
-            if has_secrets(self.class()) && is_secret(*ty) {
+            if (has_secrets(self.class()) && is_secret(*ty)) || (data && *ty == cka::VALUE) {
                 rec.secret.push((*ty, v.clone()));
             } else {
                 rec.public.push((*ty, v.clone()));

@@ -64,13 +64,13 @@ impl Server {
             let (stream, peer) = match self.listener.accept() {
                 Ok(x) => x,
                 Err(e) => {
-                    log::warn!("accept: {e}");
+                    log::warn!("event=accept_failed error={:?}", e.to_string());
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
             };
             if self.active.load(Ordering::SeqCst) >= self.hsm.limits.max_connections {
-                log::warn!("{peer}: refused, connection limit reached");
+                log::warn!("event=refused peer={peer} reason=connection_limit");
                 drop(stream);
                 continue;
             }
@@ -81,19 +81,33 @@ impl Server {
             let spawned = std::thread::Builder::new()
                 .name(format!("conn {peer}"))
                 .spawn(move || {
-                    log::info!("{peer}: connected");
+                    let stats = &hsm.stats;
+                    stats.connections_now.fetch_add(1, Ordering::SeqCst);
+                    stats.connections_total.fetch_add(1, Ordering::Relaxed);
+                    let started = std::time::Instant::now();
+                    log::info!("event=connected peer={peer}");
+                    let h = hsm.clone();
                     let r = catch_unwind(AssertUnwindSafe(|| {
-                        serve_secured(hsm, stream, peer, &security)
+                        serve_secured(h, stream, peer, &security)
                     }));
+                    let ms = started.elapsed().as_millis();
                     match r {
-                        Ok(Ok(())) => log::info!("{peer}: closed"),
-                        Ok(Err(e)) => log::info!("{peer}: closed ({e})"),
-                        Err(_) => log::error!("{peer}: handler panicked; connection dropped"),
+                        Ok(Ok(())) => log::info!("event=closed peer={peer} ms={ms}"),
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock
+                            || e.kind() == io::ErrorKind::TimedOut =>
+                        {
+                            log::info!("event=closed peer={peer} ms={ms} reason=idle")
+                        }
+                        Ok(Err(e)) => {
+                            log::info!("event=closed peer={peer} ms={ms} reason={:?}", e.to_string())
+                        }
+                        Err(_) => log::error!("event=closed peer={peer} ms={ms} reason=panic"),
                     }
+                    hsm.stats.connections_now.fetch_sub(1, Ordering::SeqCst);
                     active.fetch_sub(1, Ordering::SeqCst);
                 });
             if let Err(e) = spawned {
-                log::error!("spawn: {e}");
+                log::error!("event=spawn_failed error={:?}", e.to_string());
                 self.active.fetch_sub(1, Ordering::SeqCst);
             }
         }
@@ -133,17 +147,17 @@ fn serve_secured(
             while tls.conn.is_handshaking() {
                 tls.conn.complete_io(&mut tls.sock)?;
             }
-            log::info!("{peer}: TLS 1.3 established");
-            serve_stream(hsm, &probe_socket, &mut tls)
+            log::info!("event=tls peer={peer} version=1.3");
+            serve_stream(hsm, &probe_socket, &mut tls, Some(peer))
         }
         (None, true) => Err(io::Error::other(
             "TLS asked for, but this server has no certificate",
         )),
         (_, false) if crate::tls::plain_allowed(peer.ip(), security.allow_plain) => {
-            serve_connection(hsm, stream)
+            serve_plain(hsm, stream, Some(peer))
         }
         (_, false) => {
-            log::warn!("{peer}: plain TCP refused from a non-loopback address (use TLS)");
+            log::warn!("event=refused peer={peer} reason=plain_tcp_from_network");
             Err(io::Error::other("plain TCP refused"))
         }
     }
@@ -151,13 +165,19 @@ fn serve_secured(
 
 /// Serve one plain connection until the peer closes, errs, idles out or
 /// sends a frame that ends it.
-pub fn serve_connection(hsm: Arc<Hsm>, mut stream: TcpStream) -> io::Result<()> {
+pub fn serve_connection(hsm: Arc<Hsm>, stream: TcpStream) -> io::Result<()> {
+    let peer = stream.peer_addr().ok();
+    serve_plain(hsm, stream, peer)
+}
+
+fn serve_plain(hsm: Arc<Hsm>, stream: TcpStream, peer: Option<SocketAddr>) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let idle = Duration::from_secs(hsm.limits.idle_secs.max(1));
     stream.set_read_timeout(Some(idle))?;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
     let probe_socket = stream.try_clone()?;
-    serve_stream(hsm, &probe_socket, &mut stream)
+    let mut stream = stream;
+    serve_stream(hsm, &probe_socket, &mut stream, peer)
 }
 
 /// Serve frames over `stream` (plain or TLS); `socket` is the TCP socket
@@ -166,8 +186,12 @@ fn serve_stream<S: Read + Write>(
     hsm: Arc<Hsm>,
     socket: &TcpStream,
     stream: &mut S,
+    peer: Option<SocketAddr>,
 ) -> io::Result<()> {
     let mut conn = Connection::new(hsm.clone());
+    if let Some(p) = peer {
+        conn.set_peer(p.ip());
+    }
     let probe = ProbeGuard::new(&hsm, conn.id(), socket);
     let r = serve_frames(&mut conn, stream);
     // Session objects go before the probe does: another connection asking
@@ -198,6 +222,7 @@ fn serve_frames<S: Read + Write>(conn: &mut Connection, stream: &mut S) -> io::R
         body.clear();
         body.resize(len, 0);
         stream.read_exact(&mut body)?;
+        conn_requests(conn).fetch_add(1, Ordering::Relaxed);
         let reply = conn.handle_body(&body);
         zeroize::Zeroize::zeroize(&mut body);
         stream.write_all(&reply)?;
@@ -209,6 +234,10 @@ fn serve_frames<S: Read + Write>(conn: &mut Connection, stream: &mut S) -> io::R
             ));
         }
     }
+}
+
+fn conn_requests(conn: &Connection) -> &std::sync::atomic::AtomicU64 {
+    &conn.hsm().stats.requests
 }
 
 /// Registers a liveness probe for a connection's socket, removed on drop.

@@ -1,31 +1,42 @@
-//! The persistent store: users and token objects in one `redb` database.
+//! The persistent store: users, token objects and the keyring, in one
+//! `redb` database in the data folder (one server), or in PostgreSQL
+//! (several servers sharing one store, [`crate::pgstore`]).
 //!
-//! This is the only module that touches the disk. Every write is one redb
-//! transaction committed with immediate durability: once a method returns
-//! `Ok`, the change survives a crash or `kill -9`.
+//! This module and [`crate::pgstore`] are the only ones that touch the disk
+//! or the database (besides the TLS identity files of [`crate::tls`]).
+//! Every write is one transaction committed with immediate durability
+//! (redb: `Durability::Immediate` with two-phase commit; PostgreSQL: a
+//! committed transaction): once a method returns `Ok`, the change survives
+//! a crash or `kill -9`.
 //!
-//! Records are postcard-encoded behind a one-byte format tag, and an object's
-//! secret attributes are kept apart from its public ones
-//! ([`ObjectRecord::secret`]) so that encryption at rest can be added here
-//! (a new format tag, the secret part sealed under a master key) without
-//! touching the rest of the server.
+//! Object records reach the store already sealed ([`crate::vault`]): the
+//! store never sees a secret in clear. User records hold argon2id hashes and
+//! the login-failure state.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+
+use crate::pgstore::PgStore;
 
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const OBJECTS: TableDefinition<u64, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 
 /// Key of the handle high-water mark in `META`: every handle below it may
 /// have been handed out, and none is ever handed out again.
 const NEXT_HANDLE: &str = "next_handle";
+/// Key of the keyring in `BLOBS`.
+const KEYRING: &str = "keyring";
 
-/// Format tag of records stored in clear (postcard).
-const FORMAT_PLAIN: u8 = 1;
+/// Format tag of records stored in clear (postcard): users, and objects
+/// written before encryption at rest.
+pub const FORMAT_PLAIN: u8 = 1;
+/// Format tag of user records with login-failure state.
+const FORMAT_USER2: u8 = 3;
 
 /// Name of the database file inside the data folder.
 pub const DB_FILE: &str = "hsmlink.redb";
@@ -42,26 +53,35 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-fn err<E: fmt::Display>(what: &'static str) -> impl FnOnce(E) -> StoreError {
+pub(crate) fn err<E: fmt::Display>(what: &'static str) -> impl FnOnce(E) -> StoreError {
     move |e| StoreError(format!("{what}: {e}"))
 }
 
 /// A user as stored.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, Default, PartialEq, Eq)]
 pub struct UserRecord {
     /// The password hash as an argon2 PHC string.
     pub phc: String,
+    /// Consecutive failed logins.
+    pub failures: u32,
+    /// Locked after too many failures, until an admin unlocks it.
+    pub locked: bool,
 }
 
-/// A token object as stored.
+/// The first user format (a PHC string only).
+#[derive(Deserialize)]
+struct UserRecordV1 {
+    phc: String,
+}
+
+/// A token object's content, in clear (it is sealed before it is stored).
 #[derive(Clone, Serialize, Deserialize, Default)]
 pub struct ObjectRecord {
     /// The user who owns it.
     pub owner: String,
     /// Attributes that are not secret: `(type, canonical value)`.
     pub public: Vec<(u64, Vec<u8>)>,
-    /// Secret attributes (`hsmlink_core::attr::is_secret` on a key). The
-    /// place where encryption at rest will apply.
+    /// Secret attributes: sealed at rest.
     pub secret: Vec<(u64, Vec<u8>)>,
 }
 
@@ -86,13 +106,8 @@ impl Drop for ObjectRecord {
     }
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![FORMAT_PLAIN];
-    out.extend(postcard::to_stdvec(v).map_err(err("encode"))?);
-    Ok(out)
-}
-
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
+/// Decode an object record of the old clear format.
+pub fn decode_plain(bytes: &[u8]) -> Result<ObjectRecord, StoreError> {
     match bytes.split_first() {
         Some((&FORMAT_PLAIN, rest)) => postcard::from_bytes(rest).map_err(err("decode")),
         Some((tag, _)) => Err(StoreError(format!("unknown record format {tag}"))),
@@ -100,15 +115,277 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
     }
 }
 
-/// The database of one HSM.
-pub struct Store {
-    db: Database,
+/// Encode a user record.
+pub fn encode_user(u: &UserRecord) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![FORMAT_USER2];
+    out.extend(postcard::to_stdvec(u).map_err(err("encode"))?);
+    Ok(out)
+}
+
+/// Decode a user record (either format).
+pub fn decode_user(bytes: &[u8]) -> Result<UserRecord, StoreError> {
+    match bytes.split_first() {
+        Some((&FORMAT_USER2, rest)) => postcard::from_bytes(rest).map_err(err("decode user")),
+        Some((&FORMAT_PLAIN, rest)) => {
+            let v1: UserRecordV1 = postcard::from_bytes(rest).map_err(err("decode user"))?;
+            Ok(UserRecord {
+                phc: v1.phc,
+                ..UserRecord::default()
+            })
+        }
+        Some((tag, _)) => Err(StoreError(format!("unknown record format {tag}"))),
+        None => Err(StoreError("empty record".into())),
+    }
+}
+
+/// One object to write: handle, owner, label (indexed by PostgreSQL) and
+/// the sealed record.
+pub struct ObjectRow<'a> {
+    pub handle: u64,
+    pub owner: &'a str,
+    pub label: &'a [u8],
+    pub bytes: &'a [u8],
+}
+
+/// The database of one HSM (or of a fleet).
+pub enum Store {
+    Redb(RedbStore),
+    Postgres(PgStore),
 }
 
 impl Store {
-    /// Open (or create) the store in folder `dir`.
+    /// Open (or create) the redb store in folder `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(err("create data folder"))?;
+        Ok(Store::Redb(RedbStore::open(dir)?))
+    }
+
+    /// A store that lives in memory only (the `dev` command, tests).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Ok(Store::Redb(RedbStore::in_memory()?))
+    }
+
+    /// Connect to the PostgreSQL store at `url` (tables made if missing).
+    pub fn postgres(url: &str) -> Result<Store, StoreError> {
+        Ok(Store::Postgres(PgStore::connect(url)?))
+    }
+
+    /// Whether other servers may write the same store (lookups then read
+    /// through to it instead of trusting a cache).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
+    /// For logs and `status` (never the PostgreSQL URL: it may hold a password).
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Redb(r) => match &r.path {
+                Some(p) => format!("redb:{}", p.display()),
+                None => "memory".into(),
+            },
+            Store::Postgres(_) => "postgres".into(),
+        }
+    }
+
+    pub fn users(&self) -> Result<Vec<(String, UserRecord)>, StoreError> {
+        match self {
+            Store::Redb(r) => r.users(),
+            Store::Postgres(p) => p.users(),
+        }
+    }
+
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        match self {
+            Store::Redb(r) => r.user(name),
+            Store::Postgres(p) => p.user(name),
+        }
+    }
+
+    /// Add or replace user `name`.
+    pub fn put_user(&self, name: &str, rec: &UserRecord) -> Result<(), StoreError> {
+        match self {
+            Store::Redb(r) => r.put_user(name, rec),
+            Store::Postgres(p) => p.put_user(name, rec),
+        }
+    }
+
+    /// Remove user `name` and every token object it owns; returns whether the
+    /// user existed.
+    pub fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Redb(r) => r.remove_user(name),
+            Store::Postgres(p) => p.remove_user(name),
+        }
+    }
+
+    /// Count a failed login of `name`: returns the consecutive failures and
+    /// whether the user is now locked (locked when they reach `max`, if `max`
+    /// is not 0), or `None` for an unknown user.
+    pub fn login_failed(&self, name: &str, max: u32) -> Result<Option<(u32, bool)>, StoreError> {
+        match self {
+            Store::Redb(r) => r.update_user(name, |u| {
+                u.failures = u.failures.saturating_add(1);
+                if max > 0 && u.failures >= max {
+                    u.locked = true;
+                }
+                (u.failures, u.locked)
+            }),
+            Store::Postgres(p) => p.login_failed(name, max),
+        }
+    }
+
+    /// Reset the failure count of `name` after a successful login.
+    pub fn login_succeeded(&self, name: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Redb(r) => r.update_user(name, |u| u.failures = 0).map(|_| ()),
+            Store::Postgres(p) => p.login_succeeded(name),
+        }
+    }
+
+    /// Unlock user `name` (and reset its failures); whether it exists.
+    pub fn unlock_user(&self, name: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Redb(r) => r
+                .update_user(name, |u| {
+                    u.failures = 0;
+                    u.locked = false;
+                })
+                .map(|o| o.is_some()),
+            Store::Postgres(p) => p.unlock_user(name),
+        }
+    }
+
+    /// Every stored object: `(handle, sealed record)`.
+    pub fn objects(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        match self {
+            Store::Redb(r) => r.objects(),
+            Store::Postgres(p) => p.objects(None, None),
+        }
+    }
+
+    /// The objects of `owner` (with `label`, if given), by handle.
+    pub fn objects_of(
+        &self,
+        owner: &str,
+        label: Option<&[u8]>,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        match self {
+            Store::Redb(r) => {
+                let mut v = r.objects()?;
+                v.retain(|(_, b)| {
+                    crate::vault::peek_object(b).is_ok_and(|so| {
+                        so.owner == owner
+                            && label.is_none_or(|l| {
+                                so.public
+                                    .iter()
+                                    .find(|(t, _)| *t == hsmlink_core::ck::cka::LABEL)
+                                    .map_or(l.is_empty(), |(_, v)| v == l)
+                            })
+                    })
+                });
+                Ok(v)
+            }
+            Store::Postgres(p) => p.objects(Some(owner), label),
+        }
+    }
+
+    /// The stored object `handle`.
+    pub fn object(&self, handle: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Redb(r) => r.object(handle),
+            Store::Postgres(p) => p.object(handle),
+        }
+    }
+
+    /// Write objects (new or replaced), all in one transaction.
+    pub fn put_objects(&self, rows: &[ObjectRow<'_>]) -> Result<(), StoreError> {
+        match self {
+            Store::Redb(r) => r.put_objects(rows),
+            Store::Postgres(p) => p.put_objects(rows),
+        }
+    }
+
+    /// Replace an existing object; `false` (nothing written) if it is gone.
+    pub fn update_object(&self, row: &ObjectRow<'_>) -> Result<bool, StoreError> {
+        match self {
+            Store::Redb(r) => r.update_object(row),
+            Store::Postgres(p) => p.update_object(row),
+        }
+    }
+
+    /// Delete object `handle`; whether it existed.
+    pub fn delete_object(&self, handle: u64) -> Result<bool, StoreError> {
+        match self {
+            Store::Redb(r) => r.delete_object(handle),
+            Store::Postgres(p) => p.delete_object(handle),
+        }
+    }
+
+    /// Reserve `count` handles, starting at least at `min`: returns the first
+    /// one. The reservation is committed before the handles are used, so a
+    /// handle is never handed out twice, across restarts (and, with
+    /// PostgreSQL, across servers) included.
+    pub fn reserve_handles(&self, min: u64, count: u64) -> Result<u64, StoreError> {
+        match self {
+            Store::Redb(r) => r.reserve_handles(min, count),
+            Store::Postgres(p) => p.reserve_handles(count),
+        }
+    }
+
+    /// The stored keyring, if any.
+    pub fn keyring(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Redb(r) => r.blob(KEYRING),
+            Store::Postgres(p) => p.meta(KEYRING),
+        }
+    }
+
+    /// Store `bytes` as the keyring unless one exists; returns the keyring
+    /// that is stored (the first writer wins, for servers starting together).
+    pub fn init_keyring(&self, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+        match self {
+            Store::Redb(r) => r.init_blob(KEYRING, bytes),
+            Store::Postgres(p) => p.init_meta(KEYRING, bytes),
+        }
+    }
+
+    /// Replace the keyring (a new passphrase).
+    pub fn replace_keyring(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Store::Redb(r) => r.put_blob(KEYRING, bytes),
+            Store::Postgres(p) => p.put_meta(KEYRING, bytes),
+        }
+    }
+
+    /// A consistent copy of the whole database in a new file `dest`.
+    pub fn backup(&self, dest: &Path) -> Result<(), StoreError> {
+        match self {
+            Store::Redb(r) => r.backup(dest),
+            Store::Postgres(_) => Err(StoreError(
+                "a PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump)".into(),
+            )),
+        }
+    }
+}
+
+/// The embedded redb database.
+pub struct RedbStore {
+    db: Database,
+    path: Option<PathBuf>,
+}
+
+fn begin_write(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
+    let mut tx = db.begin_write().map_err(err("begin"))?;
+    tx.set_durability(Durability::Immediate)
+        .map_err(err("durability"))?;
+    // Two-phase commit and the allocator state saved with each commit: a
+    // crash leaves a database that opens at once, without a long repair.
+    tx.set_quick_repair(true);
+    Ok(tx)
+}
+
+impl RedbStore {
+    pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+        create_private_dir(dir)?;
         let path = dir.join(DB_FILE);
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError(format!(
@@ -117,44 +394,55 @@ impl Store {
             )),
             e => StoreError(format!("open {}: {e}", path.display())),
         })?;
-        Self::init(db)
+        Self::init(db, Some(path))
     }
 
-    /// A store that lives in memory only (the `dev` command, tests).
-    pub fn in_memory() -> Result<Store, StoreError> {
+    /// Open an existing database file read-only in spirit (for restore checks).
+    pub fn open_file(path: &Path) -> Result<RedbStore, StoreError> {
+        let db = Database::open(path).map_err(|e| StoreError(format!("open {}: {e}", path.display())))?;
+        Self::init(db, Some(path.to_path_buf()))
+    }
+
+    pub fn in_memory() -> Result<RedbStore, StoreError> {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(err("in-memory database"))?;
-        Self::init(db)
+        Self::init(db, None)
     }
 
-    fn init(db: Database) -> Result<Store, StoreError> {
-        let tx = db.begin_write().map_err(err("begin"))?;
+    fn init(db: Database, path: Option<PathBuf>) -> Result<RedbStore, StoreError> {
+        let tx = begin_write(&db)?;
         {
             tx.open_table(USERS).map_err(err("users table"))?;
             tx.open_table(OBJECTS).map_err(err("objects table"))?;
             tx.open_table(META).map_err(err("meta table"))?;
+            tx.open_table(BLOBS).map_err(err("blobs table"))?;
         }
         tx.commit().map_err(err("commit"))?;
-        Ok(Store { db })
+        Ok(RedbStore { db, path })
     }
 
-    /// Every user, sorted by name.
-    pub fn users(&self) -> Result<Vec<(String, UserRecord)>, StoreError> {
+    fn users(&self) -> Result<Vec<(String, UserRecord)>, StoreError> {
         let tx = self.db.begin_read().map_err(err("begin"))?;
         let t = tx.open_table(USERS).map_err(err("users table"))?;
         let mut out = Vec::new();
         for row in t.iter().map_err(err("read users"))? {
             let (k, v) = row.map_err(err("read users"))?;
-            out.push((k.value().to_string(), decode(v.value())?));
+            out.push((k.value().to_string(), decode_user(v.value())?));
         }
         Ok(out)
     }
 
-    /// Add or replace user `name`.
-    pub fn put_user(&self, name: &str, rec: &UserRecord) -> Result<(), StoreError> {
-        let bytes = encode(rec)?;
-        let tx = self.db.begin_write().map_err(err("begin"))?;
+    fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(err("begin"))?;
+        let t = tx.open_table(USERS).map_err(err("users table"))?;
+        let v = t.get(name).map_err(err("read user"))?;
+        v.map(|g| decode_user(g.value())).transpose()
+    }
+
+    fn put_user(&self, name: &str, rec: &UserRecord) -> Result<(), StoreError> {
+        let bytes = encode_user(rec)?;
+        let tx = begin_write(&self.db)?;
         {
             let mut t = tx.open_table(USERS).map_err(err("users table"))?;
             t.insert(name, bytes.as_slice())
@@ -163,16 +451,41 @@ impl Store {
         tx.commit().map_err(err("commit"))
     }
 
-    /// Remove user `name` and every token object it owns; returns whether the
-    /// user existed.
-    pub fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+    /// Read-modify-write of one user in one transaction.
+    fn update_user<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut UserRecord) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        let tx = begin_write(&self.db)?;
+        let out;
+        {
+            let mut t = tx.open_table(USERS).map_err(err("users table"))?;
+            let cur = t
+                .get(name)
+                .map_err(err("read user"))?
+                .map(|g| decode_user(g.value()))
+                .transpose()?;
+            let Some(mut u) = cur else {
+                return Ok(None);
+            };
+            out = f(&mut u);
+            let bytes = encode_user(&u)?;
+            t.insert(name, bytes.as_slice())
+                .map_err(err("write user"))?;
+        }
+        tx.commit().map_err(err("commit"))?;
+        Ok(Some(out))
+    }
+
+    fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
         let owned: Vec<u64> = self
             .objects()?
             .into_iter()
-            .filter(|(_, r)| r.owner == name)
+            .filter(|(_, b)| crate::vault::peek_object(b).is_ok_and(|so| so.owner == name))
             .map(|(h, _)| h)
             .collect();
-        let tx = self.db.begin_write().map_err(err("begin"))?;
+        let tx = begin_write(&self.db)?;
         let existed;
         {
             let mut t = tx.open_table(USERS).map_err(err("users table"))?;
@@ -186,48 +499,62 @@ impl Store {
         Ok(existed)
     }
 
-    /// Every token object.
-    pub fn objects(&self) -> Result<Vec<(u64, ObjectRecord)>, StoreError> {
+    fn objects(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let tx = self.db.begin_read().map_err(err("begin"))?;
         let t = tx.open_table(OBJECTS).map_err(err("objects table"))?;
         let mut out = Vec::new();
         for row in t.iter().map_err(err("read objects"))? {
             let (k, v) = row.map_err(err("read objects"))?;
-            out.push((k.value(), decode(v.value())?));
+            out.push((k.value(), v.value().to_vec()));
         }
         Ok(out)
     }
 
-    /// Write (insert or replace) token object `handle`.
-    pub fn put_object(&self, handle: u64, rec: &ObjectRecord) -> Result<(), StoreError> {
-        let mut bytes = encode(rec)?;
-        let tx = self.db.begin_write().map_err(err("begin"))?;
-        let r = (|| {
-            let mut t = tx.open_table(OBJECTS).map_err(err("objects table"))?;
-            t.insert(handle, bytes.as_slice())
-                .map_err(err("write object"))?;
-            Ok::<(), StoreError>(())
-        })();
-        zeroize::Zeroize::zeroize(&mut bytes);
-        r?;
-        tx.commit().map_err(err("commit"))
+    fn object(&self, handle: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read().map_err(err("begin"))?;
+        let t = tx.open_table(OBJECTS).map_err(err("objects table"))?;
+        let v = t.get(handle).map_err(err("read object"))?;
+        Ok(v.map(|g| g.value().to_vec()))
     }
 
-    /// Delete token object `handle` (no error if it is absent).
-    pub fn delete_object(&self, handle: u64) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(err("begin"))?;
+    fn put_objects(&self, rows: &[ObjectRow<'_>]) -> Result<(), StoreError> {
+        let tx = begin_write(&self.db)?;
         {
             let mut t = tx.open_table(OBJECTS).map_err(err("objects table"))?;
-            t.remove(handle).map_err(err("delete object"))?;
+            for r in rows {
+                t.insert(r.handle, r.bytes).map_err(err("write object"))?;
+            }
         }
         tx.commit().map_err(err("commit"))
     }
 
-    /// Reserve `count` handles, starting at least at `min`: returns the first
-    /// one. The high-water mark is committed before the handles are used, so a
-    /// handle is never handed out twice, across restarts included.
-    pub fn reserve_handles(&self, min: u64, count: u64) -> Result<u64, StoreError> {
-        let tx = self.db.begin_write().map_err(err("begin"))?;
+    fn update_object(&self, row: &ObjectRow<'_>) -> Result<bool, StoreError> {
+        let tx = begin_write(&self.db)?;
+        {
+            let mut t = tx.open_table(OBJECTS).map_err(err("objects table"))?;
+            if t.get(row.handle).map_err(err("read object"))?.is_none() {
+                return Ok(false);
+            }
+            t.insert(row.handle, row.bytes)
+                .map_err(err("write object"))?;
+        }
+        tx.commit().map_err(err("commit"))?;
+        Ok(true)
+    }
+
+    fn delete_object(&self, handle: u64) -> Result<bool, StoreError> {
+        let tx = begin_write(&self.db)?;
+        let existed;
+        {
+            let mut t = tx.open_table(OBJECTS).map_err(err("objects table"))?;
+            existed = t.remove(handle).map_err(err("delete object"))?.is_some();
+        }
+        tx.commit().map_err(err("commit"))?;
+        Ok(existed)
+    }
+
+    fn reserve_handles(&self, min: u64, count: u64) -> Result<u64, StoreError> {
+        let tx = begin_write(&self.db)?;
         let start;
         {
             let mut t = tx.open_table(META).map_err(err("meta table"))?;
@@ -245,37 +572,182 @@ impl Store {
         tx.commit().map_err(err("commit"))?;
         Ok(start)
     }
+
+    fn blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read().map_err(err("begin"))?;
+        let t = tx.open_table(BLOBS).map_err(err("blobs table"))?;
+        let v = t.get(key).map_err(err("read blob"))?;
+        Ok(v.map(|g| g.value().to_vec()))
+    }
+
+    fn init_blob(&self, key: &str, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let tx = begin_write(&self.db)?;
+        let out;
+        {
+            let mut t = tx.open_table(BLOBS).map_err(err("blobs table"))?;
+            let cur = t.get(key).map_err(err("read blob"))?.map(|g| g.value().to_vec());
+            out = match cur {
+                Some(v) => v,
+                None => {
+                    t.insert(key, bytes).map_err(err("write blob"))?;
+                    bytes.to_vec()
+                }
+            };
+        }
+        tx.commit().map_err(err("commit"))?;
+        Ok(out)
+    }
+
+    fn put_blob(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let tx = begin_write(&self.db)?;
+        {
+            let mut t = tx.open_table(BLOBS).map_err(err("blobs table"))?;
+            t.insert(key, bytes).map_err(err("write blob"))?;
+        }
+        tx.commit().map_err(err("commit"))
+    }
+
+    /// Copy every table, as of one read transaction (a consistent snapshot
+    /// while writers go on), into a new database file `dest`.
+    fn backup(&self, dest: &Path) -> Result<(), StoreError> {
+        if dest.exists() {
+            return Err(StoreError(format!("{} already exists", dest.display())));
+        }
+        let out = Database::create(dest)
+            .map_err(|e| StoreError(format!("create {}: {e}", dest.display())))?;
+        let rx = self.db.begin_read().map_err(err("begin"))?;
+        let tx = begin_write(&out)?;
+        {
+            let src = rx.open_table(USERS).map_err(err("users table"))?;
+            let mut dst = tx.open_table(USERS).map_err(err("users table"))?;
+            for row in src.iter().map_err(err("read"))? {
+                let (k, v) = row.map_err(err("read"))?;
+                dst.insert(k.value(), v.value()).map_err(err("write"))?;
+            }
+            let src = rx.open_table(OBJECTS).map_err(err("objects table"))?;
+            let mut dst = tx.open_table(OBJECTS).map_err(err("objects table"))?;
+            for row in src.iter().map_err(err("read"))? {
+                let (k, v) = row.map_err(err("read"))?;
+                dst.insert(k.value(), v.value()).map_err(err("write"))?;
+            }
+            let src = rx.open_table(META).map_err(err("meta table"))?;
+            let mut dst = tx.open_table(META).map_err(err("meta table"))?;
+            for row in src.iter().map_err(err("read"))? {
+                let (k, v) = row.map_err(err("read"))?;
+                dst.insert(k.value(), v.value()).map_err(err("write"))?;
+            }
+            let src = rx.open_table(BLOBS).map_err(err("blobs table"))?;
+            let mut dst = tx.open_table(BLOBS).map_err(err("blobs table"))?;
+            for row in src.iter().map_err(err("read"))? {
+                let (k, v) = row.map_err(err("read"))?;
+                dst.insert(k.value(), v.value()).map_err(err("write"))?;
+            }
+        }
+        tx.commit().map_err(err("commit"))?;
+        drop(out);
+        std::fs::File::open(dest)
+            .and_then(|f| f.sync_all())
+            .map_err(err("sync backup"))?;
+        Ok(())
+    }
+}
+
+/// Create `dir` (and parents) readable by its owner only.
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StoreError(format!("create data folder {}: {e}", dir.display())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn row<'a>(handle: u64, bytes: &'a [u8]) -> ObjectRow<'a> {
+        ObjectRow {
+            handle,
+            owner: "alice",
+            label: b"",
+            bytes,
+        }
+    }
+
     #[test]
     fn records_roundtrip_and_persist() {
         let dir = tempfile::tempdir().unwrap();
-        let rec = ObjectRecord {
-            owner: "alice".into(),
-            public: vec![(3, b"label".to_vec())],
-            secret: vec![(0x11, vec![1, 2, 3])],
-        };
         {
             let s = Store::open(dir.path()).unwrap();
-            s.put_user("alice", &UserRecord { phc: "x".into() })
-                .unwrap();
-            s.put_object(7, &rec).unwrap();
+            s.put_user(
+                "alice",
+                &UserRecord {
+                    phc: "x".into(),
+                    ..UserRecord::default()
+                },
+            )
+            .unwrap();
+            s.put_objects(&[row(7, b"\x02abc")]).unwrap();
             assert_eq!(s.reserve_handles(0, 10).unwrap(), 1);
             assert_eq!(s.reserve_handles(0, 10).unwrap(), 11);
+            assert_eq!(s.init_keyring(b"k1").unwrap(), b"k1");
+            assert_eq!(s.init_keyring(b"k2").unwrap(), b"k1");
         }
         let s = Store::open(dir.path()).unwrap();
         let objs = s.objects().unwrap();
-        assert_eq!(objs.len(), 1);
-        assert_eq!(objs[0].0, 7);
-        assert_eq!(objs[0].1.secret, rec.secret);
+        assert_eq!(objs, vec![(7, b"\x02abc".to_vec())]);
         assert_eq!(s.users().unwrap()[0].0, "alice");
         assert_eq!(s.reserve_handles(0, 1).unwrap(), 21);
+        assert_eq!(s.keyring().unwrap().unwrap(), b"k1");
+        assert!(!s.update_object(&row(8, b"x")).unwrap());
+        assert!(s.update_object(&row(7, b"y")).unwrap());
+        assert_eq!(s.object(7).unwrap().unwrap(), b"y");
         assert!(s.remove_user("alice").unwrap());
-        assert!(s.objects().unwrap().is_empty());
+        assert!(!s.remove_user("alice").unwrap());
+    }
+
+    #[test]
+    fn login_failures_lock_and_unlock() {
+        let s = Store::in_memory().unwrap();
+        s.put_user("u", &UserRecord::default()).unwrap();
+        assert_eq!(s.login_failed("u", 3).unwrap(), Some((1, false)));
+        assert_eq!(s.login_failed("u", 3).unwrap(), Some((2, false)));
+        s.login_succeeded("u").unwrap();
+        assert_eq!(s.login_failed("u", 3).unwrap(), Some((1, false)));
+        assert_eq!(s.login_failed("u", 3).unwrap(), Some((2, false)));
+        assert_eq!(s.login_failed("u", 3).unwrap(), Some((3, true)));
+        assert!(s.user("u").unwrap().unwrap().locked);
+        assert!(s.unlock_user("u").unwrap());
+        assert_eq!(s.user("u").unwrap().unwrap(), UserRecord::default());
+        assert_eq!(s.login_failed("nobody", 3).unwrap(), None);
+        assert!(!s.unlock_user("nobody").unwrap());
+    }
+
+    #[test]
+    fn old_user_records_still_read() {
+        let mut v1 = vec![FORMAT_PLAIN];
+        v1.extend(postcard::to_stdvec(&("phc-string",)).unwrap());
+        assert_eq!(decode_user(&v1).unwrap().phc, "phc-string");
+    }
+
+    #[test]
+    fn backup_is_a_complete_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a")).unwrap();
+        s.put_user("bob", &UserRecord::default()).unwrap();
+        s.put_objects(&[row(3, b"\x02zz")]).unwrap();
+        s.init_keyring(b"ring").unwrap();
+        let dest = dir.path().join("copy.redb");
+        s.backup(&dest).unwrap();
+        assert!(s.backup(&dest).is_err(), "never overwrites");
+        let c = Store::Redb(RedbStore::open_file(&dest).unwrap());
+        assert_eq!(c.users().unwrap().len(), 1);
+        assert_eq!(c.objects().unwrap().len(), 1);
+        assert_eq!(c.keyring().unwrap().unwrap(), b"ring");
     }
 
     #[test]
@@ -288,8 +760,9 @@ mod tests {
 
     #[test]
     fn garbage_records_are_errors() {
-        assert!(decode::<UserRecord>(&[]).is_err());
-        assert!(decode::<UserRecord>(&[9, 1]).is_err());
-        assert!(decode::<UserRecord>(&[1, 0xff, 0xff]).is_err());
+        assert!(decode_user(&[]).is_err());
+        assert!(decode_user(&[9, 1]).is_err());
+        assert!(decode_user(&[1, 0xff, 0xff]).is_err());
+        assert!(decode_plain(&[]).is_err());
     }
 }

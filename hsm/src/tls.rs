@@ -65,19 +65,56 @@ fn setup(cert: Vec<u8>, key: Vec<u8>) -> io::Result<TlsSetup> {
     })
 }
 
-/// The identity kept in `dir` (`cert.der`, `key.der`), made on first use.
-pub fn load_or_create(dir: &Path, extra: &[String]) -> io::Result<TlsSetup> {
-    let cert_path = dir.join("cert.der");
-    let key_path = dir.join("key.der");
-    if cert_path.exists() && key_path.exists() {
-        return setup(std::fs::read(&cert_path)?, std::fs::read(&key_path)?);
+/// File of the certificate (public) in the TLS folder.
+pub const CERT_FILE: &str = "cert.der";
+/// File of the private key, sealed under the master key ([`crate::vault`]).
+pub const KEY_FILE: &str = "key.sealed";
+/// The clear private key file of earlier versions (sealed and removed on start).
+const OLD_KEY_FILE: &str = "key.der";
+const KEY_PURPOSE: &str = "tls private key";
+
+/// The certificate kept in `dir`, if there is one (no key needed).
+pub fn stored_certificate(dir: &Path) -> io::Result<Option<Vec<u8>>> {
+    match std::fs::read(dir.join(CERT_FILE)) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
-    std::fs::create_dir_all(dir)?;
+}
+
+/// The identity kept in `dir` (`cert.der`, and `key.sealed`: the private
+/// key sealed under the master key), made on first use. A clear `key.der`
+/// left by an earlier version is sealed and removed.
+pub fn load_or_create(
+    dir: &Path,
+    extra: &[String],
+    master: &crate::vault::MasterKey,
+) -> io::Result<TlsSetup> {
+    let cert_path = dir.join(CERT_FILE);
+    let key_path = dir.join(KEY_FILE);
+    let old_key = dir.join(OLD_KEY_FILE);
+    let seal = |key: &[u8]| {
+        crate::vault::seal_blob(master, KEY_PURPOSE, key).map_err(|e| io::Error::other(e.0))
+    };
+    if cert_path.exists() && !key_path.exists() && old_key.exists() {
+        let key = zeroize::Zeroizing::new(std::fs::read(&old_key)?);
+        write_private(&key_path, &seal(&key)?)?;
+        std::fs::remove_file(&old_key)?;
+        log::info!("event=tls_key_sealed dir={:?}", dir.display().to_string());
+    }
+    if cert_path.exists() && key_path.exists() {
+        let sealed = std::fs::read(&key_path)?;
+        let key = crate::vault::open_blob(master, KEY_PURPOSE, &sealed)
+            .map_err(|e| io::Error::other(format!("{}: {e}", key_path.display())))?;
+        return setup(std::fs::read(&cert_path)?, key.to_vec());
+    }
+    crate::store::create_private_dir(dir).map_err(|e| io::Error::other(e.0))?;
     let (cert, key) = make(extra)?;
-    write_private(&key_path, &key)?;
-    std::fs::write(&cert_path, &cert)?;
-    log::info!("made a new TLS certificate in {}", dir.display());
-    setup(cert, key)
+    let key = zeroize::Zeroizing::new(key);
+    write_private(&key_path, &seal(&key)?)?;
+    write_private(&cert_path, &cert)?;
+    log::info!("event=tls_certificate_made dir={:?}", dir.display().to_string());
+    setup(cert, key.to_vec())
 }
 
 /// A fresh identity kept in memory only (dev mode).
@@ -86,21 +123,31 @@ pub fn ephemeral(extra: &[String]) -> io::Result<TlsSetup> {
     setup(cert, key)
 }
 
+/// Write a new file (owner-only) atomically: a temporary file, synced,
+/// renamed into place.
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)?;
+        .open(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(d) = path.parent() {
+        std::fs::File::open(d)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Whether the connection starts with a TLS handshake record (content type
-/// 22, version 3.x). Our own frames start with a little-endian length whose
-/// first three bytes never read `16 03 0x` for any frame the server accepts.
+/// 22, record version 3.1 to 3.4). Our own frames start with a
+/// little-endian length; one whose first three bytes read `16 03 01` or more
+/// announces over 66,000 bytes, beyond any frame the server accepts.
 pub fn starts_with_tls(stream: &TcpStream) -> io::Result<bool> {
     let mut head = [0u8; 3];
     let mut got = 0;
@@ -112,7 +159,7 @@ pub fn starts_with_tls(stream: &TcpStream) -> io::Result<bool> {
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    Ok(got >= 3 && head[0] == 0x16 && head[1] == 0x03)
+    Ok(got >= 3 && head[0] == 0x16 && head[1] == 0x03 && (1..=4).contains(&head[2]))
 }
 
 /// Whether plain TCP may be used by `peer`.
@@ -127,8 +174,9 @@ mod tests {
     #[test]
     fn identity_is_kept_and_reloaded() {
         let dir = tempfile::tempdir().unwrap();
-        let a = load_or_create(dir.path(), &[]).unwrap();
-        let b = load_or_create(dir.path(), &[]).unwrap();
+        let m = crate::vault::MasterKey::generate().unwrap();
+        let a = load_or_create(dir.path(), &[], &m).unwrap();
+        let b = load_or_create(dir.path(), &[], &m).unwrap();
         assert_eq!(
             a.fingerprint, b.fingerprint,
             "same certificate after restart"
@@ -136,7 +184,7 @@ mod tests {
         let c = ephemeral(&[]).unwrap();
         assert_ne!(a.fingerprint, c.fingerprint);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("key.der"))
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
             .unwrap()
             .permissions()
             .mode();
@@ -144,6 +192,44 @@ mod tests {
             mode & 0o077,
             0,
             "the private key is readable by its owner only"
+        );
+        assert!(!dir.path().join("key.der").exists());
+        // Another master key cannot open it.
+        let other = crate::vault::MasterKey::generate().unwrap();
+        assert!(load_or_create(dir.path(), &[], &other).is_err());
+    }
+
+    #[test]
+    fn a_clear_key_of_an_earlier_version_is_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = make(&[]).unwrap();
+        std::fs::write(dir.path().join(CERT_FILE), &cert).unwrap();
+        std::fs::write(dir.path().join("key.der"), &key).unwrap();
+        let m = crate::vault::MasterKey::generate().unwrap();
+        let a = load_or_create(dir.path(), &[], &m).unwrap();
+        assert_eq!(a.fingerprint, fingerprint(&cert));
+        assert!(!dir.path().join("key.der").exists());
+        let sealed = std::fs::read(dir.path().join(KEY_FILE)).unwrap();
+        assert!(!sealed.windows(16).any(|w| key.windows(16).any(|k| k == w)));
+    }
+
+    #[test]
+    fn a_plain_frame_is_never_taken_for_tls() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        // A 790-byte frame: its header starts 16 03 00.
+        c.write_all(&[0x16, 0x03, 0x00, 0x00]).unwrap();
+        assert!(!starts_with_tls(&s).unwrap());
+        let mut c2 = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s2, _) = l.accept().unwrap();
+        c2.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+        assert!(starts_with_tls(&s2).unwrap());
+        assert!(
+            hsmlink_core::wire::frame_len([0x16, 0x03, 0x01, 0x00], crate::conn::SERVER_MAX_FRAME)
+                .is_err(),
+            "a header that looks like TLS announces more than the server accepts"
         );
     }
 

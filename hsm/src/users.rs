@@ -3,7 +3,9 @@
 //! the memory-hard hash on each.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -83,7 +85,10 @@ impl LoginCache {
         }
     }
 
-    fn tag(&self, user: &str, password: &[u8]) -> [u8; 32] {
+    /// The tag binds the user, its current hash (so that a password changed
+    /// elsewhere, e.g. through another server of a fleet, invalidates the
+    /// entry) and the password.
+    fn tag(&self, user: &str, phc: &str, password: &[u8]) -> [u8; 32] {
         use hmac::{Hmac, Mac};
         let mut m = match Hmac::<sha2::Sha256>::new_from_slice(&self.key) {
             Ok(m) => m,
@@ -91,19 +96,21 @@ impl LoginCache {
         };
         m.update(&(user.len() as u64).to_le_bytes());
         m.update(user.as_bytes());
+        m.update(&(phc.len() as u64).to_le_bytes());
+        m.update(phc.as_bytes());
         m.update(password);
         m.finalize().into_bytes().into()
     }
 
-    pub fn hit(&self, user: &str, password: &[u8]) -> bool {
-        let t = self.tag(user, password);
+    pub fn hit(&self, user: &str, phc: &str, password: &[u8]) -> bool {
+        let t = self.tag(user, phc, password);
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.get(user)
             .is_some_and(|v| openssl::memcmp::eq(v.as_slice(), t.as_slice()))
     }
 
-    pub fn remember(&self, user: &str, password: &[u8]) {
-        let t = self.tag(user, password);
+    pub fn remember(&self, user: &str, phc: &str, password: &[u8]) {
+        let t = self.tag(user, phc, password);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= CACHE_MAX && !map.contains_key(user) {
             map.clear();
@@ -114,6 +121,195 @@ impl LoginCache {
     pub fn forget(&self, user: &str) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(user);
+    }
+}
+
+/// Login protection settings.
+#[derive(Clone, Debug)]
+pub struct LoginPolicy {
+    /// Consecutive failures that lock a user (0: never lock).
+    pub max_failures: u32,
+    /// Failures (per user, per client address) answered without delay.
+    pub free_failures: u32,
+    /// Delay after the first failure past the free ones; doubles with each
+    /// further failure, up to `max_delay`.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// An attempt that would have to wait longer than this is refused at
+    /// once (`CKR_PIN_INCORRECT`, the password not even checked).
+    pub max_wait: Duration,
+    /// Failures older than this are forgotten by the rate limiter.
+    pub forget_after: Duration,
+}
+
+impl Default for LoginPolicy {
+    fn default() -> Self {
+        LoginPolicy {
+            max_failures: 5,
+            free_failures: 3,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(5),
+            max_wait: Duration::from_secs(10),
+            forget_after: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    failures: u32,
+    next: Instant,
+    last: Instant,
+}
+
+/// Most keys the rate limiter tracks before it forgets the oldest.
+const THROTTLE_MAX: usize = 65_536;
+
+/// Rate limiting of failed logins, per user and per client address: after
+/// `free_failures` failures, each attempt is spaced from the previous one by
+/// an exponentially growing delay (attempts queue for their turn), so a
+/// brute-force attack runs at a few attempts a minute at most, whatever
+/// number of connections it opens. A success clears the counters of its
+/// user and address.
+pub struct Throttle {
+    policy: LoginPolicy,
+    slots: Mutex<HashMap<ThrottleKey, Slot>>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum ThrottleKey {
+    User(String),
+    Addr(IpAddr),
+}
+
+/// The refusal of an attempt that would wait too long.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Throttled;
+
+impl Throttle {
+    pub fn new(policy: LoginPolicy) -> Self {
+        Throttle {
+            policy,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn policy(&self) -> &LoginPolicy {
+        &self.policy
+    }
+
+    fn keys(user: &str, peer: Option<IpAddr>) -> Vec<ThrottleKey> {
+        let mut k = vec![ThrottleKey::User(user.to_string())];
+        if let Some(ip) = peer {
+            k.push(ThrottleKey::Addr(ip));
+        }
+        k
+    }
+
+    fn delay(&self, failures: u32) -> Duration {
+        if failures < self.policy.free_failures.max(1) {
+            return Duration::ZERO;
+        }
+        let n = (failures - self.policy.free_failures.max(1)).min(16);
+        (self.policy.base_delay * (1u32 << n)).min(self.policy.max_delay)
+    }
+
+    /// Take a turn for an attempt: how long to wait before checking the
+    /// password, or [`Throttled`].
+    pub fn reserve(&self, user: &str, peer: Option<IpAddr>) -> Result<Duration, Throttled> {
+        let now = Instant::now();
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut at = now;
+        let keys = Self::keys(user, peer);
+        for k in &keys {
+            if let Some(s) = slots.get(k) {
+                if now.duration_since(s.last) > self.policy.forget_after {
+                    slots.remove(k);
+                } else if s.failures >= self.policy.free_failures.max(1) {
+                    at = at.max(s.next);
+                }
+            }
+        }
+        let wait = at.duration_since(now);
+        if wait > self.policy.max_wait {
+            return Err(Throttled);
+        }
+        // Queue: the next attempt on the same keys comes after this one.
+        for k in &keys {
+            if let Some(s) = slots.get_mut(k) {
+                if s.failures >= self.policy.free_failures.max(1) {
+                    s.next = at + self.delay(s.failures);
+                }
+            }
+        }
+        Ok(wait)
+    }
+
+    /// Record a failed attempt.
+    pub fn failed(&self, user: &str, peer: Option<IpAddr>) {
+        let now = Instant::now();
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.len() >= THROTTLE_MAX {
+            let forget = self.policy.forget_after;
+            slots.retain(|_, s| now.duration_since(s.last) < forget);
+            if slots.len() >= THROTTLE_MAX {
+                slots.clear();
+            }
+        }
+        for k in Self::keys(user, peer) {
+            let s = slots.entry(k).or_insert(Slot {
+                failures: 0,
+                next: now,
+                last: now,
+            });
+            s.failures = s.failures.saturating_add(1);
+            s.last = now;
+            s.next = s.next.max(now + self.delay(s.failures));
+        }
+    }
+
+    /// Record a success: the user's and the address's counters are cleared.
+    pub fn succeeded(&self, user: &str, peer: Option<IpAddr>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        for k in Self::keys(user, peer) {
+            slots.remove(&k);
+        }
+    }
+}
+
+/// Failed logins of *unknown* user names, counted in memory so that an
+/// unknown name locks like a real one and a lockout reveals nothing about
+/// which names exist.
+pub struct PhantomFailures {
+    map: Mutex<HashMap<String, u32>>,
+}
+
+impl Default for PhantomFailures {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PhantomFailures {
+    pub fn new() -> Self {
+        PhantomFailures {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, user: &str) -> u32 {
+        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(user).copied().unwrap_or(0)
+    }
+
+    pub fn bump(&self, user: &str) -> u32 {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= THROTTLE_MAX && !m.contains_key(user) {
+            m.clear();
+        }
+        let v = m.entry(user.to_string()).or_insert(0);
+        *v = v.saturating_add(1);
+        *v
     }
 }
 
@@ -141,13 +337,49 @@ mod tests {
     }
 
     #[test]
+    fn throttle_spaces_attempts_after_free_failures() {
+        let t = Throttle::new(LoginPolicy {
+            free_failures: 2,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(400),
+            max_wait: Duration::from_millis(1000),
+            ..LoginPolicy::default()
+        });
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(t.reserve("u", Some(ip)), Ok(Duration::ZERO));
+        t.failed("u", Some(ip));
+        assert_eq!(t.reserve("u", Some(ip)), Ok(Duration::ZERO));
+        t.failed("u", Some(ip));
+        // Two failures: the next attempt waits, and attempts queue.
+        let w1 = t.reserve("u", Some(ip)).unwrap();
+        assert!(w1 > Duration::from_millis(50), "{w1:?}");
+        let w2 = t.reserve("v", Some(ip)).unwrap();
+        assert!(w2 > w1, "{w1:?} {w2:?}: the address is throttled for other users too");
+        // Another address and another user are not slowed.
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(t.reserve("w", Some(other)), Ok(Duration::ZERO));
+        // Enough queued attempts: refused outright.
+        let mut refused = false;
+        for _ in 0..20 {
+            if t.reserve("x", Some(ip)).is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused);
+        t.succeeded("u", Some(ip));
+        assert_eq!(t.reserve("u", Some(ip)), Ok(Duration::ZERO));
+    }
+
+    #[test]
     fn cache() {
         let c = LoginCache::new();
-        assert!(!c.hit("u", b"p"));
-        c.remember("u", b"p");
-        assert!(c.hit("u", b"p"));
-        assert!(!c.hit("u", b"q"));
+        assert!(!c.hit("u", "h", b"p"));
+        c.remember("u", "h", b"p");
+        assert!(c.hit("u", "h", b"p"));
+        assert!(!c.hit("u", "h", b"q"));
+        assert!(!c.hit("u", "h2", b"p"), "the password changed elsewhere");
         c.forget("u");
-        assert!(!c.hit("u", b"p"));
+        assert!(!c.hit("u", "h", b"p"));
     }
 }

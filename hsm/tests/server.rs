@@ -309,7 +309,7 @@ fn serve_persists_token_objects_across_restart() {
     let (ok, _, err) = cli(&["user", "add", "--data", data, "bad:name"], "x\n");
     assert!(!ok && err.contains("invalid user name"), "{err}");
     let (ok, out, _) = cli(&["user", "list", "--data", data], "");
-    assert!(ok && out.lines().any(|l| l == "carol"));
+    assert!(ok && out.lines().any(|l| l.starts_with("carol\tactive")), "{out}");
     // A database file, and no password in clear in it.
     let db = std::fs::read(dir.path().join(hsmlink_hsm::store::DB_FILE)).unwrap();
     assert!(!db.windows(8).any(|w| w == b"carol-pw"));
@@ -317,8 +317,13 @@ fn serve_persists_token_objects_across_restart() {
     let (token_obj, privk, pubk, session_obj);
     {
         let (_p, addr) = start(&["serve", "--data", data, "--listen", "127.0.0.1:0"]);
-        // The data folder is locked while the server runs.
-        let (ok, _, err) = cli(&["user", "list", "--data", data], "");
+        // The data folder is locked while the server runs: admin commands
+        // go through its admin socket, and a second server is refused.
+        let (ok, out, err) = cli(&["user", "list", "--data", data], "");
+        assert!(ok && out.contains("carol"), "{err}");
+        let (ok, out, err) = cli(&["status", "--data", data], "");
+        assert!(ok && out.contains("uptime_secs="), "{err}");
+        let (ok, _, err) = cli(&["serve", "--data", data, "--listen", "127.0.0.1:0"], "");
         assert!(!ok && err.contains("in use"), "{err}");
         let mut t = Tcp::start(addr, "carol", b"carol-pw");
         let mut tt = data_object("persist-me");
@@ -415,6 +420,16 @@ fn help_everywhere_with_examples() {
         &["user", "remove", "--help"],
         &["objects", "--help"],
         &["objects", "list", "--help"],
+        &["objects", "delete", "--help"],
+        &["user", "passwd", "--help"],
+        &["user", "unlock", "--help"],
+        &["backup", "--help"],
+        &["restore", "--help"],
+        &["status", "--help"],
+        &["fingerprint", "--help"],
+        &["keyring", "--help"],
+        &["keyring", "change", "--help"],
+        &["keyring", "show", "--help"],
     ] {
         let (ok, out, err) = cli(args, "");
         assert!(ok, "{args:?}: {err}");
