@@ -472,6 +472,11 @@ impl Running {
         self.buf.len()
     }
 
+    /// Bytes this operation holds buffered.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Feed data; returns the output ready now.
     pub fn update(&mut self, data: &[u8]) -> Result<Vec<u8>, Rv> {
         if let Some(h) = self.hasher.as_mut() {
