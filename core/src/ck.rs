@@ -316,6 +316,12 @@ pub mod ckm {
     pub const SHA512: u64 = 0x270;
     pub const SHA512_HMAC: u64 = 0x271;
     pub const GENERIC_SECRET_KEY_GEN: u64 = 0x350;
+    // PKCS#11 3.0: generic secret generation with an HMAC key type.
+    pub const SHA_1_KEY_GEN: u64 = 0x4003;
+    pub const SHA224_KEY_GEN: u64 = 0x4004;
+    pub const SHA256_KEY_GEN: u64 = 0x4005;
+    pub const SHA384_KEY_GEN: u64 = 0x4006;
+    pub const SHA512_KEY_GEN: u64 = 0x4007;
     pub const EC_KEY_PAIR_GEN: u64 = 0x1040;
     pub const ECDSA: u64 = 0x1041;
     pub const ECDSA_SHA1: u64 = 0x1042;

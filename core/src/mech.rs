@@ -186,6 +186,7 @@ const ED: u64 = ckf::HW | ckf::ENCRYPT | ckf::DECRYPT;
 const GEN: u64 = ckf::HW | ckf::GENERATE;
 const GEN_PAIR: u64 = ckf::HW | ckf::GENERATE_KEY_PAIR;
 const WRAP: u64 = ckf::HW | ckf::WRAP | ckf::UNWRAP;
+const DERIVE: u64 = ckf::HW | ckf::DERIVE;
 
 const fn row(ty: u64, min_key: u64, max_key: u64, flags: u64, key_type: Option<u64>) -> MechInfo {
     MechInfo {
@@ -206,9 +207,9 @@ pub const MECHANISMS: &[MechInfo] = &[
         GEN_PAIR,
         Some(ckk::RSA),
     ),
-    row(ckm::RSA_PKCS, 1024, 4096, SV | ED, Some(ckk::RSA)),
+    row(ckm::RSA_PKCS, 1024, 4096, SV | ED | WRAP, Some(ckk::RSA)),
     row(ckm::RSA_X_509, 1024, 4096, SV | ED, Some(ckk::RSA)),
-    row(ckm::RSA_PKCS_OAEP, 1024, 4096, ED, Some(ckk::RSA)),
+    row(ckm::RSA_PKCS_OAEP, 1024, 4096, ED | WRAP, Some(ckk::RSA)),
     row(ckm::SHA1_RSA_PKCS, 1024, 4096, SV, Some(ckk::RSA)),
     row(ckm::SHA224_RSA_PKCS, 1024, 4096, SV, Some(ckk::RSA)),
     row(ckm::SHA256_RSA_PKCS, 1024, 4096, SV, Some(ckk::RSA)),
@@ -233,6 +234,29 @@ pub const MECHANISMS: &[MechInfo] = &[
     row(ckm::ECDSA_SHA256, 256, 521, SV | EC_FLAGS, Some(ckk::EC)),
     row(ckm::ECDSA_SHA384, 256, 521, SV | EC_FLAGS, Some(ckk::EC)),
     row(ckm::ECDSA_SHA512, 256, 521, SV | EC_FLAGS, Some(ckk::EC)),
+    row(
+        ckm::ECDH1_DERIVE,
+        256,
+        521,
+        DERIVE | EC_FLAGS,
+        Some(ckk::EC),
+    ),
+    row(
+        ckm::ECDH1_COFACTOR_DERIVE,
+        256,
+        521,
+        DERIVE | EC_FLAGS,
+        Some(ckk::EC),
+    ),
+    // Ed25519 and Ed448: sizes are the field sizes, 255 and 448 bits.
+    row(
+        ckm::EC_EDWARDS_KEY_PAIR_GEN,
+        255,
+        448,
+        GEN_PAIR,
+        Some(ckk::EC_EDWARDS),
+    ),
+    row(ckm::EDDSA, 255, 448, SV, Some(ckk::EC_EDWARDS)),
     row(ckm::AES_KEY_GEN, 16, 32, GEN, Some(ckk::AES)),
     row(ckm::AES_ECB, 16, 32, ED, Some(ckk::AES)),
     row(ckm::AES_CBC, 16, 32, ED, Some(ckk::AES)),
@@ -246,8 +270,16 @@ pub const MECHANISMS: &[MechInfo] = &[
         GEN,
         Some(ckk::GENERIC_SECRET),
     ),
+    row(ckm::AES_CMAC, 16, 32, SV, Some(ckk::AES)),
+    row(ckm::AES_CMAC_GENERAL, 16, 32, SV, Some(ckk::AES)),
     row(ckm::AES_KEY_WRAP, 16, 32, WRAP, Some(ckk::AES)),
     row(ckm::AES_KEY_WRAP_PAD, 16, 32, WRAP, Some(ckk::AES)),
+    // PKCS#11 3.0 names for generic secret generation with an HMAC key type.
+    row(ckm::SHA_1_KEY_GEN, 1, 512, GEN, Some(ckk::SHA_1_HMAC)),
+    row(ckm::SHA224_KEY_GEN, 1, 512, GEN, Some(ckk::SHA224_HMAC)),
+    row(ckm::SHA256_KEY_GEN, 1, 512, GEN, Some(ckk::SHA256_HMAC)),
+    row(ckm::SHA384_KEY_GEN, 1, 512, GEN, Some(ckk::SHA384_HMAC)),
+    row(ckm::SHA512_KEY_GEN, 1, 512, GEN, Some(ckk::SHA512_HMAC)),
     row(ckm::SHA_1_HMAC, 1, 512, SV, Some(ckk::GENERIC_SECRET)),
     row(ckm::SHA224_HMAC, 1, 512, SV, Some(ckk::GENERIC_SECRET)),
     row(ckm::SHA256_HMAC, 1, 512, SV, Some(ckk::GENERIC_SECRET)),
@@ -361,9 +393,28 @@ pub fn check_params(m: &Mechanism<'_>) -> Result<(), Rv> {
             }
         }
         (ckm::RSA_PKCS_OAEP, _) => bad,
-        (ckm::AES_KEY_WRAP | ckm::AES_KEY_WRAP_PAD, MechParam::None | MechParam::Bytes(_)) => {
-            Ok(())
-        }
+        (ckm::AES_KEY_WRAP, MechParam::None) => Ok(()),
+        (ckm::AES_KEY_WRAP, MechParam::Bytes(iv)) if iv.len() == 8 => Ok(()),
+        (ckm::AES_KEY_WRAP_PAD, MechParam::None) => Ok(()),
+        (ckm::AES_KEY_WRAP_PAD, MechParam::Bytes(iv)) if iv.len() == 4 => Ok(()),
+        (ckm::AES_CMAC_GENERAL, MechParam::Ulong(n)) if (1..=16).contains(n) => Ok(()),
+        (ckm::AES_CMAC_GENERAL, _) => bad,
+        (ckm::EDDSA, MechParam::None | MechParam::Eddsa { .. }) => Ok(()),
+        (
+            ckm::ECDH1_DERIVE | ckm::ECDH1_COFACTOR_DERIVE,
+            MechParam::Ecdh {
+                kdf,
+                shared_data,
+                public_data,
+            },
+        ) => match (*kdf, shared_data.is_empty(), public_data.is_empty()) {
+            (_, _, true) => bad,
+            (crate::ck::ckd::NULL, true, _) => Ok(()),
+            (crate::ck::ckd::NULL, false, _) => bad,
+            (k, _, _) if ecdh_kdf_hash(k).is_some() => Ok(()),
+            _ => bad,
+        },
+        (ckm::ECDH1_DERIVE | ckm::ECDH1_COFACTOR_DERIVE, _) => bad,
         (_, MechParam::Pss { hash, mgf, .. }) => match sign_plan(m) {
             SignPlan::Prehash { hash: h, inner, .. }
                 if inner == ckm::RSA_PKCS_PSS && h.mechanism() == *hash && is_mgf1(*mgf) =>
@@ -385,6 +436,19 @@ pub fn check_params(m: &Mechanism<'_>) -> Result<(), Rv> {
     }
 }
 
+/// The hash of an ANSI X9.63 key derivation function (`CKD_SHAx_KDF`).
+pub const fn ecdh_kdf_hash(kdf: u64) -> Option<Hash> {
+    use crate::ck::ckd;
+    match kdf {
+        ckd::SHA1_KDF => Some(Hash::Sha1),
+        ckd::SHA224_KDF => Some(Hash::Sha224),
+        ckd::SHA256_KDF => Some(Hash::Sha256),
+        ckd::SHA384_KDF => Some(Hash::Sha384),
+        ckd::SHA512_KDF => Some(Hash::Sha512),
+        _ => None,
+    }
+}
+
 const fn is_mgf1(g: u64) -> bool {
     matches!(g, 1..=5)
 }
@@ -397,6 +461,12 @@ pub fn output_len(op: Op, mech: u64, key: &KeyInfo, input: usize) -> Option<usiz
     match (op, mech) {
         (Op::Sign, m) if is_rsa_sign(m) => Some(modulus),
         (Op::Sign, m) if is_ecdsa(m) => Some(2 * (key.bits as usize).div_ceil(8)),
+        // Ed25519 signatures are 64 bytes, Ed448 ones 114.
+        (Op::Sign, ckm::EDDSA) if key.bits <= 256 => Some(64),
+        (Op::Sign, ckm::EDDSA) => Some(114),
+        (Op::Sign, ckm::AES_CMAC) => Some(16),
+        // CMAC_GENERAL: the length is a parameter; the HSM's answer says it.
+        (Op::Sign, ckm::AES_CMAC_GENERAL) => None,
         (Op::Sign, m) => hmac_len(m),
         (Op::Encrypt | Op::Decrypt, ckm::RSA_PKCS | ckm::RSA_X_509 | ckm::RSA_PKCS_OAEP) => {
             Some(modulus)

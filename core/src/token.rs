@@ -818,8 +818,11 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     }
 
     /// `C_GenerateRandom`, in chunks of at most [`MAX_CHUNK`] bytes.
+    /// Works in public sessions too, as v2.40 allows: before login the
+    /// session's connection is opened unauthenticated (the HSM's generator
+    /// needs no user).
     pub fn generate_random(&self, session: u64, out: &mut [u8]) -> Result<(), Rv> {
-        self.with_login(session, |t, inner| {
+        self.with_link(session, |t, inner| {
             for chunk in out.chunks_mut(MAX_CHUNK) {
                 let request = Request::GenerateRandom {
                     len: chunk.len() as u32,
@@ -836,8 +839,9 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     }
 
     /// `C_SeedRandom`.
+    /// Works in public sessions too, like `generate_random`.
     pub fn seed_random(&self, session: u64, seed: &[u8]) -> Result<(), Rv> {
-        self.with_login(session, |t, inner| {
+        self.with_link(session, |t, inner| {
             for chunk in seed.chunks(MAX_CHUNK) {
                 t.expect_ok(inner, &Request::SeedRandom { seed: chunk })?;
             }
@@ -904,14 +908,43 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         self.digest(session, &[], out)
     }
 
-    /// `C_DigestKey` is not offered: secret key values never leave the HSM
-    /// to be hashed here.
-    pub fn digest_key(&self, session: u64, _key: u64) -> Result<(), Rv> {
-        self.with_session(session, |inner| {
-            match inner.session.as_ref().map(|s| &s.active) {
-                Some(Active::Digest(_)) => Err(ckr::KEY_INDIGESTIBLE),
-                _ => Err(ckr::OPERATION_NOT_INITIALIZED),
+    /// `C_DigestKey`: the running digest is local, so the value of the key
+    /// must come here to be mixed in. The HSM hands it over only for an
+    /// exportable secret key (the profile's rule: such a key may leave the
+    /// HSM anyway); any other key is `CKR_KEY_INDIGESTIBLE` and its value
+    /// never leaves the HSM. The copy in the reply buffer is zeroized at once.
+    /// One round trip; an error other than a bad handle ends the operation.
+    pub fn digest_key(&self, session: u64, key: u64) -> Result<(), Rv> {
+        self.with_login(session, |t, inner| {
+            let hash = match inner.session.as_ref().map(|s| &s.active) {
+                Some(Active::Digest(h)) => h.hash(),
+                _ => return Err(ckr::OPERATION_NOT_INITIALIZED),
+            };
+            let request = Request::DigestKey {
+                mechanism: hash.mechanism(),
+                key,
+            };
+            let n = match t.data_call(inner, &request) {
+                Ok(n) => n,
+                Err(ckr::OBJECT_HANDLE_INVALID | ckr::KEY_HANDLE_INVALID) => {
+                    return Err(ckr::KEY_HANDLE_INVALID)
+                }
+                Err(rv) => {
+                    set_active(inner, Active::None);
+                    return Err(rv);
+                }
+            };
+            let SlotInner { session, rx, .. } = inner;
+            let value = rx.get_mut(..n).ok_or(ckr::DEVICE_ERROR)?;
+            if let Some(Session {
+                active: Active::Digest(h),
+                ..
+            }) = session.as_mut()
+            {
+                h.update(value);
             }
+            zeroize::Zeroize::zeroize(value);
+            Ok(())
         })
     }
 
@@ -1524,6 +1557,31 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             return Err(ckr::SESSION_HANDLE_INVALID);
         }
         f(&mut guard)
+    }
+
+    /// Run `f` on an open session with a link: authenticated when the
+    /// application is logged in, plain otherwise (for the functions v2.40
+    /// allows in public sessions: random numbers).
+    fn with_link<T>(
+        &self,
+        session: u64,
+        f: impl FnOnce(&Self, &mut SlotInner<C::Link, BUF>) -> Result<T, Rv>,
+    ) -> Result<T, Rv> {
+        if self.logged_in() {
+            return self.with_login(session, f);
+        }
+        let slot = self.slot(session)?;
+        let mut guard = slot.inner.lock();
+        let inner = &mut *guard;
+        if slot.handle.load(Ordering::Acquire) as u64 != session || inner.session.is_none() {
+            return Err(ckr::SESSION_HANDLE_INVALID);
+        }
+        if inner.link.is_some() && inner.link_generation != 0 {
+            // Authenticated under a login that has ended since.
+            drop_link(inner);
+        }
+        self.ensure_connected(inner, None)?;
+        f(self, inner)
     }
 
     /// Run `f` on an open session whose link is authenticated.

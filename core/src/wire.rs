@@ -103,6 +103,9 @@ pub enum MechParam<'a> {
     Ulong(u64),
     /// Raw bytes (e.g. an AES key-wrap IV).
     Bytes(&'a [u8]),
+    /// `CK_EDDSA_PARAMS`: the pre-hash flag and the context data (absent
+    /// parameters are [`MechParam::None`]: pure EdDSA).
+    Eddsa { prehash: bool, context: &'a [u8] },
 }
 
 /// A mechanism with its decoded parameters.

@@ -371,7 +371,11 @@ impl Connection {
                 wrapped,
                 template,
             } => done(self.unwrap_key(&s, &mechanism, unwrapping_key, wrapped, &template)),
-            Request::DeriveKey { .. } => Reply::Error(ckr::MECHANISM_INVALID),
+            Request::DeriveKey {
+                mechanism,
+                base_key,
+                template,
+            } => done(self.derive_key(&s, &mechanism, base_key, &template)),
             Request::DigestKey { mechanism, key } => done(digest_key(&s, mechanism, key)),
             // Handled above.
             Request::Hello { .. }
@@ -496,6 +500,11 @@ impl Connection {
         let key_type = match m.ty {
             ckm::AES_KEY_GEN => ckk::AES,
             ckm::GENERIC_SECRET_KEY_GEN => ckk::GENERIC_SECRET,
+            ckm::SHA_1_KEY_GEN => ckk::SHA_1_HMAC,
+            ckm::SHA224_KEY_GEN => ckk::SHA224_HMAC,
+            ckm::SHA256_KEY_GEN => ckk::SHA256_HMAC,
+            ckm::SHA384_KEY_GEN => ckk::SHA384_HMAC,
+            ckm::SHA512_KEY_GEN => ckk::SHA512_HMAC,
             _ => return Err(ckr::MECHANISM_INVALID),
         };
         if !matches!(m.param, wire::MechParam::None) {
@@ -525,6 +534,7 @@ impl Connection {
         let key_type = match m.ty {
             ckm::RSA_PKCS_KEY_PAIR_GEN => ckk::RSA,
             ckm::EC_KEY_PAIR_GEN => ckk::EC,
+            ckm::EC_EDWARDS_KEY_PAIR_GEN => ckk::EC_EDWARDS,
             _ => return Err(ckr::MECHANISM_INVALID),
         };
         if !matches!(m.param, wire::MechParam::None) {
@@ -566,39 +576,241 @@ impl Connection {
         let k = s
             .object(unwrapping_key)
             .map_err(|_| ckr::UNWRAPPING_KEY_HANDLE_INVALID)?;
-        let kek = aes_wrap_key(m, &k, cka::UNWRAP, ckr::UNWRAPPING_KEY_TYPE_INCONSISTENT)?;
-        let value = crate::wrap::unwrap(m.ty, &kek, wrapped)?;
-        // The unwrapped key is created as an imported secret key.
+        let value = match m.ty {
+            ckm::AES_KEY_WRAP | ckm::AES_KEY_WRAP_PAD => {
+                let kek = aes_wrap_key(m, &k, cka::UNWRAP, ckr::UNWRAPPING_KEY_TYPE_INCONSISTENT)?;
+                crate::wrap::unwrap_iv(m.ty, &kek, wrapped, wrap_iv(m))?
+            }
+            ckm::RSA_PKCS | ckm::RSA_PKCS_OAEP => {
+                if k.class() != Some(cko::PRIVATE_KEY) || k.key_type() != Some(ckk::RSA) {
+                    return Err(ckr::UNWRAPPING_KEY_TYPE_INCONSISTENT);
+                }
+                let r = crypto::init_wrap(Op::Decrypt, m, k.clone()).map_err(|e| match e {
+                    ckr::KEY_TYPE_INCONSISTENT => ckr::UNWRAPPING_KEY_TYPE_INCONSISTENT,
+                    e => e,
+                })?;
+                zeroize::Zeroizing::new(r.finish(wrapped, &[]).map_err(|e| match e {
+                    ckr::ENCRYPTED_DATA_LEN_RANGE => ckr::WRAPPED_KEY_LEN_RANGE,
+                    ckr::ENCRYPTED_DATA_INVALID => ckr::WRAPPED_KEY_INVALID,
+                    e => e,
+                })?)
+            }
+            _ => return Err(ckr::MECHANISM_INVALID),
+        };
+        k.check_mechanism(m.ty)?;
+        let class = attr::find_ulong(t, cka::CLASS)?.unwrap_or(cko::SECRET_KEY);
+        // The template, less what the unwrapped material decides.
         let mut full: Vec<Attribute<'_>> = t
             .iter()
-            .filter(|a| a.ty != cka::VALUE && a.ty != cka::VALUE_LEN)
+            .filter(|a| !is_material(a.ty) && a.ty != cka::VALUE_LEN)
             .copied()
             .collect();
-        let class_bytes = attr::ulong(cko::SECRET_KEY);
+        let class_bytes = attr::ulong(class);
         if attr::find(t, cka::CLASS).is_none() {
             full.push(Attribute {
                 ty: cka::CLASS,
                 value: &class_bytes,
             });
         }
+        let material: Vec<(u64, zeroize::Zeroizing<Vec<u8>>)>;
+        let kt_bytes;
+        match class {
+            cko::SECRET_KEY => {
+                if let Some(len) = attr::find_ulong(t, cka::VALUE_LEN)? {
+                    if len != value.len() as u64 {
+                        return Err(ckr::TEMPLATE_INCONSISTENT);
+                    }
+                }
+                material = vec![(cka::VALUE, value)];
+            }
+            cko::PRIVATE_KEY => {
+                if m.ty != ckm::AES_KEY_WRAP && m.ty != ckm::AES_KEY_WRAP_PAD {
+                    // RSA encryption cannot hold a private key.
+                    return Err(ckr::TEMPLATE_INCONSISTENT);
+                }
+                let (kt, parts) = keys::private_from_pkcs8(&value)?;
+                match attr::find_ulong(t, cka::KEY_TYPE)? {
+                    Some(given) if given != kt => return Err(ckr::TEMPLATE_INCONSISTENT),
+                    Some(_) => {}
+                    None => {
+                        kt_bytes = attr::ulong(kt);
+                        full.push(Attribute {
+                            ty: cka::KEY_TYPE,
+                            value: &kt_bytes,
+                        });
+                    }
+                }
+                material = parts;
+            }
+            _ => return Err(ckr::TEMPLATE_INCONSISTENT),
+        }
+        for (ty, v) in &material {
+            full.push(Attribute { ty: *ty, value: v });
+        }
+        let mut attrs = object::build(&full, Origin::Create)?;
+        // Unwrapped: not made here, and it has been outside the token.
+        object::set_bool(&mut attrs, cka::LOCAL, false);
+        object::set_bool(&mut attrs, cka::ALWAYS_SENSITIVE, false);
+        object::set_bool(&mut attrs, cka::NEVER_EXTRACTABLE, false);
+        let o = self.insert(s, attrs)?;
+        if let Err(e) = o.material() {
+            let _ = self.hsm.remove(o.handle);
+            return Err(e);
+        }
+        Ok(Reply::Object(o.handle))
+    }
+
+    /// `C_DeriveKey` with `CKM_ECDH1_DERIVE` (and the cofactor variant,
+    /// the same on every curve offered: their cofactor is 1).
+    fn derive_key(
+        &mut self,
+        s: &Ctx<'_>,
+        m: &Mechanism<'_>,
+        base: u64,
+        t: &[Attribute<'_>],
+    ) -> Result<Reply, Rv> {
+        if !matches!(m.ty, ckm::ECDH1_DERIVE | ckm::ECDH1_COFACTOR_DERIVE) {
+            return Err(ckr::MECHANISM_INVALID);
+        }
+        let wire::MechParam::Ecdh {
+            kdf,
+            shared_data,
+            public_data,
+        } = m.param
+        else {
+            return Err(ckr::MECHANISM_PARAM_INVALID);
+        };
+        hsmlink_core::mech::check_params(m)?;
+        let b = s.key(base)?;
+        if b.class() != Some(cko::PRIVATE_KEY) || b.key_type() != Some(ckk::EC) {
+            return Err(ckr::KEY_TYPE_INCONSISTENT);
+        }
+        if !b.flag(cka::DERIVE) {
+            return Err(ckr::KEY_FUNCTION_NOT_PERMITTED);
+        }
+        b.check_mechanism(m.ty)?;
+        let keys::KeyMaterial::EcPrivate { key, curve } = b.material()? else {
+            return Err(ckr::KEY_TYPE_INCONSISTENT);
+        };
+        let peer = keys::ec_peer_key(*curve, public_data)?;
+        let e = |_| ckr::FUNCTION_FAILED;
+        let own = openssl::pkey::PKey::from_ec_key(key.clone()).map_err(e)?;
+        let mut deriver = openssl::derive::Deriver::new(&own).map_err(e)?;
+        deriver
+            .set_peer(&peer)
+            .map_err(|_| ckr::MECHANISM_PARAM_INVALID)?;
+        let z = zeroize::Zeroizing::new(deriver.derive_to_vec().map_err(e)?);
+
         match attr::find_ulong(t, cka::CLASS)? {
             None | Some(cko::SECRET_KEY) => {}
             Some(_) => return Err(ckr::TEMPLATE_INCONSISTENT),
         }
+        if t.iter().any(|a| is_material(a.ty)) {
+            return Err(ckr::TEMPLATE_INCONSISTENT);
+        }
+        let kt = attr::find_ulong(t, cka::KEY_TYPE)?.unwrap_or(ckk::GENERIC_SECRET);
+        let len = match (attr::find_ulong(t, cka::VALUE_LEN)?, kt) {
+            (Some(l), _) => usize::try_from(l).map_err(|_| ckr::ATTRIBUTE_VALUE_INVALID)?,
+            (None, ckk::AES) => return Err(ckr::TEMPLATE_INCOMPLETE),
+            (None, _) => z.len(),
+        };
+        let value = match hsmlink_core::mech::ecdh_kdf_hash(kdf) {
+            // CKD_NULL: the shared secret itself; a shorter key keeps its
+            // trailing bytes (as SoftHSM does).
+            None => {
+                let start = z.len().checked_sub(len).ok_or(ckr::KEY_SIZE_RANGE)?;
+                zeroize::Zeroizing::new(z[start..].to_vec())
+            }
+            Some(h) => x963_kdf(h, &z, shared_data, len)?,
+        };
+        let class_bytes = attr::ulong(cko::SECRET_KEY);
+        let kt_bytes = attr::ulong(kt);
+        let mut full: Vec<Attribute<'_>> = t
+            .iter()
+            .filter(|a| !matches!(a.ty, cka::VALUE_LEN | cka::CLASS | cka::KEY_TYPE))
+            .copied()
+            .collect();
+        full.push(Attribute {
+            ty: cka::CLASS,
+            value: &class_bytes,
+        });
+        full.push(Attribute {
+            ty: cka::KEY_TYPE,
+            value: &kt_bytes,
+        });
         full.push(Attribute {
             ty: cka::VALUE,
             value: &value,
         });
         let mut attrs = object::build(&full, Origin::Create)?;
-        if let Some(len) = attr::find_ulong(t, cka::VALUE_LEN)? {
-            if len != value.len() as u64 {
-                return Err(ckr::TEMPLATE_INCONSISTENT);
-            }
-        }
-        object::set_bool(&mut attrs, cka::ALWAYS_SENSITIVE, false);
-        object::set_bool(&mut attrs, cka::NEVER_EXTRACTABLE, false);
+        // v2.40 C_DeriveKey: derived keys are not local; they have always
+        // been sensitive / never extractable only if the base key has too.
+        let flag = |a: &object::Attrs, ty| {
+            a.get(&ty)
+                .and_then(|v| attr::read_bool(v).ok())
+                .unwrap_or(false)
+        };
+        let always_sensitive = b.flag(cka::ALWAYS_SENSITIVE) && flag(&attrs, cka::SENSITIVE);
+        let never_extractable = b.flag(cka::NEVER_EXTRACTABLE) && !flag(&attrs, cka::EXTRACTABLE);
+        object::set_bool(&mut attrs, cka::LOCAL, false);
+        object::set_bool(&mut attrs, cka::ALWAYS_SENSITIVE, always_sensitive);
+        object::set_bool(&mut attrs, cka::NEVER_EXTRACTABLE, never_extractable);
         let o = self.insert(s, attrs)?;
         Ok(Reply::Object(o.handle))
+    }
+}
+
+/// ANSI X9.63 KDF: `H(Z || counter || SharedInfo)` for counter = 1, 2, ...
+/// (32-bit big-endian), concatenated and cut to `len` bytes.
+fn x963_kdf(
+    h: hsmlink_core::mech::Hash,
+    z: &[u8],
+    shared: &[u8],
+    len: usize,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, Rv> {
+    use hsmlink_core::mech::{Hasher, MAX_DIGEST};
+    if len > keys::MAX_SECRET {
+        return Err(ckr::KEY_SIZE_RANGE);
+    }
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(len + MAX_DIGEST));
+    let mut counter: u32 = 1;
+    while out.len() < len {
+        let mut hasher = Hasher::new(h);
+        hasher.update(z);
+        hasher.update(&counter.to_be_bytes());
+        hasher.update(shared);
+        let mut d = zeroize::Zeroizing::new([0u8; MAX_DIGEST]);
+        let n = hasher.finish(&mut d);
+        out.extend_from_slice(&d[..n]);
+        counter += 1;
+    }
+    out.truncate(len);
+    Ok(out)
+}
+
+/// Key material attributes: never taken from an unwrap or derive template.
+fn is_material(ty: u64) -> bool {
+    matches!(
+        ty,
+        cka::VALUE
+            | cka::MODULUS
+            | cka::PUBLIC_EXPONENT
+            | cka::PRIVATE_EXPONENT
+            | cka::PRIME_1
+            | cka::PRIME_2
+            | cka::EXPONENT_1
+            | cka::EXPONENT_2
+            | cka::COEFFICIENT
+            | cka::EC_PARAMS
+            | cka::EC_POINT
+    )
+}
+
+/// The initial value of an AES key wrap, if the application gave one.
+fn wrap_iv<'a>(m: &Mechanism<'a>) -> Option<&'a [u8]> {
+    match m.param {
+        wire::MechParam::Bytes(iv) => Some(iv),
+        _ => None,
     }
 }
 
@@ -675,6 +887,8 @@ fn aes_wrap_key(
     }
     match m.param {
         wire::MechParam::None => {}
+        wire::MechParam::Bytes(iv) if iv.len() == if m.ty == ckm::AES_KEY_WRAP { 8 } else { 4 } => {
+        }
         _ => return Err(ckr::MECHANISM_PARAM_INVALID),
     }
     if k.class() != Some(cko::SECRET_KEY) || k.key_type() != Some(ckk::AES) {
@@ -683,6 +897,7 @@ fn aes_wrap_key(
     if !k.flag(usage) {
         return Err(ckr::KEY_FUNCTION_NOT_PERMITTED);
     }
+    k.check_mechanism(m.ty)?;
     match k.material()? {
         keys::KeyMaterial::Secret(v) => Ok(v.clone()),
         _ => Err(inconsistent),
@@ -701,12 +916,45 @@ fn wrap_key(s: &Ctx<'_>, m: &Mechanism<'_>, wrapping: u64, key: u64) -> Result<R
     if !k.exportable() {
         return Err(ckr::KEY_UNEXTRACTABLE);
     }
-    let kek = aes_wrap_key(m, &w, cka::WRAP, ckr::WRAPPING_KEY_TYPE_INCONSISTENT)?;
-    let value = match (k.class(), k.material()?) {
-        (Some(cko::SECRET_KEY), keys::KeyMaterial::Secret(v)) => v.clone(),
-        _ => return Err(ckr::KEY_NOT_WRAPPABLE),
+    if k.flag(cka::WRAP_WITH_TRUSTED) && !w.flag(cka::TRUSTED) {
+        return Err(ckr::KEY_NOT_WRAPPABLE);
+    }
+    // A secret key travels as its value, a private key as PKCS#8.
+    let plain = match k.material()? {
+        keys::KeyMaterial::Secret(v) => v.clone(),
+        other => keys::private_to_pkcs8(other)?,
     };
-    Ok(Reply::Data(crate::wrap::wrap(m.ty, &kek, &value)?))
+    match m.ty {
+        ckm::AES_KEY_WRAP | ckm::AES_KEY_WRAP_PAD => {
+            let kek = aes_wrap_key(m, &w, cka::WRAP, ckr::WRAPPING_KEY_TYPE_INCONSISTENT)?;
+            Ok(Reply::Data(crate::wrap::wrap_iv(
+                m.ty,
+                &kek,
+                &plain,
+                wrap_iv(m),
+            )?))
+        }
+        ckm::RSA_PKCS | ckm::RSA_PKCS_OAEP => {
+            if w.class() != Some(cko::PUBLIC_KEY) || w.key_type() != Some(ckk::RSA) {
+                return Err(ckr::WRAPPING_KEY_TYPE_INCONSISTENT);
+            }
+            w.check_mechanism(m.ty)?;
+            if k.class() != Some(cko::SECRET_KEY) {
+                // A private key is longer than one RSA block.
+                return Err(ckr::KEY_NOT_WRAPPABLE);
+            }
+            let r = crypto::init_wrap(Op::Encrypt, m, w.clone()).map_err(|e| match e {
+                ckr::KEY_TYPE_INCONSISTENT => ckr::WRAPPING_KEY_TYPE_INCONSISTENT,
+                e => e,
+            })?;
+            let c = r.finish(&plain, &[]).map_err(|e| match e {
+                ckr::DATA_LEN_RANGE => ckr::KEY_SIZE_RANGE,
+                e => e,
+            })?;
+            Ok(Reply::Data(c))
+        }
+        _ => Err(ckr::MECHANISM_INVALID),
+    }
 }
 
 /// `DigestKey`: the value of an exportable secret key (the module feeds it

@@ -44,7 +44,11 @@ enum Kind {
         label: Vec<u8>,
     },
     Ecdsa,
+    /// EdDSA; `Some((prehash, context))` when `CK_EDDSA_PARAMS` were given.
+    Eddsa(Option<(bool, Vec<u8>)>),
     Hmac(Hash),
+    /// AES-CMAC with this many bytes of output.
+    Cmac(usize),
     Aes(AesMode),
 }
 
@@ -116,7 +120,11 @@ pub struct Running {
     /// DigestInfo wrapping of the hash (`SHAx_RSA_PKCS`).
     digest_info: bool,
     hmac: Option<HmacState>,
+    cmac: Option<Cmac>,
     crypter: Option<Crypter>,
+    /// `CKA_ALLOWED_MECHANISMS` lets this raw signature mechanism sign only
+    /// digests of these hashes (with a PKCS#1 `DigestInfo` or not).
+    digest_only: Option<Vec<(Hash, bool)>>,
     /// Bytes fed so far (block-mode length checks).
     fed: usize,
 }
@@ -223,6 +231,20 @@ fn decode(op: Op, m: &Mechanism<'_>) -> Result<Decoded, Rv> {
         ckm::ECDSA_SHA256 if sv => none(Kind::Ecdsa, ckk::EC, hashed(Hash::Sha256)),
         ckm::ECDSA_SHA384 if sv => none(Kind::Ecdsa, ckk::EC, hashed(Hash::Sha384)),
         ckm::ECDSA_SHA512 if sv => none(Kind::Ecdsa, ckk::EC, hashed(Hash::Sha512)),
+        ckm::EDDSA if sv => match m.param {
+            MechParam::None => Ok((Kind::Eddsa(None), ckk::EC_EDWARDS, None)),
+            MechParam::Eddsa { prehash, context } => Ok((
+                Kind::Eddsa(Some((prehash, context.to_vec()))),
+                ckk::EC_EDWARDS,
+                None,
+            )),
+            _ => bad_param,
+        },
+        ckm::AES_CMAC if sv => none(Kind::Cmac(16), ckk::AES, None),
+        ckm::AES_CMAC_GENERAL if sv => match m.param {
+            MechParam::Ulong(n @ 1..=16) => Ok((Kind::Cmac(n as usize), ckk::AES, None)),
+            _ => bad_param,
+        },
         ckm::SHA_1_HMAC if sv => none(Kind::Hmac(Hash::Sha1), ckk::GENERIC_SECRET, None),
         ckm::SHA224_HMAC if sv => none(Kind::Hmac(Hash::Sha224), ckk::GENERIC_SECRET, None),
         ckm::SHA256_HMAC if sv => none(Kind::Hmac(Hash::Sha256), ckk::GENERIC_SECRET, None),
@@ -314,6 +336,26 @@ fn aes_cipher(mode: &AesMode, key_len: usize) -> Result<Cipher, Rv> {
 /// Start operation `op` with `mech` on `key`, checking everything
 /// `CryptoInit` must check.
 pub fn init(op: Op, mech: &Mechanism<'_>, key: Arc<Object>) -> Result<(Running, KeyInfo), Rv> {
+    start(op, mech, key, usage_attr(op))
+}
+
+/// Start an encryption (`C_WrapKey`, usage `CKA_WRAP`) or decryption
+/// (`C_UnwrapKey`, usage `CKA_UNWRAP`) that wraps or unwraps a key.
+pub fn init_wrap(op: Op, mech: &Mechanism<'_>, key: Arc<Object>) -> Result<Running, Rv> {
+    let usage = if op == Op::Encrypt {
+        cka::WRAP
+    } else {
+        cka::UNWRAP
+    };
+    start(op, mech, key, usage).map(|(r, _)| r)
+}
+
+fn start(
+    op: Op,
+    mech: &Mechanism<'_>,
+    key: Arc<Object>,
+    usage: u64,
+) -> Result<(Running, KeyInfo), Rv> {
     let (kind, wanted, pre) = decode(op, mech)?;
     let class = key.class().ok_or(ckr::KEY_HANDLE_INVALID)?;
     let kt = key.key_type().ok_or(ckr::KEY_TYPE_INCONSISTENT)?;
@@ -324,9 +366,10 @@ pub fn init(op: Op, mech: &Mechanism<'_>, key: Arc<Object>) -> Result<(Running, 
     if !class_ok || !key_type_fits(wanted, kt) {
         return Err(ckr::KEY_TYPE_INCONSISTENT);
     }
-    if !key.flag(usage_attr(op)) {
+    if !key.flag(usage) {
         return Err(ckr::KEY_FUNCTION_NOT_PERMITTED);
     }
+    let digest_only = allowed(&key, op, mech)?;
     let material = key.material()?;
     let bits = material.bits();
     let info = KeyInfo {
@@ -335,6 +378,7 @@ pub fn init(op: Op, mech: &Mechanism<'_>, key: Arc<Object>) -> Result<(Running, 
         bits,
     };
     let mut hmac = None;
+    let mut cmac = None;
     let mut crypter = None;
     match &kind {
         Kind::RsaPss { hash, salt, .. } => {
@@ -352,6 +396,32 @@ pub fn init(op: Op, mech: &Mechanism<'_>, key: Arc<Object>) -> Result<(Running, 
                 return Err(ckr::KEY_TYPE_INCONSISTENT);
             };
             hmac = Some(HmacState::new(*h, v)?);
+        }
+        Kind::Cmac(_) => {
+            let KeyMaterial::Secret(v) = material else {
+                return Err(ckr::KEY_TYPE_INCONSISTENT);
+            };
+            cmac = Some(Cmac::new(v)?);
+        }
+        Kind::Eddsa(params) => {
+            let curve = match material {
+                KeyMaterial::EdPrivate { curve, .. } | KeyMaterial::EdPublic { curve, .. } => {
+                    *curve
+                }
+                _ => return Err(ckr::KEY_TYPE_INCONSISTENT),
+            };
+            // Pure Ed25519 takes no parameters (with them it would be
+            // Ed25519ctx or Ed25519ph); pure Ed448 takes none or phFlag
+            // false with no context. The pre-hash and context variants are
+            // not offered.
+            let pure = match (curve, params) {
+                (_, None) => true,
+                (crate::keys::EdCurve::Ed448, Some((false, ctx))) => ctx.is_empty(),
+                _ => false,
+            };
+            if !pure {
+                return Err(ckr::MECHANISM_PARAM_INVALID);
+            }
         }
         Kind::Aes(mode) => {
             let KeyMaterial::Secret(v) = material else {
@@ -394,7 +464,9 @@ pub fn init(op: Op, mech: &Mechanism<'_>, key: Arc<Object>) -> Result<(Running, 
             hasher,
             digest_info,
             hmac,
+            cmac,
             crypter,
+            digest_only,
             fed: 0,
         },
         info,
@@ -428,6 +500,10 @@ impl Running {
         }
         if let Some(m) = self.hmac.as_mut() {
             m.update(data);
+            return Ok(Vec::new());
+        }
+        if let Some(m) = self.cmac.as_mut() {
+            m.update(data)?;
             return Ok(Vec::new());
         }
         let gcm_dec = matches!(self.kind, Kind::Aes(AesMode::Gcm { .. })) && self.op == Op::Decrypt;
@@ -475,6 +551,25 @@ impl Running {
             }
             None => std::mem::take(&mut self.buf),
         };
+        if let Some(digests) = &self.digest_only {
+            let fits = digests.iter().any(|(h, info)| {
+                let prefix = if *info { h.digest_info_prefix() } else { &[] };
+                input.len() == prefix.len() + h.size() && input.starts_with(prefix)
+            });
+            if !fits {
+                return Err(ckr::MECHANISM_INVALID);
+            }
+        }
+        if let (Some(m), Kind::Cmac(len)) = (self.cmac.take(), &self.kind) {
+            let mut mac = m.finish()?;
+            mac.truncate(*len);
+            return match self.op {
+                Op::Sign => Ok(mac),
+                _ if signature.len() != mac.len() => Err(ckr::SIGNATURE_LEN_RANGE),
+                _ if openssl::memcmp::eq(&mac, signature) => Ok(Vec::new()),
+                _ => Err(ckr::SIGNATURE_INVALID),
+            };
+        }
         if let Some(m) = self.hmac.take() {
             let mac = m.finish();
             return match self.op {
@@ -633,6 +728,23 @@ impl Running {
                 out.extend(sig.s().to_vec_padded(n).map_err(e)?);
                 Ok(out)
             }
+            (Kind::Eddsa(_), Op::Sign, KeyMaterial::EdPrivate { pkey, .. }) => {
+                let e = |_| ckr::FUNCTION_FAILED;
+                let mut signer = openssl::sign::Signer::new_without_digest(pkey).map_err(e)?;
+                signer.sign_oneshot_to_vec(&input).map_err(e)
+            }
+            (Kind::Eddsa(_), Op::Verify, KeyMaterial::EdPublic { pkey, curve }) => {
+                let expect = 2 * curve.key_len();
+                if signature.len() != expect {
+                    return Err(ckr::SIGNATURE_LEN_RANGE);
+                }
+                let e = |_| ckr::FUNCTION_FAILED;
+                let mut verifier = openssl::sign::Verifier::new_without_digest(pkey).map_err(e)?;
+                match verifier.verify_oneshot(signature, &input) {
+                    Ok(true) => Ok(Vec::new()),
+                    _ => Err(ckr::SIGNATURE_INVALID),
+                }
+            }
             (Kind::Ecdsa, Op::Verify, KeyMaterial::EcPublic { key, curve }) => {
                 let n = curve.bytes();
                 if signature.len() != 2 * n {
@@ -652,6 +764,136 @@ impl Running {
             }
             _ => Err(ckr::KEY_TYPE_INCONSISTENT),
         }
+    }
+}
+
+/// `CKA_ALLOWED_MECHANISMS`: whether `m` may be used with `key`. The
+/// module hashes hash-and-sign mechanisms itself and sends the raw
+/// mechanism (`CKM_RSA_PKCS` over a `DigestInfo`, `CKM_RSA_PKCS_PSS` or
+/// `CKM_ECDSA` over a digest): a key restricted to, say,
+/// `CKM_SHA256_RSA_PKCS` accepts `CKM_RSA_PKCS` but then signs or verifies
+/// only input shaped as a SHA-256 `DigestInfo` (the returned list), so the
+/// restriction holds whoever computed the digest.
+fn allowed(key: &Object, op: Op, m: &Mechanism<'_>) -> Result<Option<Vec<(Hash, bool)>>, Rv> {
+    use hsmlink_core::mech::{sign_plan, SignPlan};
+    let list = key.allowed_mechanisms();
+    if list.is_empty() || list.contains(&m.ty) {
+        return Ok(None);
+    }
+    if matches!(op, Op::Sign | Op::Verify) {
+        let pss_hash = match m.param {
+            MechParam::Pss { hash, .. } => Some(hash),
+            _ => None,
+        };
+        let digests: Vec<(Hash, bool)> = list
+            .iter()
+            .filter_map(|l| match sign_plan(&Mechanism::plain(*l)) {
+                SignPlan::Prehash {
+                    hash,
+                    inner,
+                    digest_info,
+                } if inner == m.ty && pss_hash.is_none_or(|h| h == hash.mechanism()) => {
+                    Some((hash, digest_info))
+                }
+                _ => None,
+            })
+            .collect();
+        if !digests.is_empty() {
+            return Ok(Some(digests));
+        }
+    }
+    Err(ckr::MECHANISM_INVALID)
+}
+
+/// AES-CMAC (NIST SP 800-38B, RFC 4493), multi-part.
+struct Cmac {
+    block: Crypter,
+    k1: [u8; 16],
+    k2: [u8; 16],
+    /// The running chaining value.
+    x: Zeroizing<[u8; 16]>,
+    /// Input not yet processed: the last block is treated apart.
+    pending: Zeroizing<Vec<u8>>,
+}
+
+impl Cmac {
+    fn new(key: &[u8]) -> Result<Cmac, Rv> {
+        let cipher = match key.len() {
+            16 => Cipher::aes_128_ecb(),
+            24 => Cipher::aes_192_ecb(),
+            32 => Cipher::aes_256_ecb(),
+            _ => return Err(ckr::KEY_SIZE_RANGE),
+        };
+        let mut block =
+            Crypter::new(cipher, Mode::Encrypt, key, None).map_err(|_| ckr::GENERAL_ERROR)?;
+        block.pad(false);
+        let mut c = Cmac {
+            block,
+            k1: [0; 16],
+            k2: [0; 16],
+            x: Zeroizing::new([0; 16]),
+            pending: Zeroizing::new(Vec::new()),
+        };
+        let mut l = [0u8; 16];
+        c.encrypt(&mut l)?;
+        let dbl = |b: &[u8; 16]| {
+            let v = u128::from_be_bytes(*b);
+            let r = (v << 1) ^ if v >> 127 == 1 { 0x87 } else { 0 };
+            r.to_be_bytes()
+        };
+        c.k1 = dbl(&l);
+        c.k2 = dbl(&c.k1);
+        Ok(c)
+    }
+
+    fn encrypt(&mut self, b: &mut [u8; 16]) -> Result<(), Rv> {
+        let mut out = [0u8; 32];
+        let n = self
+            .block
+            .update(&b[..], &mut out)
+            .map_err(|_| ckr::GENERAL_ERROR)?;
+        if n != 16 {
+            return Err(ckr::GENERAL_ERROR);
+        }
+        b.copy_from_slice(&out[..16]);
+        Ok(())
+    }
+
+    fn update(&mut self, data: &[u8]) -> Result<(), Rv> {
+        self.pending.extend_from_slice(data);
+        // Keep at least one byte back: the last block is special.
+        let full = (self.pending.len().saturating_sub(1) / 16) * 16;
+        let mut x = *self.x;
+        for i in (0..full).step_by(16) {
+            for (a, b) in x.iter_mut().zip(&self.pending[i..i + 16]) {
+                *a ^= b;
+            }
+            self.encrypt(&mut x)?;
+        }
+        *self.x = x;
+        self.pending.drain(..full);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<u8>, Rv> {
+        let mut last = [0u8; 16];
+        if self.pending.len() == 16 {
+            for (i, b) in last.iter_mut().enumerate() {
+                *b = self.pending[i] ^ self.k1[i];
+            }
+        } else {
+            last[..self.pending.len()].copy_from_slice(&self.pending);
+            last[self.pending.len()] = 0x80;
+            for (b, k) in last.iter_mut().zip(self.k2) {
+                *b ^= k;
+            }
+        }
+        let mut x = *self.x;
+        for (a, b) in x.iter_mut().zip(last) {
+            *a ^= b;
+        }
+        self.encrypt(&mut x)?;
+        Ok(x.to_vec())
     }
 }
 

@@ -21,21 +21,30 @@ pub enum Curve {
     P256,
     P384,
     P521,
+    Secp256k1,
 }
 
 impl Curve {
+    pub const ALL: [Curve; 4] = [Curve::P256, Curve::P384, Curve::P521, Curve::Secp256k1];
+
+    /// The curve of an OpenSSL group.
+    pub fn from_nid(nid: Nid) -> Option<Curve> {
+        Curve::ALL.into_iter().find(|c| c.nid() == nid)
+    }
+
     /// DER encoding of the curve's OID (the `CKA_EC_PARAMS` value).
     pub const fn oid_der(self) -> &'static [u8] {
         match self {
             Curve::P256 => &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
             Curve::P384 => &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22],
             Curve::P521 => &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23],
+            Curve::Secp256k1 => &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a],
         }
     }
 
     pub const fn bits(self) -> u32 {
         match self {
-            Curve::P256 => 256,
+            Curve::P256 | Curve::Secp256k1 => 256,
             Curve::P384 => 384,
             Curve::P521 => 521,
         }
@@ -51,6 +60,7 @@ impl Curve {
             Curve::P256 => Nid::X9_62_PRIME256V1,
             Curve::P384 => Nid::SECP384R1,
             Curve::P521 => Nid::SECP521R1,
+            Curve::Secp256k1 => Nid::SECP256K1,
         }
     }
 
@@ -61,7 +71,7 @@ impl Curve {
     /// The curve named by a `CKA_EC_PARAMS` value: a DER OID, or a DER
     /// PrintableString with the curve's OpenSSL/SEC name.
     pub fn from_params(p: &[u8]) -> Result<Curve, Rv> {
-        for c in [Curve::P256, Curve::P384, Curve::P521] {
+        for c in Curve::ALL {
             if p == c.oid_der() {
                 return Ok(c);
             }
@@ -71,11 +81,73 @@ impl Curve {
                 b"prime256v1" | b"secp256r1" | b"P-256" => Ok(Curve::P256),
                 b"secp384r1" | b"P-384" => Ok(Curve::P384),
                 b"secp521r1" | b"P-521" => Ok(Curve::P521),
+                b"secp256k1" => Ok(Curve::Secp256k1),
                 _ => Err(ckr::CURVE_NOT_SUPPORTED),
             };
         }
         match der_content(p, 0x06) {
             // A well-formed OID of a curve we do not have.
+            Some(_) => Err(ckr::CURVE_NOT_SUPPORTED),
+            None => Err(ckr::DOMAIN_PARAMS_INVALID),
+        }
+    }
+}
+
+/// An Edwards curve (`CKK_EC_EDWARDS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EdCurve {
+    Ed25519,
+    Ed448,
+}
+
+impl EdCurve {
+    /// DER encoding of the curve's OID (RFC 8410).
+    pub const fn oid_der(self) -> &'static [u8] {
+        match self {
+            EdCurve::Ed25519 => &[0x06, 0x03, 0x2b, 0x65, 0x70],
+            EdCurve::Ed448 => &[0x06, 0x03, 0x2b, 0x65, 0x71],
+        }
+    }
+
+    /// Field size in bits, as `KeyInfo` and the mechanism table report it.
+    pub const fn bits(self) -> u32 {
+        match self {
+            EdCurve::Ed25519 => 255,
+            EdCurve::Ed448 => 448,
+        }
+    }
+
+    /// Bytes of a public or private key.
+    pub const fn key_len(self) -> usize {
+        match self {
+            EdCurve::Ed25519 => 32,
+            EdCurve::Ed448 => 57,
+        }
+    }
+
+    pub fn id(self) -> openssl::pkey::Id {
+        match self {
+            EdCurve::Ed25519 => openssl::pkey::Id::ED25519,
+            EdCurve::Ed448 => openssl::pkey::Id::ED448,
+        }
+    }
+
+    /// The curve named by a `CKA_EC_PARAMS` value: the DER OID, or a DER
+    /// PrintableString "edwards25519" / "edwards448" (PKCS#11 3.0 §2.3.5).
+    pub fn from_params(p: &[u8]) -> Result<EdCurve, Rv> {
+        for c in [EdCurve::Ed25519, EdCurve::Ed448] {
+            if p == c.oid_der() {
+                return Ok(c);
+            }
+        }
+        if let Some(name) = der_content(p, 0x13) {
+            return match name {
+                b"edwards25519" | b"ed25519" | b"Ed25519" => Ok(EdCurve::Ed25519),
+                b"edwards448" | b"ed448" | b"Ed448" => Ok(EdCurve::Ed448),
+                _ => Err(ckr::CURVE_NOT_SUPPORTED),
+            };
+        }
+        match der_content(p, 0x06) {
             Some(_) => Err(ckr::CURVE_NOT_SUPPORTED),
             None => Err(ckr::DOMAIN_PARAMS_INVALID),
         }
@@ -141,6 +213,14 @@ pub enum KeyMaterial {
         key: EcKey<Public>,
         curve: Curve,
     },
+    EdPrivate {
+        pkey: PKey<Private>,
+        curve: EdCurve,
+    },
+    EdPublic {
+        pkey: PKey<Public>,
+        curve: EdCurve,
+    },
     Secret(Zeroizing<Vec<u8>>),
     /// Data objects and certificates.
     None,
@@ -152,6 +232,9 @@ impl KeyMaterial {
         match self {
             KeyMaterial::RsaPrivate { bits, .. } | KeyMaterial::RsaPublic { bits, .. } => *bits,
             KeyMaterial::EcPrivate { curve, .. } | KeyMaterial::EcPublic { curve, .. } => {
+                curve.bits()
+            }
+            KeyMaterial::EdPrivate { curve, .. } | KeyMaterial::EdPublic { curve, .. } => {
                 curve.bits()
             }
             KeyMaterial::Secret(v) => u32::try_from(v.len() * 8).unwrap_or(u32::MAX),
@@ -210,6 +293,18 @@ pub fn material(a: &Attrs) -> Result<KeyMaterial, Rv> {
             let curve = Curve::from_params(need(a, cka::EC_PARAMS)?)?;
             let key = ec_private(curve, need(a, cka::VALUE)?)?;
             Ok(KeyMaterial::EcPrivate { key, curve })
+        }
+        (Some(cko::PUBLIC_KEY), Some(ckk::EC_EDWARDS)) => {
+            let curve = EdCurve::from_params(need(a, cka::EC_PARAMS)?)?;
+            let raw = ed_point_raw(need(a, cka::EC_POINT)?, curve)?;
+            let pkey = PKey::public_key_from_raw_bytes(&raw, curve.id())
+                .map_err(|_| ckr::ATTRIBUTE_VALUE_INVALID)?;
+            Ok(KeyMaterial::EdPublic { pkey, curve })
+        }
+        (Some(cko::PRIVATE_KEY), Some(ckk::EC_EDWARDS)) => {
+            let curve = EdCurve::from_params(need(a, cka::EC_PARAMS)?)?;
+            let pkey = ed_private(curve, need(a, cka::VALUE)?)?;
+            Ok(KeyMaterial::EdPrivate { pkey, curve })
         }
         (Some(cko::SECRET_KEY), Some(_)) => Ok(KeyMaterial::Secret(Zeroizing::new(
             need(a, cka::VALUE)?.to_vec(),
@@ -281,6 +376,114 @@ fn ec_point_raw(v: &[u8], curve: Curve) -> Result<Vec<u8>, Rv> {
         Some(inner) if plausible(inner) => Ok(inner.to_vec()),
         _ if plausible(v) => Ok(v.to_vec()),
         _ => Err(ckr::ATTRIBUTE_VALUE_INVALID),
+    }
+}
+
+fn ed_private(curve: EdCurve, value: &[u8]) -> Result<PKey<Private>, Rv> {
+    if value.len() != curve.key_len() {
+        return Err(ckr::ATTRIBUTE_VALUE_INVALID);
+    }
+    PKey::private_key_from_raw_bytes(value, curve.id()).map_err(|_| ckr::ATTRIBUTE_VALUE_INVALID)
+}
+
+/// The raw public key of an Edwards `CKA_EC_POINT`: DER OCTET STRING or raw.
+fn ed_point_raw(v: &[u8], curve: EdCurve) -> Result<Vec<u8>, Rv> {
+    match der_content(v, 0x04) {
+        Some(inner) if inner.len() == curve.key_len() => Ok(inner.to_vec()),
+        _ if v.len() == curve.key_len() => Ok(v.to_vec()),
+        _ => Err(ckr::ATTRIBUTE_VALUE_INVALID),
+    }
+}
+
+/// The raw bytes of another party's public key given to `CKM_ECDH1_DERIVE`
+/// (raw point, or the point in a DER OCTET STRING), as an OpenSSL key.
+pub fn ec_peer_key(curve: Curve, public_data: &[u8]) -> Result<PKey<Public>, Rv> {
+    let raw = ec_point_raw(public_data, curve).map_err(|_| ckr::MECHANISM_PARAM_INVALID)?;
+    let group = curve.group()?;
+    let mut ctx = BigNumContext::new().map_err(|_| ckr::GENERAL_ERROR)?;
+    let p =
+        EcPoint::from_bytes(&group, &raw, &mut ctx).map_err(|_| ckr::MECHANISM_PARAM_INVALID)?;
+    let key = EcKey::from_public_key(&group, &p).map_err(|_| ckr::MECHANISM_PARAM_INVALID)?;
+    PKey::from_ec_key(key).map_err(|_| ckr::GENERAL_ERROR)
+}
+
+/// Material attributes (type, canonical value) of a key.
+pub type MaterialAttrs = Vec<(u64, Zeroizing<Vec<u8>>)>;
+
+/// A private key as PKCS#8 `PrivateKeyInfo` DER (for wrapping).
+pub fn private_to_pkcs8(m: &KeyMaterial) -> Result<Zeroizing<Vec<u8>>, Rv> {
+    let e = |_| ckr::GENERAL_ERROR;
+    let der = match m {
+        KeyMaterial::RsaPrivate { pkey, .. } => pkey.private_key_to_pkcs8().map_err(e)?,
+        KeyMaterial::EcPrivate { key, .. } => PKey::from_ec_key(key.clone())
+            .map_err(e)?
+            .private_key_to_pkcs8()
+            .map_err(e)?,
+        KeyMaterial::EdPrivate { pkey, .. } => pkey.private_key_to_pkcs8().map_err(e)?,
+        _ => return Err(ckr::KEY_NOT_WRAPPABLE),
+    };
+    Ok(Zeroizing::new(der))
+}
+
+/// The key type and material attributes (canonical, as a `C_CreateObject`
+/// template would give them) of a PKCS#8 private key (for unwrapping).
+pub fn private_from_pkcs8(der: &[u8]) -> Result<(u64, MaterialAttrs), Rv> {
+    let bad = |_| ckr::WRAPPED_KEY_INVALID;
+    let pkey = PKey::private_key_from_pkcs8(der).map_err(bad)?;
+    let z = |v: Vec<u8>| Zeroizing::new(v);
+    match pkey.id() {
+        openssl::pkey::Id::RSA => {
+            let rsa = pkey.rsa().map_err(bad)?;
+            let mut out = vec![
+                (cka::MODULUS, z(be(rsa.n()))),
+                (cka::PUBLIC_EXPONENT, z(be(rsa.e()))),
+                (cka::PRIVATE_EXPONENT, z(be(rsa.d()))),
+            ];
+            let parts = [
+                (cka::PRIME_1, rsa.p()),
+                (cka::PRIME_2, rsa.q()),
+                (cka::EXPONENT_1, rsa.dmp1()),
+                (cka::EXPONENT_2, rsa.dmq1()),
+                (cka::COEFFICIENT, rsa.iqmp()),
+            ];
+            for (ty, v) in parts {
+                if let Some(v) = v {
+                    out.push((ty, z(be(v))));
+                }
+            }
+            Ok((ckk::RSA, out))
+        }
+        openssl::pkey::Id::EC => {
+            let ec = pkey.ec_key().map_err(bad)?;
+            let curve = ec
+                .group()
+                .curve_name()
+                .and_then(Curve::from_nid)
+                .ok_or(ckr::CURVE_NOT_SUPPORTED)?;
+            Ok((
+                ckk::EC,
+                vec![
+                    (cka::EC_PARAMS, z(curve.oid_der().to_vec())),
+                    (cka::VALUE, z(padded(ec.private_key(), curve.bytes())?)),
+                ],
+            ))
+        }
+        id @ (openssl::pkey::Id::ED25519 | openssl::pkey::Id::ED448) => {
+            let curve = if id == openssl::pkey::Id::ED25519 {
+                EdCurve::Ed25519
+            } else {
+                EdCurve::Ed448
+            };
+            let raw = pkey.raw_private_key().map_err(bad)?;
+            Ok((
+                ckk::EC_EDWARDS,
+                vec![
+                    (cka::EC_PARAMS, z(curve.oid_der().to_vec())),
+                    (cka::VALUE, z(raw)),
+                ],
+            ))
+        }
+        _ => Err(ckr::WRAPPED_KEY_INVALID),
     }
 }
 
@@ -367,6 +570,30 @@ pub fn import(class: u64, kt: u64, t: &BTreeMap<u64, &[u8]>, a: &mut Attrs) -> R
             let key = ec_private(curve, value)?;
             a.insert(cka::EC_PARAMS, curve.oid_der().to_vec());
             a.insert(cka::VALUE, padded(key.private_key(), curve.bytes())?);
+            Ok(())
+        }
+        (cko::PUBLIC_KEY, ckk::EC_EDWARDS) => {
+            let params = t.get(&cka::EC_PARAMS).ok_or(ckr::TEMPLATE_INCOMPLETE)?;
+            let point = t.get(&cka::EC_POINT).ok_or(ckr::TEMPLATE_INCOMPLETE)?;
+            let curve = EdCurve::from_params(params).map_err(|e| {
+                if e == ckr::DOMAIN_PARAMS_INVALID {
+                    ckr::ATTRIBUTE_VALUE_INVALID
+                } else {
+                    e
+                }
+            })?;
+            let raw = ed_point_raw(point, curve)?;
+            PKey::public_key_from_raw_bytes(&raw, curve.id())
+                .map_err(|_| ckr::ATTRIBUTE_VALUE_INVALID)?;
+            // CKA_EC_PARAMS is kept as given (OID or name).
+            a.insert(cka::EC_POINT, der_octet_string(&raw));
+            Ok(())
+        }
+        (cko::PRIVATE_KEY, ckk::EC_EDWARDS) => {
+            let params = t.get(&cka::EC_PARAMS).ok_or(ckr::TEMPLATE_INCOMPLETE)?;
+            let value = t.get(&cka::VALUE).ok_or(ckr::TEMPLATE_INCOMPLETE)?;
+            let curve = EdCurve::from_params(params)?;
+            ed_private(curve, value)?;
             Ok(())
         }
         (cko::SECRET_KEY, _) => {
@@ -535,6 +762,32 @@ pub fn generate_pair(
             private.insert(cka::VALUE, padded(key.private_key(), curve.bytes())?);
             Ok(())
         }
+        ckm::EC_EDWARDS_KEY_PAIR_GEN => {
+            let params = attr::find(pub_t, cka::EC_PARAMS)
+                .or_else(|| attr::find(priv_t, cka::EC_PARAMS))
+                .ok_or(ckr::TEMPLATE_INCOMPLETE)?;
+            if let (Some(a), Some(b)) = (
+                attr::find(pub_t, cka::EC_PARAMS),
+                attr::find(priv_t, cka::EC_PARAMS),
+            ) {
+                if a != b {
+                    return Err(ckr::TEMPLATE_INCONSISTENT);
+                }
+            }
+            let curve = EdCurve::from_params(params)?;
+            let e = |_| ckr::GENERAL_ERROR;
+            let pkey = match curve {
+                EdCurve::Ed25519 => PKey::generate_ed25519().map_err(e)?,
+                EdCurve::Ed448 => PKey::generate_ed448().map_err(e)?,
+            };
+            let raw_pub = pkey.raw_public_key().map_err(e)?;
+            let raw_priv = Zeroizing::new(pkey.raw_private_key().map_err(e)?);
+            public.insert(cka::EC_PARAMS, params.to_vec());
+            private.insert(cka::EC_PARAMS, params.to_vec());
+            public.insert(cka::EC_POINT, der_octet_string(&raw_pub));
+            private.insert(cka::VALUE, raw_priv.to_vec());
+            Ok(())
+        }
         _ => Err(ckr::MECHANISM_INVALID),
     }
 }
@@ -549,10 +802,21 @@ mod tests {
         let mut name = vec![0x13, 10];
         name.extend(b"prime256v1");
         assert_eq!(Curve::from_params(&name), Ok(Curve::P256));
-        // secp256k1: a valid OID, not supported.
         assert_eq!(
             Curve::from_params(&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a]),
+            Ok(Curve::Secp256k1)
+        );
+        // secp224r1: a valid OID, not supported.
+        assert_eq!(
+            Curve::from_params(&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x21]),
             Err(ckr::CURVE_NOT_SUPPORTED)
+        );
+        let mut name = vec![0x13, 12];
+        name.extend(b"edwards25519");
+        assert_eq!(EdCurve::from_params(&name), Ok(EdCurve::Ed25519));
+        assert_eq!(
+            EdCurve::from_params(&[0x06, 0x03, 0x2b, 0x65, 0x71]),
+            Ok(EdCurve::Ed448)
         );
         assert_eq!(
             Curve::from_params(&[1, 2, 3]),

@@ -107,6 +107,26 @@ impl Object {
         exportable(&self.attrs)
     }
 
+    /// The mechanisms `CKA_ALLOWED_MECHANISMS` lists (empty: no restriction).
+    pub fn allowed_mechanisms(&self) -> Vec<u64> {
+        self.get(cka::ALLOWED_MECHANISMS)
+            .unwrap_or(&[])
+            .chunks_exact(8)
+            .filter_map(|c| attr::read_ulong(c).ok())
+            .collect()
+    }
+
+    /// Whether `CKA_ALLOWED_MECHANISMS` lets mechanism `m` be used with
+    /// this key (`CKR_MECHANISM_INVALID` otherwise).
+    pub fn check_mechanism(&self, m: u64) -> Result<(), Rv> {
+        let allowed = self.allowed_mechanisms();
+        if allowed.is_empty() || allowed.contains(&m) {
+            Ok(())
+        } else {
+            Err(ckr::MECHANISM_INVALID)
+        }
+    }
+
     /// Whether attribute `ty` is secret *for this object* and the object
     /// does not let it out.
     pub fn hides(&self, ty: u64) -> bool {
@@ -212,7 +232,9 @@ fn policy(class: u64, key_type: Option<u64>, ty: u64) -> Option<Policy> {
     }
     let key_common = |ty| match ty {
         cka::KEY_TYPE => Some(Fixed),
-        cka::ID | cka::START_DATE | cka::END_DATE | cka::DERIVE => Some(Modifiable),
+        cka::ID | cka::START_DATE | cka::END_DATE | cka::DERIVE | cka::ALLOWED_MECHANISMS => {
+            Some(Modifiable)
+        }
         cka::LOCAL | cka::KEY_GEN_MECHANISM => Some(TokenOnly),
         _ => None,
     };
@@ -250,7 +272,11 @@ fn policy(class: u64, key_type: Option<u64>, ty: u64) -> Option<Policy> {
             {
                 Some(Fixed)
             }
-            cka::EC_PARAMS | cka::EC_POINT if key_type == Some(ckk::EC) => Some(Fixed),
+            cka::EC_PARAMS | cka::EC_POINT
+                if matches!(key_type, Some(ckk::EC | ckk::EC_EDWARDS)) =>
+            {
+                Some(Fixed)
+            }
             _ => None,
         }),
         cko::PRIVATE_KEY => key_common(ty).or(match ty {
@@ -274,7 +300,9 @@ fn policy(class: u64, key_type: Option<u64>, ty: u64) -> Option<Policy> {
             {
                 Some(Fixed)
             }
-            cka::EC_PARAMS | cka::VALUE if key_type == Some(ckk::EC) => Some(Fixed),
+            cka::EC_PARAMS | cka::VALUE if matches!(key_type, Some(ckk::EC | ckk::EC_EDWARDS)) => {
+                Some(Fixed)
+            }
             _ => None,
         }),
         cko::SECRET_KEY => key_common(ty).or(match ty {
@@ -351,7 +379,7 @@ pub fn set_bool(a: &mut Attrs, ty: u64, v: bool) {
 
 /// Key types a class accepts; `Err` with the code for a refused one.
 fn check_key_type(class: u64, kt: u64) -> Result<(), Rv> {
-    let asym = matches!(kt, ckk::RSA | ckk::EC);
+    let asym = matches!(kt, ckk::RSA | ckk::EC | ckk::EC_EDWARDS);
     let sym = matches!(
         kt,
         ckk::AES
@@ -553,6 +581,8 @@ fn defaults(class: u64, key_type: Option<u64>) -> Attrs {
         set_ulong(&mut a, cka::KEY_TYPE, kt);
         set_bool(&mut a, cka::LOCAL, false);
         set_ulong(&mut a, cka::KEY_GEN_MECHANISM, UNAVAILABLE_INFORMATION);
+        // No restriction unless the application gives a list.
+        a.insert(cka::ALLOWED_MECHANISMS, Vec::new());
         let on = match class {
             cko::PUBLIC_KEY => &[
                 cka::ENCRYPT,

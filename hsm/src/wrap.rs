@@ -108,22 +108,29 @@ fn uw(kek: &[u8], c: &[u8]) -> Result<([u8; 8], Zeroizing<Vec<u8>>), Rv> {
     Ok((a, out))
 }
 
-/// Wrap `key` under `kek` with `mech`.
+/// Wrap `key` under `kek` with `mech` and the default initial value.
 pub fn wrap(mech: u64, kek: &[u8], key: &[u8]) -> Result<Vec<u8>, Rv> {
+    wrap_iv(mech, kek, key, None)
+}
+
+/// Wrap `key` under `kek` with `mech`; `iv` replaces the default initial
+/// value (8 bytes for RFC 3394, the 4-byte alternative IV for RFC 5649).
+pub fn wrap_iv(mech: u64, kek: &[u8], key: &[u8], iv: Option<&[u8]>) -> Result<Vec<u8>, Rv> {
     match mech {
         ckm::AES_KEY_WRAP => {
             if key.len() < 16 || !key.len().is_multiple_of(8) {
                 return Err(ckr::KEY_SIZE_RANGE);
             }
-            w(kek, IV_3394, key)
+            w(kek, iv_3394(iv)?, key)
         }
         ckm::AES_KEY_WRAP_PAD => {
             if key.is_empty() {
                 return Err(ckr::KEY_SIZE_RANGE);
             }
             let mli = u32::try_from(key.len()).map_err(|_| ckr::KEY_SIZE_RANGE)?;
+            let aiv = aiv_5649(iv)?;
             let mut iv = [0u8; 8];
-            iv[..4].copy_from_slice(&AIV_5649);
+            iv[..4].copy_from_slice(&aiv);
             iv[4..].copy_from_slice(&mli.to_be_bytes());
             let mut p = Zeroizing::new(key.to_vec());
             p.resize(key.len().div_ceil(8) * 8, 0);
@@ -142,15 +149,39 @@ pub fn wrap(mech: u64, kek: &[u8], key: &[u8]) -> Result<Vec<u8>, Rv> {
     }
 }
 
-/// Unwrap `wrapped` under `kek` with `mech`.
+fn iv_3394(iv: Option<&[u8]>) -> Result<[u8; 8], Rv> {
+    match iv {
+        None => Ok(IV_3394),
+        Some(v) => v.try_into().map_err(|_| ckr::MECHANISM_PARAM_INVALID),
+    }
+}
+
+fn aiv_5649(iv: Option<&[u8]>) -> Result<[u8; 4], Rv> {
+    match iv {
+        None => Ok(AIV_5649),
+        Some(v) => v.try_into().map_err(|_| ckr::MECHANISM_PARAM_INVALID),
+    }
+}
+
+/// Unwrap `wrapped` under `kek` with `mech` and the default initial value.
 pub fn unwrap(mech: u64, kek: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, Rv> {
+    unwrap_iv(mech, kek, wrapped, None)
+}
+
+/// Unwrap `wrapped` under `kek` with `mech`; `iv` as in [`wrap_iv`].
+pub fn unwrap_iv(
+    mech: u64,
+    kek: &[u8],
+    wrapped: &[u8],
+    iv: Option<&[u8]>,
+) -> Result<Zeroizing<Vec<u8>>, Rv> {
     if wrapped.len() < 16 || !wrapped.len().is_multiple_of(8) {
         return Err(ckr::WRAPPED_KEY_LEN_RANGE);
     }
     match mech {
         ckm::AES_KEY_WRAP => {
             let (a, p) = uw(kek, wrapped)?;
-            if !openssl::memcmp::eq(&a, &IV_3394) {
+            if !openssl::memcmp::eq(&a, &iv_3394(iv)?) {
                 return Err(ckr::WRAPPED_KEY_INVALID);
             }
             Ok(p)
@@ -170,7 +201,7 @@ pub fn unwrap(mech: u64, kek: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>
             let mut mli = [0u8; 4];
             mli.copy_from_slice(&a[4..]);
             let mli = u32::from_be_bytes(mli) as usize;
-            let ok = a[..4] == AIV_5649
+            let ok = a[..4] == aiv_5649(iv)?
                 && mli <= p.len()
                 && mli + 8 > p.len()
                 && p.get(mli..).is_some_and(|pad| pad.iter().all(|b| *b == 0));

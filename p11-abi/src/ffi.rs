@@ -182,6 +182,21 @@ unsafe fn mechanism<'a>(p: *const CK_MECHANISM) -> Result<Mechanism<'a>, Rv> {
                 public_data: bytes(e.pPublicData, e.ulPublicDataLen)?,
             }
         }
+        ckm::EDDSA => {
+            if m.pParameter.is_null() && m.ulParameterLen == 0 {
+                MechParam::None
+            } else {
+                let e: CK_EDDSA_PARAMS = param(&m)?;
+                MechParam::Eddsa {
+                    prehash: e.phFlag != 0,
+                    context: bytes(e.pContextData, e.ulContextDataLen)?,
+                }
+            }
+        }
+        ckm::AES_CMAC_GENERAL => {
+            let n: CK_ULONG = param(&m)?;
+            MechParam::Ulong(n as u64)
+        }
         // Mechanisms without parameters: whatever is passed is ignored.
         _ => MechParam::None,
     };

@@ -169,6 +169,15 @@ pub struct CK_ECDH1_DERIVE_PARAMS {
     pub pPublicData: *mut CK_BYTE,
 }
 
+/// `CK_EDDSA_PARAMS` (PKCS#11 3.0, for `CKM_EDDSA`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CK_EDDSA_PARAMS {
+    pub phFlag: CK_BBOOL,
+    pub ulContextDataLen: CK_ULONG,
+    pub pContextData: *mut CK_BYTE,
+}
+
 /// `CK_INTERFACE` (PKCS#11 3.0), used by `C_GetInterfaceList`/`C_GetInterface`.
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -15,6 +15,8 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod conformance;
+
 type Result<T> = std::result::Result<T, String>;
 
 const USAGE: &str = "\
@@ -26,6 +28,9 @@ commands:
           signed, public keys read) with OpenSSL verifying the signatures
   test    build; cargo fmt --check; clippy -D warnings; cargo test --workspace;
           the demo; cargo build -p hsmlink-core for thumbv7em-none-eabihf
+  conformance
+          the cryptoki crate's published test-suite against the module and a
+          local software HSM; prints the failures and which the profile causes
   help    this text
 ";
 
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") if args.len() == 1 => demo(),
         Some("test") if args.len() == 1 => test(),
+        Some("conformance") if args.len() == 1 => conformance::conformance(),
         Some("help" | "--help" | "-h") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
