@@ -70,24 +70,78 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-fn built_artifact(name: &str) -> PathBuf {
-    let path = target_dir().join("debug").join(name);
+fn built_artifact(name: &str, dep_info: &str) -> PathBuf {
+    let debug = target_dir().join("debug");
+    let path = debug.join(name);
     assert!(
         path.is_file(),
         "{} is missing: {BUILD_HINT}",
         path.display()
     );
+    // A stale artefact would test old code: cargo does not rebuild it for
+    // `cargo test -p hsmlink-tests`. Cargo's dep-info file lists the
+    // sources it was built from.
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let newer = std::fs::read_to_string(debug.join(dep_info))
+        .ok()
+        .and_then(|deps| {
+            dep_info_sources(&deps).into_iter().find(|source| {
+                let changed = std::fs::metadata(source).and_then(|m| m.modified()).ok();
+                matches!((built, changed), (Some(b), Some(c)) if c > b)
+            })
+        });
+    if let Some(source) = newer {
+        panic!(
+            "{} is older than {}: {BUILD_HINT}",
+            path.display(),
+            source.display()
+        );
+    }
     path
 }
 
-/// Path of the built module, `target/debug/libhsmlink_pkcs11.so`.
-pub fn module_path() -> PathBuf {
-    built_artifact("libhsmlink_pkcs11.so")
+/// The source files of the first rule of a Makefile-style dep-info file.
+fn dep_info_sources(deps: &str) -> Vec<PathBuf> {
+    let Some(line) = deps.lines().next() else {
+        return Vec::new();
+    };
+    // "target: dep dep ..."; spaces inside paths are escaped as "\ ".
+    let Some((_, list)) = line.split_once(": ") else {
+        return Vec::new();
+    };
+    let mut sources = Vec::new();
+    let mut current = String::new();
+    let mut chars = list.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&' ') => {
+                current.push(' ');
+                chars.next();
+            }
+            ' ' => {
+                if !current.is_empty() {
+                    sources.push(PathBuf::from(std::mem::take(&mut current)));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        sources.push(PathBuf::from(current));
+    }
+    sources
 }
 
-/// Path of the built server, `target/debug/hsmlink-hsm`.
+/// Path of the built module, `target/debug/libhsmlink_pkcs11.so`; fails if
+/// it is missing or older than a source it was built from.
+pub fn module_path() -> PathBuf {
+    built_artifact("libhsmlink_pkcs11.so", "libhsmlink_pkcs11.d")
+}
+
+/// Path of the built server, `target/debug/hsmlink-hsm`; fails if it is
+/// missing or older than its sources.
 pub fn hsm_binary() -> PathBuf {
-    built_artifact("hsmlink-hsm")
+    built_artifact("hsmlink-hsm", "hsmlink-hsm.d")
 }
 
 // ---------------------------------------------------------------------------

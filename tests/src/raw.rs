@@ -225,6 +225,60 @@ impl Raw {
         )
     }
 
+    /// The interfaces of `C_GetInterfaceList` (PKCS#11 3.0): name, and the
+    /// version at the head of each function list. `None` if not exported.
+    pub fn interface_list(&self) -> Option<(CK_RV, Vec<InterfaceInfo>)> {
+        let f = self.lib.C_GetInterfaceList.as_ref().ok()?;
+        let mut count: CK_ULONG = 0;
+        // SAFETY: a null list with a valid count pointer is the size query.
+        let rv = unsafe { f(ptr::null_mut(), &mut count) };
+        if rv != CKR_OK {
+            return Some((rv, Vec::new()));
+        }
+        let mut list: Vec<CK_INTERFACE> = (0..count.max(1))
+            .map(|_| CK_INTERFACE {
+                pInterfaceName: ptr::null_mut(),
+                pFunctionList: ptr::null_mut(),
+                flags: 0,
+            })
+            .collect();
+        // SAFETY: `list` holds `count` entries.
+        let rv = unsafe { f(list.as_mut_ptr(), &mut count) };
+        list.truncate(count as usize);
+        let entries = list.iter().map(describe_interface).collect();
+        Some((rv, entries))
+    }
+
+    /// `C_GetInterface(name, NULL, &iface, 0)` (PKCS#11 3.0).
+    pub fn get_interface(
+        &self,
+        name: Option<&std::ffi::CStr>,
+    ) -> Option<(CK_RV, Option<InterfaceInfo>)> {
+        let f = self.lib.C_GetInterface.as_ref().ok()?;
+        let mut iface: *mut CK_INTERFACE = ptr::null_mut();
+        let name_ptr = name.map_or(ptr::null_mut(), |n| n.as_ptr().cast_mut().cast());
+        // SAFETY: a NUL-terminated name (or null), a valid out-pointer.
+        let rv = unsafe { f(name_ptr, ptr::null_mut(), &mut iface, 0) };
+        if rv != CKR_OK || iface.is_null() {
+            return Some((rv, None));
+        }
+        // SAFETY: the module returned a pointer to its interface.
+        Some((rv, Some(describe_interface(unsafe { &*iface }))))
+    }
+
+    /// The function list pointer `C_GetFunctionList` returns.
+    pub fn function_list_ptr(&self) -> *const CK_FUNCTION_LIST {
+        let get = self
+            .lib
+            .C_GetFunctionList
+            .as_ref()
+            .expect("C_GetFunctionList");
+        let mut list_ptr: *mut CK_FUNCTION_LIST = ptr::null_mut();
+        // SAFETY: list_ptr is a valid out-pointer.
+        let _ = unsafe { get(&mut list_ptr) };
+        list_ptr
+    }
+
     /// `C_Initialize` with `CKF_OS_LOCKING_OK`.
     pub fn initialize(&self) -> CK_RV {
         let mut args = cryptoki_sys::CK_C_INITIALIZE_ARGS {
@@ -591,6 +645,42 @@ impl Raw {
     /// `C_GetSlotList(FALSE, NULL, NULL)` (must be `CKR_ARGUMENTS_BAD`).
     pub fn slot_list_null_count(&self) -> CK_RV {
         call!(self.C_GetSlotList(0, ptr::null_mut(), ptr::null_mut()))
+    }
+}
+
+/// One `CK_INTERFACE`: its name, the version at the head of its function
+/// list, and the list.
+#[derive(Debug, Clone)]
+pub struct InterfaceInfo {
+    /// `pInterfaceName`.
+    pub name: String,
+    /// The `CK_VERSION` the function list starts with.
+    pub version: (u8, u8),
+    /// `pFunctionList`.
+    pub functions: *const CK_FUNCTION_LIST,
+}
+
+fn describe_interface(iface: &CK_INTERFACE) -> InterfaceInfo {
+    let name = if iface.pInterfaceName.is_null() {
+        String::new()
+    } else {
+        // SAFETY: the module's interface name is a NUL-terminated string.
+        unsafe { std::ffi::CStr::from_ptr(iface.pInterfaceName.cast()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let list = iface.pFunctionList as *const CK_FUNCTION_LIST;
+    let version = if list.is_null() {
+        (0, 0)
+    } else {
+        // SAFETY: every function list starts with a CK_VERSION.
+        let v = unsafe { ptr::read_unaligned(list.cast::<CK_VERSION>()) };
+        (v.major, v.minor)
+    };
+    InterfaceInfo {
+        name,
+        version,
+        functions: list,
     }
 }
 

@@ -73,15 +73,61 @@ fn function_list_is_complete_v2_40() {
 }
 
 #[test]
-fn interface_functions_are_exported() {
+fn interface_functions_give_the_v2_40_list() {
     let t = token();
+    let list = t.raw.function_list_ptr();
+    let (rv, interfaces) = t
+        .raw
+        .interface_list()
+        .expect("C_GetInterfaceList is not exported");
+    assert_eq!(rv, CKR_OK, "C_GetInterfaceList: {}", raw::rv_name(rv));
     assert!(
-        t.raw.library().C_GetInterface.is_ok(),
-        "C_GetInterface is not exported"
+        !interfaces.is_empty(),
+        "C_GetInterfaceList returned no interface"
     );
+    let pkcs11: Vec<_> = interfaces.iter().filter(|i| i.name == "PKCS 11").collect();
     assert!(
-        t.raw.library().C_GetInterfaceList.is_ok(),
-        "C_GetInterfaceList is not exported"
+        !pkcs11.is_empty(),
+        "no \"PKCS 11\" interface in {interfaces:?}"
+    );
+    for interface in &pkcs11 {
+        let (version, functions) = (interface.version, interface.functions);
+        assert!(!functions.is_null());
+        if version == (2, 40) {
+            assert_eq!(
+                functions, list,
+                "the 2.40 interface is the C_GetFunctionList table"
+            );
+        } else {
+            assert!(version.0 >= 3, "interface version {version:?}");
+        }
+    }
+    let (rv, default) = t
+        .raw
+        .get_interface(None)
+        .expect("C_GetInterface is not exported");
+    assert_eq!(rv, CKR_OK, "C_GetInterface(NULL): {}", raw::rv_name(rv));
+    let default = default.expect("an interface");
+    assert_eq!(default.name, "PKCS 11");
+    assert!(!default.functions.is_null());
+    let (rv, named) = t
+        .raw
+        .get_interface(Some(c"PKCS 11"))
+        .expect("C_GetInterface");
+    assert_eq!(
+        rv,
+        CKR_OK,
+        "C_GetInterface(\"PKCS 11\"): {}",
+        raw::rv_name(rv)
+    );
+    assert!(named.is_some());
+    let (rv, _) = t
+        .raw
+        .get_interface(Some(c"Vendor XYZ"))
+        .expect("C_GetInterface");
+    assert_ne!(
+        rv, CKR_OK,
+        "C_GetInterface(\"Vendor XYZ\") found an interface"
     );
 }
 

@@ -689,12 +689,54 @@ fn key_pair_templates_are_checked() {
         ),
         RvError::TemplateIncomplete,
     );
-    // EC on a curve the token does not have (secp256k1).
+    // secp256k1 is not required: refused with the standard code, or, if
+    // offered, a working key.
+    let secp256k1 = vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a];
+    match session.generate_key_pair(
+        &Mechanism::EccKeyPairGen,
+        &[
+            Attribute::Token(false),
+            Attribute::EcParams(secp256k1),
+            Attribute::Verify(true),
+        ],
+        &[Attribute::Token(false), Attribute::Sign(true)],
+    ) {
+        Ok((public, private)) => {
+            let point =
+                verify::unwrap_ec_point(&attribute_bytes(&session, public, AttributeType::EcPoint));
+            let group = openssl::ec::EcGroup::from_curve_name(Nid::SECP256K1).expect("group");
+            let mut ctx = openssl::bn::BigNumContext::new().expect("ctx");
+            let point = openssl::ec::EcPoint::from_bytes(&group, &point, &mut ctx)
+                .expect("a secp256k1 point");
+            let key = openssl::pkey::PKey::from_ec_key(
+                openssl::ec::EcKey::from_public_key(&group, &point).expect("key"),
+            )
+            .expect("pkey");
+            let sig = session
+                .sign(&Mechanism::EcdsaSha256, private, MESSAGE)
+                .expect("sign on secp256k1");
+            assert!(
+                verify::ecdsa_verifies(&key, Some(MessageDigest::sha256()), MESSAGE, &sig),
+                "OpenSSL rejects a secp256k1 signature"
+            );
+        }
+        Err(e) => {
+            let rv = rv_of::<()>(Err(e));
+            assert!(
+                matches!(
+                    rv,
+                    RvError::DomainParamsInvalid
+                        | RvError::CurveNotSupported
+                        | RvError::AttributeValueInvalid
+                ),
+                "secp256k1: got {rv:?}"
+            );
+        }
+    }
+    // A well-formed OID that names no curve (1.2.3.4).
     let rv = rv_of(session.generate_key_pair(
         &Mechanism::EccKeyPairGen,
-        &[Attribute::EcParams(vec![
-            0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a,
-        ])],
+        &[Attribute::EcParams(vec![0x06, 0x03, 0x2a, 0x03, 0x04])],
         &[Attribute::Sign(true)],
     ));
     assert!(
@@ -704,7 +746,7 @@ fn key_pair_templates_are_checked() {
                 | RvError::CurveNotSupported
                 | RvError::AttributeValueInvalid
         ),
-        "secp256k1: got {rv:?}"
+        "OID 1.2.3.4 as a curve: got {rv:?}"
     );
     // Garbage CKA_EC_PARAMS.
     let rv = rv_of(session.generate_key_pair(
