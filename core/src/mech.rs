@@ -436,6 +436,28 @@ pub fn check_params(m: &Mechanism<'_>) -> Result<(), Rv> {
     }
 }
 
+/// Checks of a mechanism's parameters that depend on the key (known from
+/// `KeyInfo`, so that `C_SignInit` and the like answer them even when the
+/// operation starts without a round trip): the EdDSA variant must be one
+/// the curve offers, the PSS salt must fit the modulus, OAEP the key.
+pub fn check_for_key(m: &Mechanism<'_>, key: &KeyInfo) -> Result<(), Rv> {
+    let bad = Err(ckr::MECHANISM_PARAM_INVALID);
+    let em = (key.bits as usize).saturating_sub(1).div_ceil(8);
+    match (m.ty, &m.param) {
+        // Pure Ed25519 has no parameters; pure Ed448 none or phFlag false
+        // without context. Ed25519ctx/ph and Ed448ph are not offered.
+        (ckm::EDDSA, MechParam::Eddsa { .. }) if key.bits <= 256 => bad,
+        (ckm::EDDSA, MechParam::Eddsa { prehash, context }) if *prehash || !context.is_empty() => {
+            bad
+        }
+        (_, MechParam::Pss { hash, salt_len, .. }) => match Hash::from_mechanism(*hash) {
+            Some(h) if (em as u64) >= h.size() as u64 + salt_len.saturating_add(2) => Ok(()),
+            _ => bad,
+        },
+        _ => Ok(()),
+    }
+}
+
 /// The hash of an ANSI X9.63 key derivation function (`CKD_SHAx_KDF`).
 pub const fn ecdh_kdf_hash(kdf: u64) -> Option<Hash> {
     use crate::ck::ckd;

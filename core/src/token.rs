@@ -655,6 +655,13 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     /// how many. A round trip only when the local batch runs out.
     pub fn find(&self, session: u64, out: &mut [u64]) -> Result<usize, Rv> {
         self.with_login(session, |t, inner| {
+            // Even with no room for a handle, there must be a search.
+            if !matches!(
+                inner.session.as_ref().map(|s| &s.active),
+                Some(Active::Find { .. })
+            ) {
+                return Err(ckr::OPERATION_NOT_INITIALIZED);
+            }
             let mut n = 0;
             while n < out.len() {
                 let Some(Session {
@@ -1027,6 +1034,12 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                     }
                     return Err(ckr::KEY_TYPE_INCONSISTENT);
                 }
+            }
+            if let Err(rv) = mech::check_for_key(mechanism, &key_info) {
+                if remote {
+                    let _ = t.exchange(inner, &Request::CryptoCancel { op });
+                }
+                return Err(rv);
             }
             if remote {
                 t.keys.lock().put(key, op, key_info);
