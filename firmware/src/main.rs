@@ -11,7 +11,8 @@
 //! [`LABEL`] (generating a persistent P-256 pair the first time), read the
 //! public point, sign [`MESSAGE`] with `CKM_ECDSA_SHA256` (hashed here, on the
 //! device) and print the point, the message and the signature in hex for
-//! the host to verify.
+//! the host to verify. Then it prints `hsmlink-fw: done` and halts; on an
+//! error it prints the `CKR_*` value and exits with a failure (semihosting).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -61,17 +62,15 @@ static STACK: StaticCell<SharedStack<UartStack>> = StaticCell::new();
 
 #[entry]
 fn main() -> ! {
-    let status = match run() {
-        Ok(()) => {
-            hprintln!("hsmlink-fw: done");
-            debug::EXIT_SUCCESS
-        }
+    match run() {
+        // Halt rather than exit, so that the host can still read the RAM
+        // (the stack's high-water mark); `cargo xtask qemu` then quits QEMU.
+        Ok(()) => hprintln!("hsmlink-fw: done"),
         Err(rv) => {
             hprintln!("hsmlink-fw: failed with CKR 0x{:x}", rv);
-            debug::EXIT_FAILURE
+            debug::exit(debug::EXIT_FAILURE);
         }
-    };
-    debug::exit(status);
+    }
     loop {
         cortex_m::asm::wfi();
     }

@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod conformance;
+mod embedded;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -31,6 +32,11 @@ commands:
   conformance
           the cryptoki crate's published test-suite against the module and a
           local software HSM; prints the failures and which the profile causes
+  cross   core + transport-embedded (with and without defmt) for
+          thumbv7em-none-eabihf, thumbv6m-none-eabi, riscv32imc-unknown-none-elf;
+          the no-allocator firmware, linted, with its flash and RAM sizes
+  qemu    the firmware under qemu-system-arm signs through a local software
+          HSM over its UART; OpenSSL verifies; stack high-water mark
   help    this text
 ";
 
@@ -43,6 +49,8 @@ fn main() -> ExitCode {
         Some("demo") if args.len() == 1 => demo(),
         Some("test") if args.len() == 1 => test(),
         Some("conformance") if args.len() == 1 => conformance::conformance(),
+        Some("cross") => embedded::cross(&args[1..]),
+        Some("qemu") => embedded::qemu(&args[1..]),
         Some("help" | "--help" | "-h") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
