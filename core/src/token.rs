@@ -160,6 +160,14 @@ struct SlotInner<L, const BUF: usize> {
     link_used: bool,
     /// Why the last link was dropped.
     last_error: Option<crate::link::LinkError>,
+    /// Hash of the identity the HSM gave in `Hello`: handles are facts
+    /// about one HSM's objects, so the key cache is kept per identity.
+    peer: u32,
+    /// The identity this session's handles belong to (0: not yet known).
+    /// A reconnection that reaches another identity (another HSM with its
+    /// own objects, or one that lost them) would give the application's
+    /// handles another meaning: the session is closed instead.
+    pinned: u32,
     /// The encoded mechanism of a locally initialized operation.
     mech: [u8; MECH_BUF],
     mech_len: usize,
@@ -192,6 +200,8 @@ impl<L, R: RawMutex, const BUF: usize> SessionSlot<L, R, BUF> {
                     reply_len: 0,
                     link_used: false,
                     last_error: None,
+                    peer: 0,
+                    pinned: 0,
                     mech: [0; MECH_BUF],
                     mech_len: 0,
                     tx: [0; BUF],
@@ -223,32 +233,33 @@ pub struct Token<'s, C: Connector, R: RawMutex, const BUF: usize> {
 /// key being destroyed or changed, which the HSM then reports at the first
 /// exchange of the operation.
 struct KeyCache {
-    entries: heapless::Deque<(u64, Op, KeyInfo), KEY_CACHE>,
+    /// (server identity, handle, operation, what the server said).
+    entries: heapless::Deque<(u32, u64, Op, KeyInfo), KEY_CACHE>,
 }
 
 impl KeyCache {
-    fn get(&self, handle: u64, op: Op) -> Option<KeyInfo> {
+    fn get(&self, peer: u32, handle: u64, op: Op) -> Option<KeyInfo> {
         self.entries
             .iter()
-            .find(|(h, o, _)| *h == handle && *o == op)
-            .map(|(_, _, k)| *k)
+            .find(|(p, h, o, _)| *p == peer && *h == handle && *o == op)
+            .map(|(_, _, _, k)| *k)
     }
 
-    fn put(&mut self, handle: u64, op: Op, key: KeyInfo) {
-        if self.get(handle, op).is_some() {
+    fn put(&mut self, peer: u32, handle: u64, op: Op, key: KeyInfo) {
+        if self.get(peer, handle, op).is_some() {
             return;
         }
         if self.entries.is_full() {
             self.entries.pop_front();
         }
-        let _ = self.entries.push_back((handle, op, key));
+        let _ = self.entries.push_back((peer, handle, op, key));
     }
 
     fn forget(&mut self, handle: u64) {
         let n = self.entries.len();
         for _ in 0..n {
             if let Some(e) = self.entries.pop_front() {
-                if e.0 != handle {
+                if e.1 != handle {
                     let _ = self.entries.push_back(e);
                 }
             }
@@ -355,6 +366,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         });
         inner.link = None;
         inner.link_generation = 0;
+        inner.pinned = 0;
         slot.handle.store(handle, Ordering::Release);
         Ok(u64::from(handle))
     }
@@ -457,7 +469,14 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             // Authenticated under an older login: start afresh.
             inner.link = None;
         }
-        self.ensure_connected(inner, host_of(&cred))?;
+        if let Err(rv) = self.ensure_connected(inner, host_of(&cred)) {
+            if rv == ckr::SESSION_CLOSED {
+                inner.session = None;
+                drop_link(inner);
+                slot.handle.store(0, Ordering::Release);
+            }
+            return Err(rv);
+        }
         let reply = call(
             inner,
             &Request::Login {
@@ -998,7 +1017,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         };
         self.with_login(session, |t, inner| {
             idle(inner)?;
-            let cached = t.keys.lock().get(key, op);
+            let cached = t.keys.lock().get(inner.peer, key, op);
             // Keep the mechanism to send it with the data, if it fits.
             let kept = match (cached, wire::encode_frame(&sent, &mut inner.mech)) {
                 (Some(k), Ok(n)) => Some((k, n)),
@@ -1042,7 +1061,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 return Err(rv);
             }
             if remote {
-                t.keys.lock().put(key, op, key_info);
+                t.keys.lock().put(inner.peer, key, op, key_info);
             }
             set_active(
                 inner,
@@ -1446,20 +1465,27 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     ) -> Result<T, Rv> {
         let was_used = inner.link_used;
         let first = call(inner, request).map(&pick);
-        let picked = match first {
-            Err(rv)
-                if was_used
-                    && inner.link.is_none()
-                    && inner.last_error == Some(crate::link::LinkError::Io)
-                    && retryable(request) =>
-            {
-                warn!("connection to the HSM lost; reconnecting once");
-                inner.link_generation = 0;
-                self.authenticate(inner).map_err(|_| rv)?;
-                call(inner, request).map(&pick)?
-            }
-            r => r?,
-        };
+        let picked =
+            match first {
+                Err(rv)
+                    if was_used
+                        && inner.link.is_none()
+                        && inner.last_error == Some(crate::link::LinkError::Io)
+                        && retryable(request) =>
+                {
+                    warn!("connection to the HSM lost; reconnecting once");
+                    inner.link_generation = 0;
+                    self.authenticate(inner).map_err(|e| {
+                        if e == ckr::SESSION_CLOSED {
+                            e
+                        } else {
+                            rv
+                        }
+                    })?;
+                    call(inner, request).map(&pick)?
+                }
+                r => r?,
+            };
         picked.ok_or_else(|| self.broken(inner))
     }
 
@@ -1498,11 +1524,24 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             max_frame: (BUF - wire::HEADER_LEN) as u32,
             app: self.app,
         };
-        match call(inner, &hello)
-            .map(|r| matches!(r, Response::Hello { version, .. } if version == PROTOCOL_VERSION))
-        {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(self.broken(inner)),
+        let answer = call(inner, &hello).map(|r| match r {
+            Response::Hello {
+                version, server, ..
+            } if version == PROTOCOL_VERSION => Some(fnv1a(server.as_bytes())),
+            _ => None,
+        });
+        match answer {
+            Ok(Some(peer)) if inner.pinned != 0 && inner.pinned != peer => {
+                warn!("reconnected to another HSM: the session's handles are void; closing it");
+                drop_link(inner);
+                Err(ckr::SESSION_CLOSED)
+            }
+            Ok(Some(peer)) => {
+                inner.peer = peer;
+                inner.pinned = peer;
+                Ok(())
+            }
+            Ok(None) => Err(self.broken(inner)),
             Err(rv) => {
                 drop_link(inner);
                 Err(rv)
@@ -1610,17 +1649,32 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             return Err(ckr::SESSION_HANDLE_INVALID);
         }
         let had_link = inner.link.is_some();
-        self.authenticate(inner)?;
-        if !had_link {
-            // A new connection has no operation state on the HSM.
-            if let Some(s) = inner.session.as_mut() {
-                if matches!(s.active, Active::Crypto(_) | Active::Find { .. }) {
-                    s.active = Active::None;
+        let result = self.authenticate(inner).and_then(|()| {
+            if !had_link {
+                // A new connection has no operation state on the HSM.
+                if let Some(s) = inner.session.as_mut() {
+                    if matches!(s.active, Active::Crypto(_) | Active::Find { .. }) {
+                        s.active = Active::None;
+                    }
                 }
             }
+            f(self, inner)
+        });
+        if result.as_ref().err() == Some(&ckr::SESSION_CLOSED) {
+            // Its HSM is gone for good: the handle is void from now on.
+            inner.session = None;
+            drop_link(inner);
+            slot.handle.store(0, Ordering::Release);
         }
-        f(self, inner)
+        result
     }
+}
+
+/// FNV-1a, 32 bits: a small, stable hash for the HSM's identity.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// Requests that depend on no state of the connection they were sent on,

@@ -15,6 +15,7 @@ struct FakeLink {
     exchanges: Arc<AtomicUsize>,
     /// Fail the next exchange with this error (a dropped connection).
     fail_next: Arc<std::sync::Mutex<Option<LinkError>>>,
+    identity: &'static str,
     logged_in: bool,
     op: Option<Op>,
 }
@@ -34,7 +35,7 @@ impl Link for FakeLink {
             Request::Hello { .. } => Response::Hello {
                 version: PROTOCOL_VERSION,
                 max_frame: 65536,
-                server: "fake",
+                server: self.identity,
             },
             Request::Login { password, .. } if password.0 == b"pw" => {
                 self.logged_in = true;
@@ -95,6 +96,8 @@ struct FakeConnector {
     exchanges: Arc<AtomicUsize>,
     fail_next: Arc<std::sync::Mutex<Option<LinkError>>>,
     connects: Arc<AtomicUsize>,
+    /// What `Hello` answers: which HSM (and objects) a new link reaches.
+    identity: Arc<std::sync::Mutex<&'static str>>,
 }
 
 impl FakeConnector {
@@ -103,6 +106,7 @@ impl FakeConnector {
             exchanges,
             fail_next: Default::default(),
             connects: Default::default(),
+            identity: Arc::new(std::sync::Mutex::new("fake-a")),
         }
     }
 }
@@ -114,6 +118,7 @@ impl Connector for FakeConnector {
         Ok(FakeLink {
             exchanges: self.exchanges.clone(),
             fail_next: self.fail_next.clone(),
+            identity: *self.identity.lock().unwrap(),
             logged_in: false,
             op: None,
         })
@@ -430,4 +435,50 @@ fn closing_the_last_session_logs_the_application_out() {
     t.login(c, cku::USER, b"pw").unwrap();
     t.close_all_sessions();
     assert!(!t.logged_in());
+}
+
+#[test]
+fn find_with_no_room_still_needs_a_search() {
+    // Found by the token_model fuzz target: `C_FindObjects` with a count of
+    // 0 answered CKR_OK with no search active.
+    let s = slots();
+    let (t, _) = token(&s);
+    let h = t.open_session(true).unwrap();
+    t.login(h, cku::USER, b"pw").unwrap();
+    assert_eq!(t.find(h, &mut []), Err(ckr::OPERATION_NOT_INITIALIZED));
+    t.find_init(h, &[]).unwrap();
+    assert_eq!(t.find(h, &mut []), Ok(0));
+    t.find_final(h).unwrap();
+    assert_eq!(t.find(h, &mut []), Err(ckr::OPERATION_NOT_INITIALIZED));
+}
+
+#[test]
+fn a_session_never_follows_its_handles_to_another_hsm() {
+    let s = slots();
+    let (t, _) = token(&s);
+    let h = t.open_session(true).unwrap();
+    t.login(h, cku::USER, b"pw").unwrap();
+    let mut sig = [0u8; SIG_LEN];
+    t.crypto_init(h, Op::Sign, &RSA, 7).unwrap();
+    t.crypto(h, Op::Sign, b"warm", Some(&mut sig)).unwrap();
+    // The HSM dies; the only one left is another HSM, whose handle 7 is
+    // some other object: the session must not sign with it.
+    *t.connector().identity.lock().unwrap() = "fake-b";
+    *t.connector().fail_next.lock().unwrap() = Some(LinkError::Io);
+    assert_eq!(
+        t.crypto_init(h, Op::Sign, &RSA, 7),
+        Ok(()),
+        "checked from the cache"
+    );
+    assert_eq!(
+        t.crypto(h, Op::Sign, b"m", Some(&mut sig)),
+        Err(ckr::SESSION_CLOSED)
+    );
+    assert_eq!(t.session_info(h), Err(ckr::SESSION_HANDLE_INVALID));
+    // A new session works with the HSM that is there; the key cache of the
+    // old one does not apply to it.
+    let n = t.open_session(true).unwrap();
+    let before = t.connector().connects.load(Ordering::SeqCst);
+    t.crypto_init(n, Op::Sign, &RSA, 7).unwrap();
+    assert_eq!(t.connector().connects.load(Ordering::SeqCst), before + 1);
 }

@@ -26,6 +26,28 @@ pub const SERVER_MAX_FRAME: usize = 64 * 1024;
 /// The server's name in `Hello`.
 pub const SERVER_NAME: &str = concat!("hsmlink-hsm ", env!("CARGO_PKG_VERSION"));
 
+/// What `Hello` says of this server: its name and a random identity of this
+/// process. Object handles mean something only within one server process's
+/// view of its store, so a client may remember facts about a handle (the
+/// module's key cache) per identity; a restarted server is a new identity.
+pub fn server_identity() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let mut r = [0u8; 8];
+        // No randomness at all is unthinkable for an HSM; fall back to the
+        // time and process id so the identity still differs per process.
+        if openssl::rand::rand_bytes(&mut r).is_err() {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            r = (t ^ u64::from(std::process::id())).to_le_bytes();
+        }
+        let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{SERVER_NAME} instance={hex}")
+    })
+}
+
 /// An owned reply, turned into a [`Response`] for encoding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -72,7 +94,7 @@ impl Reply {
             Reply::Hello { version, max_frame } => f(&Response::Hello {
                 version: *version,
                 max_frame: *max_frame,
-                server: SERVER_NAME,
+                server: server_identity(),
             }),
             Reply::Ok => f(&Response::Ok),
             Reply::Error(rv) => f(&Response::Error(*rv)),
