@@ -166,7 +166,7 @@ pub fn qemu(args: &[String]) -> Result<()> {
         sizes.bss
     );
     println!(
-        "stack high-water mark: {} B with key generation, {} B for login + find + sign",
+        "stack high-water mark: {} B (run 1: login, generate, sign), {} B (run 2: login, find, sign)",
         marks[0], marks[1]
     );
     println!("both signatures verified by OpenSSL on the host");
@@ -528,7 +528,8 @@ impl Drop for Qemu {
 }
 
 fn run_firmware(qemu: &Path, elf: &Path, hsm: &Hsm, work: &Path) -> Result<Outcome> {
-    let monitor = work.join("monitor.sock");
+    // A short path: a Unix socket's path is limited to about 100 bytes.
+    let monitor = env::temp_dir().join(format!("hsmlink-qemu-{}.sock", std::process::id()));
     let ram_dump = work.join("ram.bin");
     let _ = fs::remove_file(&monitor);
     let _ = fs::remove_file(&ram_dump);
@@ -620,6 +621,7 @@ fn run_firmware(qemu: &Path, elf: &Path, hsm: &Hsm, work: &Path) -> Result<Outco
     while qemu_process.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = fs::remove_file(&monitor);
     let ram = fs::read(&ram_dump).map_err(|e| format!("{}: {e}", ram_dump.display()))?;
     if ram.len() != RAM_SIZE as usize {
         return Err(format!("RAM dump of {} bytes", ram.len()));
