@@ -1006,3 +1006,40 @@ pub fn digest(mech: u64, data: &[u8]) -> Result<Vec<u8>, Rv> {
         .map(|d| d.to_vec())
         .map_err(|_| ckr::FUNCTION_FAILED)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn cmac_rfc4493_vectors_in_one_and_many_parts() {
+        let key = hex("2b7e151628aed2a6abf7158809cf4f3c");
+        let msg = hex(
+            "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51\
+             30c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710",
+        );
+        let cases = [
+            (0, "bb1d6929e95937287fa37d129b756746"),
+            (16, "070a16b46b4d4144f79bdd9dd04a287c"),
+            (40, "dfa66747de9ae63030ca32611497c827"),
+            (64, "51f0bebf7e3b9d92fc49741779363cfe"),
+        ];
+        for (n, want) in cases {
+            let mut one = Cmac::new(&key).unwrap();
+            one.update(&msg[..n]).unwrap();
+            assert_eq!(one.finish().unwrap(), hex(want), "{n} bytes");
+            let mut many = Cmac::new(&key).unwrap();
+            for c in msg[..n].chunks(5) {
+                many.update(c).unwrap();
+            }
+            assert_eq!(many.finish().unwrap(), hex(want), "{n} bytes in parts");
+        }
+    }
+}

@@ -560,13 +560,13 @@ fn generated_key_attributes() {
         c.gen_pair(ckm::EC_KEY_PAIR_GEN, &[], &[]),
         Err(ckr::TEMPLATE_INCOMPLETE)
     );
-    // secp256k1 is a real curve we do not offer.
+    // secp224r1 is a real curve we do not offer.
     assert_eq!(
         c.gen_pair(
             ckm::EC_KEY_PAIR_GEN,
             &[(
                 cka::EC_PARAMS,
-                vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a]
+                vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x21]
             )],
             &[]
         ),
