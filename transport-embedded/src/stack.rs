@@ -34,3 +34,20 @@ impl<S> SharedStack<S> {
         self.cell.into_inner().into_inner()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_use_is_refused_not_a_panic() {
+        let stack = SharedStack::new(5u32);
+        let nested = stack.with(|v| {
+            *v += 1;
+            stack.with(|_| ())
+        });
+        assert_eq!(nested, Some(None));
+        assert_eq!(stack.with(|v| *v), Some(6));
+        assert_eq!(stack.into_inner(), 6);
+    }
+}
