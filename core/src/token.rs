@@ -45,6 +45,8 @@ pub const MAX_HOST: usize = 64;
 /// starts in the same exchange as its data; larger parameters (a long GCM
 /// AAD) make the operation start with its own exchange instead.
 pub const MECH_BUF: usize = 512;
+/// Connection attempts when an HSM accepts but does not answer `Hello`.
+const CONNECT_TRIES: u32 = 2;
 /// Keys whose checks the module remembers (per key and operation), so that
 /// `C_SignInit` and the like need no exchange after the first use.
 pub const KEY_CACHE: usize = 64;
@@ -1507,6 +1509,24 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
 
     /// Connect the slot's link if it has none, and say hello.
     fn ensure_connected(
+        &self,
+        inner: &mut SlotInner<C::Link, BUF>,
+        host: Option<&str>,
+    ) -> Result<(), Rv> {
+        // An HSM that accepts the connection but dies before answering
+        // Hello (killed a moment ago) costs one more try, which the
+        // connector sends to another endpoint if it has one.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.connect_once(inner, host) {
+                Err(ckr::DEVICE_ERROR) if tries < CONNECT_TRIES && host.is_none() => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn connect_once(
         &self,
         inner: &mut SlotInner<C::Link, BUF>,
         host: Option<&str>,

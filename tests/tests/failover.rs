@@ -56,6 +56,7 @@ fn lost_session(e: &Error) -> bool {
         Error::Pkcs11(
             RvError::DeviceError
                 | RvError::SessionClosed
+                | RvError::SessionHandleInvalid
                 | RvError::KeyHandleInvalid
                 | RvError::ObjectHandleInvalid,
             _
@@ -183,7 +184,7 @@ fn failover_across_three_hsms_while_one_is_killed_and_restarted() {
     }
     let log = hsms[1].as_ref().map(|h| h.stderr()).unwrap_or_default();
     assert!(
-        log.contains("logged in"),
+        log.contains("event=login "),
         "the restarted HSM got no session; its log:\n{log}"
     );
     drop(sessions);

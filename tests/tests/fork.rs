@@ -39,7 +39,7 @@ fn fork_children_get_a_clean_library_and_leave_the_parent_alone() {
     );
     // Five processes (the parent and four children) each logged in on
     // connections of their own.
-    let logins = hsm.stderr().matches("logged in").count();
+    let logins = hsm.stderr().matches("event=login ").count();
     assert!(
         logins >= 5,
         "expected a login per process, server saw {logins}"
