@@ -309,7 +309,8 @@ impl<C: Connector, const BUF: usize> Session<'_, '_, C, BUF> {
     /// Sign `data` with `key`; the signature goes to `signature` and its
     /// length is returned. Hash-then-sign mechanisms (`CKM_ECDSA_SHA256`,
     /// `CKM_SHA256_RSA_PKCS`, ...) hash here, so only the digest travels.
-    /// Two round trips (init, sign). A `signature` too short gets
+    /// One round trip once the core knows the key (init and data travel
+    /// together), two the first time. A `signature` too short gets
     /// `CKR_BUFFER_TOO_SMALL`, and no operation is left active.
     pub fn sign(
         &self,
