@@ -7,6 +7,9 @@
 //! Everything past the pointers is safe code in `module` and `hsmlink-core`.
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
+#[cfg(feature = "test-client")]
+pub mod testing;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 

@@ -18,7 +18,9 @@
 
 pub mod cli;
 pub mod keys;
-pub mod raw;
+pub mod pg;
+/// The module's C ABI called with hand-made buffers (see its docs).
+pub use hsmlink_pkcs11::ffi::testing as raw;
 pub mod verify;
 
 use std::io::{BufRead, BufReader, Read};

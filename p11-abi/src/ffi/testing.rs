@@ -8,10 +8,11 @@
 //! the same `.so` (the dynamic loader returns the instance already loaded, so
 //! session handles from `cryptoki` are valid here) and make those calls.
 //!
-//! This is the one place in the test crate with `unsafe`: calling a C ABI
-//! cannot be done without it. Every call passes pointers to live, correctly
-//! sized Rust buffers.
-#![allow(unsafe_code)] // FFI calls into the module under test; see above.
+//! It lives here, inside `ffi`, because calling a C ABI cannot be done
+//! without `unsafe` and this module is where the project keeps all of it;
+//! it is compiled only with the `test-client` feature (the end-to-end tests
+//! turn it on), never into the shipped library. Every call passes pointers
+//! to live, correctly sized Rust buffers.
 
 use std::path::Path;
 use std::ptr;
