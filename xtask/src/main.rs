@@ -15,6 +15,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod bench;
 mod conformance;
 mod embedded;
 
@@ -29,6 +30,8 @@ commands:
           signed, public keys read) with OpenSSL verifying the signatures
   test    build; cargo fmt --check; clippy -D warnings; cargo test --workspace;
           the demo; cargo build -p hsmlink-core for thumbv7em-none-eabihf
+  bench   [--seconds N] [--threads 1,2]: hsmlink (module + local software
+          HSM) against SoftHSMv2 in the same run, with the raw OpenSSL limit
   conformance
           the cryptoki crate's published test-suite against the module and a
           local software HSM; prints the failures and which the profile causes
@@ -51,6 +54,8 @@ fn main() -> ExitCode {
         Some("conformance") if args.len() == 1 => conformance::conformance(),
         Some("cross") => embedded::cross(&args[1..]),
         Some("qemu") => embedded::qemu(&args[1..]),
+        Some("bench") => bench::bench(&workspace_root(), &target_dir(), &args[1..]),
+        Some("bench-worker") => bench::worker_main(&args[1..]),
         Some("help" | "--help" | "-h") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
