@@ -30,16 +30,13 @@ fn data_objects_with_application_and_object_id_are_found_by_them() {
         .create_object(&[
             Attribute::Class(ObjectClass::DATA),
             Attribute::Token(false),
-            Attribute::Application(app.as_bytes().to_vec().into()),
+            Attribute::Application(app.as_bytes().to_vec()),
             Attribute::ObjectId(oid.clone()),
             Attribute::Value(vec![0, 1, 2, 0, 3]),
         ])
         .unwrap();
     assert_eq!(
-        find(
-            &session,
-            &[Attribute::Application(app.as_bytes().to_vec().into())]
-        ),
+        find(&session, &[Attribute::Application(app.as_bytes().to_vec())]),
         vec![h]
     );
     assert_eq!(
@@ -388,7 +385,7 @@ fn mechanism_info_tells_the_truth_about_the_added_mechanisms() {
     assert!(i.sign() && i.verify() && i.hardware() && !i.encrypt());
     assert_eq!((i.min_key_size(), i.max_key_size()), (255, 448));
     let i = info(MechanismType::ECDH1_DERIVE);
-    assert!(i.derive() && i.ec_from_named_curve() && i.ec_uncompressed() && !i.sign());
+    assert!(i.derive() && i.ec_from_oid() && i.ec_uncompressed() && !i.sign());
     let i = info(MechanismType::RSA_PKCS_OAEP);
     assert!(i.encrypt() && i.decrypt() && i.wrap() && i.unwrap() && !i.sign());
     let i = info(MechanismType::RSA_PKCS);
@@ -399,6 +396,6 @@ fn mechanism_info_tells_the_truth_about_the_added_mechanisms() {
     let i = info(MechanismType::AES_KEY_WRAP);
     assert!(i.wrap() && i.unwrap() && !i.encrypt());
     let i = info(MechanismType::ECC_KEY_PAIR_GEN);
-    assert!(i.generate_key_pair() && i.ec_from_named_curve());
+    assert!(i.generate_key_pair() && i.ec_from_oid());
     assert_eq!((i.min_key_size(), i.max_key_size()), (256, 521));
 }
