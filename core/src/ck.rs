@@ -112,6 +112,108 @@ pub mod ckr {
     pub const PUBLIC_KEY_INVALID: Rv = 0x1B9;
     pub const FUNCTION_REJECTED: Rv = 0x200;
     pub const VENDOR_DEFINED: Rv = 0x8000_0000;
+
+    /// Whether `rv` is one of the error codes above (not `CKR_OK`, not a
+    /// vendor code): what a caller may be handed when a call fails. An HSM
+    /// answering with anything else is broken.
+    pub const fn is_error(rv: Rv) -> bool {
+        matches!(
+            rv,
+            CANCEL
+                | HOST_MEMORY
+                | SLOT_ID_INVALID
+                | GENERAL_ERROR
+                | FUNCTION_FAILED
+                | ARGUMENTS_BAD
+                | NO_EVENT
+                | NEED_TO_CREATE_THREADS
+                | CANT_LOCK
+                | ATTRIBUTE_READ_ONLY
+                | ATTRIBUTE_SENSITIVE
+                | ATTRIBUTE_TYPE_INVALID
+                | ATTRIBUTE_VALUE_INVALID
+                | ACTION_PROHIBITED
+                | DATA_INVALID
+                | DATA_LEN_RANGE
+                | DEVICE_ERROR
+                | DEVICE_MEMORY
+                | DEVICE_REMOVED
+                | ENCRYPTED_DATA_INVALID
+                | ENCRYPTED_DATA_LEN_RANGE
+                | FUNCTION_CANCELED
+                | FUNCTION_NOT_PARALLEL
+                | FUNCTION_NOT_SUPPORTED
+                | KEY_HANDLE_INVALID
+                | KEY_SIZE_RANGE
+                | KEY_TYPE_INCONSISTENT
+                | KEY_NOT_NEEDED
+                | KEY_CHANGED
+                | KEY_NEEDED
+                | KEY_INDIGESTIBLE
+                | KEY_FUNCTION_NOT_PERMITTED
+                | KEY_NOT_WRAPPABLE
+                | KEY_UNEXTRACTABLE
+                | MECHANISM_INVALID
+                | MECHANISM_PARAM_INVALID
+                | OBJECT_HANDLE_INVALID
+                | OPERATION_ACTIVE
+                | OPERATION_NOT_INITIALIZED
+                | PIN_INCORRECT
+                | PIN_INVALID
+                | PIN_LEN_RANGE
+                | PIN_EXPIRED
+                | PIN_LOCKED
+                | SESSION_CLOSED
+                | SESSION_COUNT
+                | SESSION_HANDLE_INVALID
+                | SESSION_PARALLEL_NOT_SUPPORTED
+                | SESSION_READ_ONLY
+                | SESSION_EXISTS
+                | SESSION_READ_ONLY_EXISTS
+                | SESSION_READ_WRITE_SO_EXISTS
+                | SIGNATURE_INVALID
+                | SIGNATURE_LEN_RANGE
+                | TEMPLATE_INCOMPLETE
+                | TEMPLATE_INCONSISTENT
+                | TOKEN_NOT_PRESENT
+                | TOKEN_NOT_RECOGNIZED
+                | TOKEN_WRITE_PROTECTED
+                | UNWRAPPING_KEY_HANDLE_INVALID
+                | UNWRAPPING_KEY_SIZE_RANGE
+                | UNWRAPPING_KEY_TYPE_INCONSISTENT
+                | USER_ALREADY_LOGGED_IN
+                | USER_NOT_LOGGED_IN
+                | USER_PIN_NOT_INITIALIZED
+                | USER_TYPE_INVALID
+                | USER_ANOTHER_ALREADY_LOGGED_IN
+                | USER_TOO_MANY_TYPES
+                | WRAPPED_KEY_INVALID
+                | WRAPPED_KEY_LEN_RANGE
+                | WRAPPING_KEY_HANDLE_INVALID
+                | WRAPPING_KEY_SIZE_RANGE
+                | WRAPPING_KEY_TYPE_INCONSISTENT
+                | RANDOM_SEED_NOT_SUPPORTED
+                | RANDOM_NO_RNG
+                | DOMAIN_PARAMS_INVALID
+                | CURVE_NOT_SUPPORTED
+                | BUFFER_TOO_SMALL
+                | SAVED_STATE_INVALID
+                | INFORMATION_SENSITIVE
+                | STATE_UNSAVEABLE
+                | CRYPTOKI_NOT_INITIALIZED
+                | CRYPTOKI_ALREADY_INITIALIZED
+                | MUTEX_BAD
+                | MUTEX_NOT_LOCKED
+                | NEW_PIN_MODE
+                | NEXT_OTP
+                | EXCEEDED_MAX_ITERATIONS
+                | FIPS_SELF_TEST_FAILED
+                | LIBRARY_LOAD_FAILED
+                | PIN_TOO_WEAK
+                | PUBLIC_KEY_INVALID
+                | FUNCTION_REJECTED
+        )
+    }
 }
 
 /// Object classes (`CKO_*`).

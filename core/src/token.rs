@@ -1790,9 +1790,17 @@ fn call<'b, L: Link, const BUF: usize>(
     let body = inner.rx.get(..got).unwrap_or(&[]);
     let logged_in = inner.link_generation != 0;
     match wire::decode::<Response<'_>>(body) {
-        Ok(Response::Error(rv)) => {
+        Ok(Response::Error(rv)) if ckr::is_error(rv) => {
             inner.link_used = logged_in;
             Err(rv)
+        }
+        Ok(Response::Error(_)) => {
+            // Not an error code (CKR_OK, say): handing it on would make a
+            // failed call look successful. The HSM is broken.
+            warn!("the HSM answered an error that is no CKR_* error");
+            inner.link = None;
+            inner.link_generation = 0;
+            Err(ckr::DEVICE_ERROR)
         }
         Ok(r) => {
             inner.link_used = logged_in;

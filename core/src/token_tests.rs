@@ -482,3 +482,65 @@ fn a_session_never_follows_its_handles_to_another_hsm() {
     t.crypto_init(n, Op::Sign, &RSA, 7).unwrap();
     assert_eq!(t.connector().connects.load(Ordering::SeqCst), before + 1);
 }
+
+/// An HSM that says hello, then answers every request with `Error(rv)`.
+struct ErrorLink(u64);
+
+impl Link for ErrorLink {
+    fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError> {
+        let req: Request<'_> = decode(&request[HEADER_LEN..]).map_err(|_| LinkError::Io)?;
+        let resp = match req {
+            Request::Hello { .. } => Response::Hello {
+                version: PROTOCOL_VERSION,
+                max_frame: 65536,
+                server: "errors",
+            },
+            _ => Response::Error(self.0),
+        };
+        let mut frame = [0u8; 256];
+        let n = encode_frame(&resp, &mut frame).map_err(|_| LinkError::Io)?;
+        reply[..n - HEADER_LEN].copy_from_slice(&frame[HEADER_LEN..n]);
+        Ok(n - HEADER_LEN)
+    }
+}
+
+struct ErrorConnector(u64);
+
+impl Connector for ErrorConnector {
+    type Link = ErrorLink;
+    fn connect(&self, _host: Option<&str>) -> Result<ErrorLink, LinkError> {
+        Ok(ErrorLink(self.0))
+    }
+}
+
+#[test]
+fn an_error_answer_that_is_no_error_code_is_a_device_error() {
+    // Found by the token_model fuzz target: the HSM's error code was handed
+    // on as it came, so `Error(CKR_OK)` made a failed C_Login return CKR_OK.
+    for (sent, seen) in [
+        (ckr::OK, ckr::DEVICE_ERROR),
+        (0x7e, ckr::DEVICE_ERROR),
+        (ckr::VENDOR_DEFINED, ckr::DEVICE_ERROR),
+        (ckr::PIN_INCORRECT, ckr::PIN_INCORRECT),
+    ] {
+        let s: Vec<SessionSlot<ErrorLink, spin::Mutex<()>, 4096>> =
+            (0..1).map(|_| SessionSlot::new()).collect();
+        let t = Token::new(
+            ErrorConnector(sent),
+            [1; 16],
+            &s,
+            LoginConfig {
+                user: Some("alice"),
+                special_pin: false,
+            },
+        )
+        .unwrap();
+        let h = t.open_session(true).unwrap();
+        assert_eq!(
+            t.login(h, cku::USER, b"pw"),
+            Err(seen),
+            "HSM sent {sent:#x}"
+        );
+        assert!(!t.logged_in());
+    }
+}
