@@ -1652,8 +1652,16 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             // Authenticated under a login that has ended since.
             drop_link(inner);
         }
-        self.ensure_connected(inner, None)?;
-        f(self, inner)
+        let result = self
+            .ensure_connected(inner, None)
+            .and_then(|()| f(self, inner));
+        if result.as_ref().err() == Some(&ckr::SESSION_CLOSED) {
+            // As in `with_login`: its HSM is gone, the handle is void.
+            inner.session = None;
+            drop_link(inner);
+            slot.handle.store(0, Ordering::Release);
+        }
+        result
     }
 
     /// Run `f` on an open session whose link is authenticated.

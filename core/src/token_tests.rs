@@ -544,3 +544,82 @@ fn an_error_answer_that_is_no_error_code_is_a_device_error() {
         assert!(!t.logged_in());
     }
 }
+
+/// An HSM whose identity (its name in Hello) is that of the connection's
+/// number, and whose links can be made to fail once.
+struct IdentityLink {
+    id: usize,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Link for IdentityLink {
+    fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError> {
+        if self.fail.swap(false, Ordering::SeqCst) {
+            return Err(LinkError::Io);
+        }
+        let req: Request<'_> = decode(&request[HEADER_LEN..]).map_err(|_| LinkError::Io)?;
+        let random = [7u8; 64];
+        let names = ["hsm-a", "hsm-b"];
+        let resp = match req {
+            Request::Hello { .. } => Response::Hello {
+                version: PROTOCOL_VERSION,
+                max_frame: 65536,
+                server: names[self.id.min(1)],
+            },
+            Request::GenerateRandom { len } if len as usize <= random.len() => {
+                Response::Data(&random[..len as usize])
+            }
+            _ => Response::Error(ckr::FUNCTION_NOT_SUPPORTED),
+        };
+        let mut frame = [0u8; 256];
+        let n = encode_frame(&resp, &mut frame).map_err(|_| LinkError::Io)?;
+        reply[..n - HEADER_LEN].copy_from_slice(&frame[HEADER_LEN..n]);
+        Ok(n - HEADER_LEN)
+    }
+}
+
+#[derive(Default)]
+struct IdentityConnector {
+    connects: AtomicUsize,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Connector for IdentityConnector {
+    type Link = IdentityLink;
+    fn connect(&self, _host: Option<&str>) -> Result<IdentityLink, LinkError> {
+        Ok(IdentityLink {
+            id: self.connects.fetch_add(1, Ordering::SeqCst),
+            fail: self.fail.clone(),
+        })
+    }
+}
+
+#[test]
+fn a_public_session_whose_hsm_changed_is_closed() {
+    // Found by the token_model fuzz target: C_GenerateRandom in a public
+    // session answered CKR_SESSION_CLOSED but left the session open.
+    let s: Vec<SessionSlot<IdentityLink, spin::Mutex<()>, 4096>> =
+        (0..2).map(|_| SessionSlot::new()).collect();
+    let t = Token::new(
+        IdentityConnector::default(),
+        [1; 16],
+        &s,
+        LoginConfig {
+            user: Some("alice"),
+            special_pin: false,
+        },
+    )
+    .unwrap();
+    let h = t.open_session(false).unwrap();
+    let mut r = [0u8; 16];
+    t.generate_random(h, &mut r).unwrap();
+    t.connector().fail.store(true, Ordering::SeqCst);
+    assert_eq!(t.generate_random(h, &mut r), Err(ckr::DEVICE_ERROR));
+    // The next connection reaches another HSM: the session is over.
+    assert_eq!(t.generate_random(h, &mut r), Err(ckr::SESSION_CLOSED));
+    assert_eq!(t.session_count().0, 0);
+    assert_eq!(
+        t.generate_random(h, &mut r),
+        Err(ckr::SESSION_HANDLE_INVALID)
+    );
+}
