@@ -418,6 +418,13 @@ pub mod ckm {
     pub const SHA512: u64 = 0x270;
     pub const SHA512_HMAC: u64 = 0x271;
     pub const GENERIC_SECRET_KEY_GEN: u64 = 0x350;
+    pub const CONCATENATE_BASE_AND_KEY: u64 = 0x360;
+    pub const CONCATENATE_BASE_AND_DATA: u64 = 0x362;
+    pub const CONCATENATE_DATA_AND_BASE: u64 = 0x363;
+    pub const XOR_BASE_AND_DATA: u64 = 0x364;
+    pub const EXTRACT_KEY_FROM_KEY: u64 = 0x365;
+    pub const AES_ECB_ENCRYPT_DATA: u64 = 0x1104;
+    pub const AES_CBC_ENCRYPT_DATA: u64 = 0x1105;
     // PKCS#11 3.0: generic secret generation with an HMAC key type.
     pub const SHA_1_KEY_GEN: u64 = 0x4003;
     pub const SHA224_KEY_GEN: u64 = 0x4004;

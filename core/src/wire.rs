@@ -106,6 +106,8 @@ pub enum MechParam<'a> {
     /// `CK_EDDSA_PARAMS`: the pre-hash flag and the context data (absent
     /// parameters are [`MechParam::None`]: pure EdDSA).
     Eddsa { prehash: bool, context: &'a [u8] },
+    /// `CK_AES_CBC_ENCRYPT_DATA_PARAMS` (`CKM_AES_CBC_ENCRYPT_DATA`).
+    AesCbcData { iv: [u8; 16], data: &'a [u8] },
 }
 
 /// A mechanism with its decoded parameters.

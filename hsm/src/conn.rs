@@ -682,9 +682,196 @@ impl Connection {
         Ok(Reply::Object(o.handle))
     }
 
+    /// `C_DeriveKey`.
+    fn derive_key(
+        &mut self,
+        s: &Ctx<'_>,
+        m: &Mechanism<'_>,
+        base: u64,
+        t: &[Attribute<'_>],
+    ) -> Result<Reply, Rv> {
+        match m.ty {
+            ckm::ECDH1_DERIVE | ckm::ECDH1_COFACTOR_DERIVE => self.derive_ecdh(s, m, base, t),
+            ckm::CONCATENATE_BASE_AND_KEY
+            | ckm::CONCATENATE_BASE_AND_DATA
+            | ckm::CONCATENATE_DATA_AND_BASE
+            | ckm::XOR_BASE_AND_DATA
+            | ckm::EXTRACT_KEY_FROM_KEY
+            | ckm::AES_ECB_ENCRYPT_DATA
+            | ckm::AES_CBC_ENCRYPT_DATA => self.derive_secret(s, m, base, t),
+            _ => Err(ckr::MECHANISM_INVALID),
+        }
+    }
+
+    /// The simple derivations from a secret key: concatenation, XOR,
+    /// extraction (v2.40 §2.x, "Miscellaneous simple key derivation
+    /// mechanisms") and AES encryption of data (ECB, CBC). Where the new
+    /// value shows bits of a base key, the new key is sensitive if a base
+    /// key is and not extractable if a base key is not, as v2.40 says, so
+    /// that no derivation exports what the profile keeps in.
+    fn derive_secret(
+        &mut self,
+        s: &Ctx<'_>,
+        m: &Mechanism<'_>,
+        base: u64,
+        t: &[Attribute<'_>],
+    ) -> Result<Reply, Rv> {
+        use wire::MechParam;
+        let b = s.key(base)?;
+        if b.class() != Some(cko::SECRET_KEY) {
+            return Err(ckr::KEY_TYPE_INCONSISTENT);
+        }
+        if !b.flag(cka::DERIVE) {
+            return Err(ckr::KEY_FUNCTION_NOT_PERMITTED);
+        }
+        b.check_mechanism(m.ty)?;
+        let keys::KeyMaterial::Secret(base_value) = b.material()? else {
+            return Err(ckr::KEY_TYPE_INCONSISTENT);
+        };
+        let bad = ckr::MECHANISM_PARAM_INVALID;
+        let mut other: Option<Arc<Object>> = None;
+        let template_len = attr::find_ulong(t, cka::VALUE_LEN)?
+            .map(|l| usize::try_from(l).map_err(|_| ckr::ATTRIBUTE_VALUE_INVALID))
+            .transpose()?;
+        let aes = |data: &[u8], iv: Option<&[u8; 16]>| -> Result<Vec<u8>, Rv> {
+            if b.key_type() != Some(ckk::AES) {
+                return Err(ckr::KEY_TYPE_INCONSISTENT);
+            }
+            if data.is_empty() || !data.len().is_multiple_of(16) {
+                return Err(bad);
+            }
+            let cipher = match (base_value.len(), iv.is_some()) {
+                (16, false) => openssl::symm::Cipher::aes_128_ecb(),
+                (24, false) => openssl::symm::Cipher::aes_192_ecb(),
+                (32, false) => openssl::symm::Cipher::aes_256_ecb(),
+                (16, true) => openssl::symm::Cipher::aes_128_cbc(),
+                (24, true) => openssl::symm::Cipher::aes_192_cbc(),
+                (32, true) => openssl::symm::Cipher::aes_256_cbc(),
+                _ => return Err(ckr::KEY_SIZE_RANGE),
+            };
+            let e = |_| ckr::FUNCTION_FAILED;
+            let mut c = openssl::symm::Crypter::new(
+                cipher,
+                openssl::symm::Mode::Encrypt,
+                base_value,
+                iv.map(|v| &v[..]),
+            )
+            .map_err(e)?;
+            c.pad(false);
+            let mut out = vec![0u8; data.len() + 16];
+            let n = c.update(data, &mut out).map_err(e)?;
+            let f = c.finalize(&mut out[n..]).map_err(e)?;
+            out.truncate(n + f);
+            Ok(out)
+        };
+        let (value, shows_base): (zeroize::Zeroizing<Vec<u8>>, bool) = match (m.ty, m.param) {
+            (ckm::CONCATENATE_BASE_AND_KEY, MechParam::Ulong(h)) => {
+                let o = s.key(h)?;
+                if o.class() != Some(cko::SECRET_KEY) {
+                    return Err(ckr::KEY_TYPE_INCONSISTENT);
+                }
+                let keys::KeyMaterial::Secret(v) = o.material()? else {
+                    return Err(ckr::KEY_TYPE_INCONSISTENT);
+                };
+                let mut out = base_value.to_vec();
+                out.extend_from_slice(v);
+                other = Some(o.clone());
+                (zeroize::Zeroizing::new(out), true)
+            }
+            (ckm::CONCATENATE_BASE_AND_DATA, MechParam::Bytes(d)) => {
+                let mut out = base_value.to_vec();
+                out.extend_from_slice(d);
+                (zeroize::Zeroizing::new(out), true)
+            }
+            (ckm::CONCATENATE_DATA_AND_BASE, MechParam::Bytes(d)) => {
+                let mut out = d.to_vec();
+                out.extend_from_slice(base_value);
+                (zeroize::Zeroizing::new(out), true)
+            }
+            (ckm::XOR_BASE_AND_DATA, MechParam::Bytes(d)) if !d.is_empty() => {
+                let out: Vec<u8> = base_value.iter().zip(d).map(|(a, b)| a ^ b).collect();
+                (zeroize::Zeroizing::new(out), true)
+            }
+            (ckm::EXTRACT_KEY_FROM_KEY, MechParam::Ulong(bit)) => {
+                // The bits from `bit` on (most significant bit of the first
+                // byte is bit 0), wrapping around the base value.
+                let len = template_len.ok_or(ckr::TEMPLATE_INCOMPLETE)?;
+                let total = base_value.len() * 8;
+                if total == 0 || len == 0 || len > keys::MAX_SECRET {
+                    return Err(ckr::TEMPLATE_INCONSISTENT);
+                }
+                let start = usize::try_from(bit).map_err(|_| bad)? % total;
+                let mut out = vec![0u8; len];
+                for i in 0..len * 8 {
+                    let src = (start + i) % total;
+                    let on = base_value[src / 8] >> (7 - src % 8) & 1;
+                    out[i / 8] |= on << (7 - i % 8);
+                }
+                (zeroize::Zeroizing::new(out), true)
+            }
+            (ckm::AES_ECB_ENCRYPT_DATA, MechParam::Bytes(d)) => {
+                (zeroize::Zeroizing::new(aes(d, None)?), false)
+            }
+            (ckm::AES_CBC_ENCRYPT_DATA, MechParam::AesCbcData { iv, data }) => {
+                (zeroize::Zeroizing::new(aes(data, Some(&iv))?), false)
+            }
+            _ => return Err(bad),
+        };
+        match attr::find_ulong(t, cka::CLASS)? {
+            None | Some(cko::SECRET_KEY) => {}
+            Some(_) => return Err(ckr::TEMPLATE_INCONSISTENT),
+        }
+        if t.iter().any(|a| is_material(a.ty)) {
+            return Err(ckr::TEMPLATE_INCONSISTENT);
+        }
+        let value = match template_len {
+            Some(l) if l > value.len() => return Err(ckr::TEMPLATE_INCONSISTENT),
+            Some(l) => zeroize::Zeroizing::new(value[..l].to_vec()),
+            None => value,
+        };
+        let kt = attr::find_ulong(t, cka::KEY_TYPE)?.unwrap_or(ckk::GENERIC_SECRET);
+        let bases: Vec<&Object> = std::iter::once(&*b).chain(other.as_deref()).collect();
+        let sensitive = attr::find_bool(t, cka::SENSITIVE)?.unwrap_or(false)
+            || (shows_base && bases.iter().any(|k| k.flag(cka::SENSITIVE)));
+        let extractable = attr::find_bool(t, cka::EXTRACTABLE)?.unwrap_or(false)
+            && !(shows_base && bases.iter().any(|k| !k.flag(cka::EXTRACTABLE)));
+        let class_bytes = attr::ulong(cko::SECRET_KEY);
+        let kt_bytes = attr::ulong(kt);
+        let sensitive_byte = attr::bool_byte(sensitive);
+        let extractable_byte = attr::bool_byte(extractable);
+        let mut full: Vec<Attribute<'_>> = t
+            .iter()
+            .filter(|a| {
+                !matches!(
+                    a.ty,
+                    cka::VALUE_LEN | cka::CLASS | cka::KEY_TYPE | cka::SENSITIVE | cka::EXTRACTABLE
+                )
+            })
+            .copied()
+            .collect();
+        for (ty, value) in [
+            (cka::CLASS, &class_bytes[..]),
+            (cka::KEY_TYPE, &kt_bytes[..]),
+            (cka::SENSITIVE, &sensitive_byte[..]),
+            (cka::EXTRACTABLE, &extractable_byte[..]),
+            (cka::VALUE, &value[..]),
+        ] {
+            full.push(Attribute { ty, value });
+        }
+        let mut attrs = object::build(&full, Origin::Create)?;
+        let always_sensitive = sensitive && bases.iter().all(|k| k.flag(cka::ALWAYS_SENSITIVE));
+        let never_extractable =
+            !extractable && bases.iter().all(|k| k.flag(cka::NEVER_EXTRACTABLE));
+        object::set_bool(&mut attrs, cka::LOCAL, false);
+        object::set_bool(&mut attrs, cka::ALWAYS_SENSITIVE, always_sensitive);
+        object::set_bool(&mut attrs, cka::NEVER_EXTRACTABLE, never_extractable);
+        let o = self.insert(s, attrs)?;
+        Ok(Reply::Object(o.handle))
+    }
+
     /// `C_DeriveKey` with `CKM_ECDH1_DERIVE` (and the cofactor variant,
     /// the same on every curve offered: their cofactor is 1).
-    fn derive_key(
+    fn derive_ecdh(
         &mut self,
         s: &Ctx<'_>,
         m: &Mechanism<'_>,

@@ -196,6 +196,25 @@ unsafe fn mechanism<'a>(p: *const CK_MECHANISM) -> Result<Mechanism<'a>, Rv> {
                 }
             }
         }
+        // CK_OBJECT_HANDLE and CK_EXTRACT_PARAMS: one CK_ULONG.
+        ckm::CONCATENATE_BASE_AND_KEY | ckm::EXTRACT_KEY_FROM_KEY => {
+            let n: CK_ULONG = param(&m)?;
+            MechParam::Ulong(n as u64)
+        }
+        ckm::CONCATENATE_BASE_AND_DATA
+        | ckm::CONCATENATE_DATA_AND_BASE
+        | ckm::XOR_BASE_AND_DATA
+        | ckm::AES_ECB_ENCRYPT_DATA => {
+            let d: CK_KEY_DERIVATION_STRING_DATA = param(&m)?;
+            MechParam::Bytes(bytes(d.pData, d.ulLen)?)
+        }
+        ckm::AES_CBC_ENCRYPT_DATA => {
+            let d: CK_AES_CBC_ENCRYPT_DATA_PARAMS = param(&m)?;
+            MechParam::AesCbcData {
+                iv: d.iv,
+                data: bytes(d.pData, d.length)?,
+            }
+        }
         ckm::AES_CMAC_GENERAL => {
             let n: CK_ULONG = param(&m)?;
             MechParam::Ulong(n as u64)

@@ -178,6 +178,23 @@ pub struct CK_EDDSA_PARAMS {
     pub pContextData: *mut CK_BYTE,
 }
 
+/// `CK_KEY_DERIVATION_STRING_DATA`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CK_KEY_DERIVATION_STRING_DATA {
+    pub pData: *mut CK_BYTE,
+    pub ulLen: CK_ULONG,
+}
+
+/// `CK_AES_CBC_ENCRYPT_DATA_PARAMS`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CK_AES_CBC_ENCRYPT_DATA_PARAMS {
+    pub iv: [CK_BYTE; 16],
+    pub pData: *mut CK_BYTE,
+    pub length: CK_ULONG,
+}
+
 /// `CK_INTERFACE` (PKCS#11 3.0), used by `C_GetInterfaceList`/`C_GetInterface`.
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -1075,3 +1075,139 @@ fn allowed_mechanisms_are_enforced() {
         RvError::MechanismInvalid,
     );
 }
+
+// ----- simple derivations from secret keys ----------------------------------------
+
+fn derive_value(
+    session: &Session,
+    mech: &Mechanism,
+    base: ObjectHandle,
+    template: &[Attribute],
+) -> Vec<u8> {
+    let mut t = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Token(false),
+        Attribute::Sensitive(false),
+        Attribute::Extractable(true),
+    ];
+    t.extend_from_slice(template);
+    let k = session.derive_key(mech, base, &t).unwrap();
+    attribute_bytes(session, k, AttributeType::Value)
+}
+
+fn derivable(session: &Session, kt: KeyType, value: &[u8], extractable: bool) -> ObjectHandle {
+    session
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(kt),
+            Attribute::Token(false),
+            Attribute::Value(value.to_vec()),
+            Attribute::Derive(true),
+            Attribute::Sensitive(false),
+            Attribute::Extractable(extractable),
+        ])
+        .unwrap()
+}
+
+#[test]
+fn simple_derivations_from_secret_keys() {
+    use cryptoki::mechanism::ekdf::AesCbcDeriveParams;
+    use cryptoki::mechanism::misc::{ExtractParams, KeyDerivationStringData};
+    let t = token();
+    let session = t.user_session();
+    let a = derivable(
+        &session,
+        KeyType::GENERIC_SECRET,
+        &[0x32, 0x9f, 0x84, 0xa9],
+        true,
+    );
+    let b = derivable(&session, KeyType::GENERIC_SECRET, &[1, 2, 3], true);
+    assert_eq!(
+        derive_value(&session, &Mechanism::ConcatenateBaseAndKey(b), a, &[]),
+        [0x32, 0x9f, 0x84, 0xa9, 1, 2, 3]
+    );
+    let data = [0xf0u8, 0x0f];
+    let d = KeyDerivationStringData::new(&data);
+    assert_eq!(
+        derive_value(&session, &Mechanism::ConcatenateBaseAndData(d), a, &[]),
+        [0x32, 0x9f, 0x84, 0xa9, 0xf0, 0x0f]
+    );
+    assert_eq!(
+        derive_value(&session, &Mechanism::ConcatenateDataAndBase(d), a, &[]),
+        [0xf0, 0x0f, 0x32, 0x9f, 0x84, 0xa9]
+    );
+    assert_eq!(
+        derive_value(&session, &Mechanism::XorBaseAndData(d), a, &[]),
+        [0x32 ^ 0xf0, 0x9f ^ 0x0f]
+    );
+    // v2.40's own example: 16 bits from bit 21 of 0x329F84A9 are 0x9526.
+    assert_eq!(
+        derive_value(
+            &session,
+            &Mechanism::ExtractKeyFromKey(ExtractParams::new(21)),
+            a,
+            &[Attribute::ValueLen(2.into())]
+        ),
+        [0x95, 0x26]
+    );
+    // AES-CBC encryption of data, as OpenSSL computes it (cryptoki has no
+    // name for CKM_AES_ECB_ENCRYPT_DATA; it shares the code).
+    let kv: Vec<u8> = (0..32u8).collect();
+    let aes = derivable(&session, KeyType::AES, &kv, false);
+    let data: Vec<u8> = (100..132u8).collect();
+    let iv = [7u8; 16];
+    let cbc = derive_value(
+        &session,
+        &Mechanism::AesCbcEncryptData(AesCbcDeriveParams::new(iv, &data)),
+        aes,
+        &[Attribute::KeyType(KeyType::AES)],
+    );
+    assert_eq!(
+        cbc,
+        verify::aes_encrypt(
+            openssl::symm::Cipher::aes_256_cbc(),
+            &kv,
+            Some(&iv),
+            false,
+            &data
+        )
+    );
+    // A derivation that shows a non-exportable key's bits is not exportable.
+    let fixed = derivable(&session, KeyType::GENERIC_SECRET, &[9; 16], false);
+    let k = session
+        .derive_key(
+            &Mechanism::ConcatenateBaseAndData(d),
+            fixed,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Token(false),
+                Attribute::Extractable(true),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        session
+            .get_attributes(k, &[AttributeType::Extractable])
+            .unwrap(),
+        vec![Attribute::Extractable(false)]
+    );
+    assert_rv(
+        session
+            .get_attributes(k, &[AttributeType::Value])
+            .map(|_| ())
+            .and_then(|_| {
+                // cryptoki hides CKR_ATTRIBUTE_SENSITIVE per attribute: read raw.
+                let mut q = [raw::AttrQuery::value(cryptoki_sys::CKA_VALUE, 64)];
+                let rv = t.raw.get_attribute_value(session.handle(), k, &mut q);
+                if rv == cryptoki_sys::CKR_ATTRIBUTE_SENSITIVE {
+                    Err(cryptoki::error::Error::Pkcs11(
+                        RvError::AttributeSensitive,
+                        cryptoki::context::Function::GetAttributeValue,
+                    ))
+                } else {
+                    Ok(())
+                }
+            }),
+        RvError::AttributeSensitive,
+    );
+}
