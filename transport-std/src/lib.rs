@@ -24,6 +24,9 @@ use hsmlink_core::wire::{frame_len, HEADER_LEN};
 pub const DEFAULT_ADDR: &str = "127.0.0.1:4433";
 /// Most endpoints in one configuration.
 pub const MAX_ENDPOINTS: usize = 16;
+/// How long a call looks for the HSM's answer before it blocks (see
+/// `TcpLink::await_reply_briefly`).
+pub const SPIN: Duration = Duration::from_micros(30);
 /// Longest wait for the HSM to finish a session when it is closed.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -380,6 +383,45 @@ impl Write for Stream {
 }
 
 impl TcpLink {
+    /// The TCP socket beneath (plain or TLS).
+    fn socket(&self) -> &TcpStream {
+        match &self.stream {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+
+    /// Most HSM answers come within tens of microseconds; a thread that
+    /// blocks at once is put to sleep and woken later, which on an idle
+    /// machine costs more than the answer itself. So look for the reply
+    /// without blocking for a short while ([`SPIN`]) before the blocking read.
+    ///
+    /// Only one thread of the process spins at a time: with more, spinning
+    /// clients would take the CPU the HSM (often on the same machine in
+    /// tests, or other work) needs, and a busy process wakes fast anyway.
+    fn await_reply_briefly(&self) {
+        static SPINNING: AtomicUsize = AtomicUsize::new(0);
+        if SPINNING.fetch_add(1, Ordering::Relaxed) > 0 {
+            SPINNING.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        self.spin();
+        SPINNING.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn spin(&self) {
+        let sock = socket2::SockRef::from(self.socket());
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        let until = Instant::now() + SPIN;
+        while Instant::now() < until {
+            match sock.recv_with_flags(&mut probe, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+                // Data, end of stream or an error: the blocking read sees it.
+                _ => return,
+            }
+        }
+    }
+
     /// Wrap a connected plain stream: sets `TCP_NODELAY` and the I/O timeout.
     pub fn new(stream: TcpStream, io_timeout: Duration) -> Result<Self, LinkError> {
         stream.set_nodelay(true).map_err(|_| LinkError::Io)?;
@@ -416,6 +458,7 @@ impl Link for TcpLink {
         }
         self.stream.write_all(request).map_err(io_error)?;
         self.stream.flush().map_err(io_error)?;
+        self.await_reply_briefly();
         let mut header = [0u8; HEADER_LEN];
         self.stream.read_exact(&mut header).map_err(io_error)?;
         let len = frame_len(header, reply.len()).map_err(|_| LinkError::FrameTooLong)?;
