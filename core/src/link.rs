@@ -34,6 +34,25 @@ impl LinkError {
 pub trait Link {
     fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError>;
 
+    /// Whether [`Link::send`] and [`Link::recv`] may be used apart, so that
+    /// several requests are in flight at once (the HSM answers in order).
+    /// Large multi-part data is then pipelined.
+    fn can_pipeline(&self) -> bool {
+        false
+    }
+
+    /// Write one request frame without waiting for its reply (only when
+    /// [`Link::can_pipeline`]).
+    fn send(&mut self, _request: &[u8]) -> Result<(), LinkError> {
+        Err(LinkError::Io)
+    }
+
+    /// Read the next reply frame, as [`Link::exchange`] does (only when
+    /// [`Link::can_pipeline`]).
+    fn recv(&mut self, _reply: &mut [u8]) -> Result<usize, LinkError> {
+        Err(LinkError::Io)
+    }
+
     /// End the connection in order: the HSM destroys the session's objects
     /// when it sees the end, and a link that can should wait (bounded) until
     /// the HSM has closed its side, so that when `C_CloseSession` returns the

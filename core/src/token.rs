@@ -45,6 +45,8 @@ pub const MAX_HOST: usize = 64;
 /// starts in the same exchange as its data; larger parameters (a long GCM
 /// AAD) make the operation start with its own exchange instead.
 pub const MECH_BUF: usize = 512;
+/// Updates in flight at once when large data is streamed.
+const PIPELINE: usize = 4;
 /// Connection attempts when an HSM accepts but does not answer `Hello`.
 const CONNECT_TRIES: u32 = 2;
 /// Keys whose checks the module remembers (per key and operation), so that
@@ -276,6 +278,18 @@ struct LoginSettings {
 }
 
 impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
+    /// Data bytes per message: [`MAX_CHUNK`], or less when the frame
+    /// buffers are smaller (firmware), leaving room for the message around
+    /// the data and for an output one block longer than its input.
+    const CHUNK: usize = {
+        let room = BUF.saturating_sub(wire::HEADER_LEN + 64);
+        if room < MAX_CHUNK {
+            room
+        } else {
+            MAX_CHUNK
+        }
+    };
+
     /// A token over `slots` (one per possible session). `app` identifies this
     /// application instance to the HSM (random per `C_Initialize`): session
     /// objects are shared by its sessions only. Fails with
@@ -851,7 +865,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     /// needs no user).
     pub fn generate_random(&self, session: u64, out: &mut [u8]) -> Result<(), Rv> {
         self.with_link(session, |t, inner| {
-            for chunk in out.chunks_mut(MAX_CHUNK) {
+            for chunk in out.chunks_mut(Self::CHUNK) {
                 let request = Request::GenerateRandom {
                     len: chunk.len() as u32,
                 };
@@ -870,7 +884,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     /// Works in public sessions too, like `generate_random`.
     pub fn seed_random(&self, session: u64, seed: &[u8]) -> Result<(), Rv> {
         self.with_link(session, |t, inner| {
-            for chunk in seed.chunks(MAX_CHUNK) {
+            for chunk in seed.chunks(Self::CHUNK) {
                 t.expect_ok(inner, &Request::SeedRandom { seed: chunk })?;
             }
             Ok(())
@@ -1148,7 +1162,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 return deliver_pending(inner, p, out);
             }
             let bound = mech::output_len(op, c.mechanism, &c.key, data.len());
-            let streamed = c.prehash.is_none() && data.len() > MAX_CHUNK;
+            let streamed = c.prehash.is_none() && data.len() > Self::CHUNK;
             let out = match (out, bound) {
                 (None, Some(b)) => return Ok(Len::Needed(b)),
                 // Signature sizes are exact: a short buffer is answered here.
@@ -1213,12 +1227,12 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             let bound = data.len() + 16;
             let out = match out {
                 None => return Ok(Len::Needed(bound)),
-                Some(o) if o.len() < bound && data.len() > MAX_CHUNK => {
+                Some(o) if o.len() < bound && data.len() > Self::CHUNK => {
                     return Ok(Len::Needed(bound))
                 }
                 Some(o) => o,
             };
-            let result = if data.len() <= MAX_CHUNK {
+            let result = if data.len() <= Self::CHUNK {
                 t.go_remote(inner, op)
                     .and_then(|_| t.data_call(inner, &Request::CryptoUpdate { op, data }))
                     .and_then(|n| {
@@ -1278,7 +1292,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             if c.multipart {
                 return Err(ckr::OPERATION_ACTIVE);
             }
-            let r = if c.prehash.is_none() && data.len() > MAX_CHUNK {
+            let r = if c.prehash.is_none() && data.len() > Self::CHUNK {
                 t.stream_all(inner, Op::Verify, data, signature, &mut [])
             } else {
                 t.finish(inner, Op::Verify, data, signature)
@@ -1384,8 +1398,11 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         out: &mut [u8],
     ) -> Result<usize, Rv> {
         self.go_remote(inner, op)?;
+        if data.len() > Self::CHUNK && inner.link.as_ref().is_some_and(|l| l.can_pipeline()) {
+            return self.stream_pipelined(inner, op, data, out);
+        }
         let mut written = 0;
-        for chunk in data.chunks(MAX_CHUNK) {
+        for chunk in data.chunks(Self::CHUNK) {
             let n = self.data_call(inner, &Request::CryptoUpdate { op, data: chunk })?;
             let dst = out
                 .get_mut(written..written + n)
@@ -1394,6 +1411,78 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             written += n;
         }
         Ok(written)
+    }
+
+    /// [`Self::stream_updates`] with up to [`PIPELINE`] updates in flight:
+    /// the HSM works on one chunk while the next travels. Replies come in
+    /// order; after a failure the rest in flight is read and dropped, so the
+    /// connection stays in step.
+    fn stream_pipelined(
+        &self,
+        inner: &mut SlotInner<C::Link, BUF>,
+        op: Op,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Rv> {
+        let mut chunks = data.chunks(Self::CHUNK);
+        let (mut sent, mut received, mut written) = (0usize, 0usize, 0usize);
+        let mut failure: Option<Rv> = None;
+        loop {
+            while failure.is_none() && sent - received < PIPELINE {
+                let Some(chunk) = chunks.next() else { break };
+                let n =
+                    wire::encode_frame(&Request::CryptoUpdate { op, data: chunk }, &mut inner.tx)
+                        .map_err(|e| e.rv())?;
+                let frame = inner.tx.get(..n).ok_or(ckr::GENERAL_ERROR)?;
+                let link = inner.link.as_mut().ok_or(ckr::DEVICE_ERROR)?;
+                if let Err(e) = link.send(frame) {
+                    drop_link(inner);
+                    inner.last_error = Some(e);
+                    return Err(e.rv());
+                }
+                sent += 1;
+            }
+            if received == sent {
+                break;
+            }
+            let link = inner.link.as_mut().ok_or(ckr::DEVICE_ERROR)?;
+            let got = match link.recv(&mut inner.rx) {
+                Ok(got) => got,
+                Err(e) => {
+                    drop_link(inner);
+                    inner.last_error = Some(e);
+                    return Err(e.rv());
+                }
+            };
+            received += 1;
+            let body = inner.rx.get(..got).ok_or(ckr::DEVICE_ERROR)?;
+            let in_protocol = match wire::decode::<Response<'_>>(body) {
+                Ok(Response::Data(d)) => {
+                    if failure.is_none() {
+                        match out.get_mut(written..written + d.len()) {
+                            Some(dst) => {
+                                dst.copy_from_slice(d);
+                                written += d.len();
+                            }
+                            None => failure = Some(ckr::BUFFER_TOO_SMALL),
+                        }
+                    }
+                    true
+                }
+                Ok(Response::Error(rv)) => {
+                    failure = failure.or(Some(rv));
+                    true
+                }
+                _ => false,
+            };
+            if !in_protocol {
+                return Err(self.broken(inner));
+            }
+        }
+        match failure {
+            Some(rv) => Err(rv),
+            None => Ok(written),
+        }
     }
 
     /// A whole single-part operation on data larger than one chunk: updates,
@@ -1406,7 +1495,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         signature: &[u8],
         out: &mut [u8],
     ) -> Result<usize, Rv> {
-        let split = data.len() - (data.len() - 1) % MAX_CHUNK - 1;
+        let split = data.len() - (data.len() - 1) % Self::CHUNK - 1;
         let (head, last) = data.split_at(split);
         let mut written = self.stream_updates(inner, op, head, out)?;
         let n = self.final_call(inner, op, last, signature)?;

@@ -18,11 +18,34 @@ struct FakeLink {
     identity: &'static str,
     logged_in: bool,
     op: Option<Op>,
+    /// Replies of pipelined requests, in order.
+    queue: std::collections::VecDeque<std::vec::Vec<u8>>,
+    /// Updates seen by the current operation (a chunk starting with 0xEE
+    /// fails).
+    updates: usize,
 }
 
 const SIG_LEN: usize = 256;
 
 impl Link for FakeLink {
+    fn can_pipeline(&self) -> bool {
+        true
+    }
+
+    fn send(&mut self, request: &[u8]) -> Result<(), LinkError> {
+        let mut reply = std::vec![0u8; 16 * 1024];
+        let n = self.exchange(request, &mut reply)?;
+        reply.truncate(n);
+        self.queue.push_back(reply);
+        Ok(())
+    }
+
+    fn recv(&mut self, reply: &mut [u8]) -> Result<usize, LinkError> {
+        let r = self.queue.pop_front().ok_or(LinkError::Io)?;
+        reply[..r.len()].copy_from_slice(&r);
+        Ok(r.len())
+    }
+
     fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError> {
         self.exchanges.fetch_add(1, Ordering::SeqCst);
         if let Some(e) = self.fail_next.lock().unwrap().take() {
@@ -43,16 +66,37 @@ impl Link for FakeLink {
             }
             Request::Login { .. } => Response::Error(ckr::PIN_INCORRECT),
             _ if !self.logged_in => Response::Error(ckr::USER_NOT_LOGGED_IN),
-            Request::CryptoInit { op, key, .. } => {
+            Request::CryptoInit { op, key, mechanism } => {
                 if key != 7 {
                     Response::Error(ckr::OBJECT_HANDLE_INVALID)
                 } else {
                     self.op = Some(op);
+                    self.updates = 0;
+                    let aes = (ckm::AES_KEY_GEN..=ckm::AES_CMAC).contains(&mechanism.ty);
                     Response::KeyInfo(KeyInfo {
-                        class: cko::PRIVATE_KEY,
-                        key_type: ckk::RSA,
-                        bits: 2048,
+                        class: if aes {
+                            cko::SECRET_KEY
+                        } else {
+                            cko::PRIVATE_KEY
+                        },
+                        key_type: if aes { ckk::AES } else { ckk::RSA },
+                        bits: if aes { 256 } else { 2048 },
                     })
+                }
+            }
+            Request::CryptoUpdate { data, .. } => {
+                self.updates += 1;
+                if data.first() == Some(&0xEE) {
+                    Response::Error(ckr::DATA_INVALID)
+                } else {
+                    // "Encrypts" by echoing the chunk.
+                    let n = data.len();
+                    let mut frame = [0u8; 16 * 1024];
+                    let m = encode_frame(&Response::Data(data), &mut frame)
+                        .map_err(|_| LinkError::Io)?;
+                    reply[..m - HEADER_LEN].copy_from_slice(&frame[HEADER_LEN..m]);
+                    let _ = n;
+                    return Ok(m - HEADER_LEN);
                 }
             }
             Request::CryptoFinal { op, data, .. } => {
@@ -119,6 +163,8 @@ impl Connector for FakeConnector {
             exchanges: self.exchanges.clone(),
             fail_next: self.fail_next.clone(),
             identity: *self.identity.lock().unwrap(),
+            queue: Default::default(),
+            updates: 0,
             logged_in: false,
             op: None,
         })
@@ -621,5 +667,51 @@ fn a_public_session_whose_hsm_changed_is_closed() {
     assert_eq!(
         t.generate_random(h, &mut r),
         Err(ckr::SESSION_HANDLE_INVALID)
+    );
+}
+
+#[test]
+fn large_updates_are_pipelined_and_a_failure_keeps_the_link_in_step() {
+    let s = slots();
+    let (t, ex) = token(&s);
+    let h = t.open_session(true).unwrap();
+    t.login(h, cku::USER, b"pw").unwrap();
+    let aes = Mechanism::plain(ckm::AES_ECB);
+    t.crypto_init(h, Op::Encrypt, &aes, 7).unwrap();
+    let data: std::vec::Vec<u8> = (0..5 * MAX_CHUNK + 100).map(|i| (i % 251) as u8).collect();
+    let mut out = std::vec![0u8; data.len() + 16];
+    let before = ex.load(Ordering::SeqCst);
+    assert_eq!(
+        t.crypto_update(h, Op::Encrypt, &data, Some(&mut out)),
+        Ok(Len::Written(data.len()))
+    );
+    assert_eq!(
+        &out[..data.len()],
+        &data[..],
+        "every chunk's output, in order"
+    );
+    let chunk = Token::<FakeConnector, spin::Mutex<()>, 4096>::CHUNK;
+    assert!(chunk < MAX_CHUNK, "a 4 KiB buffer gets smaller chunks");
+    assert_eq!(
+        ex.load(Ordering::SeqCst),
+        before + data.len().div_ceil(chunk),
+        "one request per chunk"
+    );
+    // The third chunk fails: the error is reported, the replies still in
+    // flight are read, and the next request gets its own answer.
+    let mut bad = data.clone();
+    bad[2 * chunk] = 0xEE;
+    let h2 = t.open_session(true).unwrap();
+    t.crypto_init(h2, Op::Encrypt, &aes, 7).unwrap();
+    assert_eq!(
+        t.crypto_update(h2, Op::Encrypt, &bad, Some(&mut out)),
+        Err(ckr::DATA_INVALID)
+    );
+    t.find_init(h2, &[]).unwrap();
+    let mut found = [0u64; 1];
+    assert_eq!(t.find(h2, &mut found), Ok(1));
+    assert_eq!(
+        found[0], 1,
+        "the find got the find's answer, not a stale update's"
     );
 }

@@ -453,12 +453,24 @@ fn io_error(e: std::io::Error) -> LinkError {
 
 impl Link for TcpLink {
     fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError> {
+        self.send(request)?;
+        self.await_reply_briefly();
+        self.recv(reply)
+    }
+
+    fn can_pipeline(&self) -> bool {
+        true
+    }
+
+    fn send(&mut self, request: &[u8]) -> Result<(), LinkError> {
         if let Some(c) = &self.counter {
             c.fetch_add(1, Ordering::Relaxed);
         }
         self.stream.write_all(request).map_err(io_error)?;
-        self.stream.flush().map_err(io_error)?;
-        self.await_reply_briefly();
+        self.stream.flush().map_err(io_error)
+    }
+
+    fn recv(&mut self, reply: &mut [u8]) -> Result<usize, LinkError> {
         let mut header = [0u8; HEADER_LEN];
         self.stream.read_exact(&mut header).map_err(io_error)?;
         let len = frame_len(header, reply.len()).map_err(|_| LinkError::FrameTooLong)?;
