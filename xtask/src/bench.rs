@@ -593,11 +593,78 @@ pub fn worker_main(args: &[String]) -> Result<(), String> {
             h.ops_per_s / s.ops_per_s.max(f64::MIN_POSITIVE),
         );
     }
+    println!();
+    let server_pid = _server.0.id();
+    for t in &targets {
+        let (mb_s, client, server) = stream_gib(t, server_pid)?;
+        println!(
+            "{}: 1 GiB through C_EncryptUpdate (AES-256-CBC, 1 MiB per call): {mb_s:.0} MB/s; \
+             peak RSS of the client process {} -> {} MiB{}",
+            t.name,
+            client.0 / 1024,
+            client.1 / 1024,
+            if t.stats_file.is_some() {
+                format!(
+                    "; of the HSM server {} -> {} MiB",
+                    server.0 / 1024,
+                    server.1 / 1024
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     let rtt = loopback_round_trip()?;
     println!();
     println!("loopback round trip (64-byte ping-pong, median of 20,000): {rtt:.1} µs");
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+/// Peak resident memory (VmHWM, KiB) of a process.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// 1 GiB of AES-256-CBC through `C_EncryptUpdate`, 1 MiB per call: MB/s, and
+/// peak RSS (before, after) of this process and of the HSM server.
+/// (before, after) peak RSS in KiB.
+type Peak = (u64, u64);
+
+fn stream_gib(t: &Target, server_pid: u32) -> Result<(f64, Peak, Peak), String> {
+    let p = open(t)?;
+    let s = session(&p)?;
+    let aes = find_one(&s, ObjectClass::SECRET_KEY, "bench-aes")?;
+    let input = vec![0x42u8; 1024 * 1024];
+    let me = std::process::id();
+    let before = (peak_rss_kib(me), peak_rss_kib(server_pid));
+    s.encrypt_init(&Mechanism::AesCbc([0u8; 16]), aes)
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut total = 0usize;
+    for _ in 0..1024 {
+        total += s.encrypt_update(&input).map_err(|e| e.to_string())?.len();
+    }
+    total += s.encrypt_final().map_err(|e| e.to_string())?.len();
+    let secs = started.elapsed().as_secs_f64();
+    let after = (peak_rss_kib(me), peak_rss_kib(server_pid));
+    if total != 1024 * input.len() {
+        return Err(format!("{}: stream gave {total} bytes", t.name));
+    }
+    drop(s);
+    p.finalize().map_err(|e| e.to_string())?;
+    Ok((
+        total as f64 / secs / 1e6,
+        (before.0, after.0),
+        (before.1, after.1),
+    ))
 }
 
 /// Median time of a small TCP ping-pong on loopback: what one exchange
