@@ -9,13 +9,16 @@
 //! - [`fake`]: the in-memory fake HSM the `token_model` target runs against;
 //! - [`server`]: the in-process software HSM the `server` target drives, and
 //!   the structured requests it generates;
-//! - [`records`]: the record format of the `server` target's inputs.
+//! - [`records`]: the record format of the `server` target's inputs;
+//! - [`messages`]: every wire message generated from structure, for the
+//!   round-trip property of the `wire_*` targets.
 //!
 //! No `unsafe` here: the crate forbids it like the rest of the project.
 #![forbid(unsafe_code)]
 
 pub mod calls;
 pub mod fake;
+pub mod messages;
 pub mod records;
 pub mod server;
 pub mod tables;
