@@ -199,8 +199,12 @@ const KEYS: &[Key] = &[
     },
 ];
 
-/// The module's settings: from the TOML file named by `HSMLINK_CONFIG` (if
-/// any), each overridden by its environment variable.
+/// The settings file read when `HSMLINK_CONFIG` is not set, if it exists
+/// (where the Debian package puts it). `HSMLINK_CONFIG=` (empty) reads none.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/hsmlink/hsmlink.toml";
+
+/// The module's settings: from the TOML file named by `HSMLINK_CONFIG` (or
+/// [`DEFAULT_CONFIG_FILE`]), each overridden by its environment variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub addr: String,
@@ -276,9 +280,26 @@ fn read_file(path: &str) -> Result<Vec<(String, String)>, ConfigError> {
 impl Config {
     /// Read the settings (`get` reads the environment).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        // Unit tests never see the machine's installed file.
+        let default_file = if cfg!(test) {
+            "/nonexistent/hsmlink-unit-test.toml"
+        } else {
+            DEFAULT_CONFIG_FILE
+        };
+        Config::from_env_or_file(get, default_file)
+    }
+
+    /// [`Config::from_env`] with `default_file` read when `HSMLINK_CONFIG`
+    /// is unset (and only if it exists).
+    fn from_env_or_file(
+        get: impl Fn(&str) -> Option<String>,
+        default_file: &str,
+    ) -> Result<Config, ConfigError> {
         let file = match get("HSMLINK_CONFIG") {
             Some(path) if !path.is_empty() => read_file(&path)?,
-            _ => Vec::new(),
+            Some(_) => Vec::new(),
+            None if std::path::Path::new(default_file).exists() => read_file(default_file)?,
+            None => Vec::new(),
         };
         // (name to report, value) of a setting, environment first.
         let value = |file_key: &str| -> Option<(String, String)> {
@@ -577,6 +598,50 @@ mod tests {
         assert!(e.key.contains("timeout_ms"), "{e}");
         let e = Config::from_env(env(&[("HSMLINK_CONFIG", "/nonexistent/x.toml")])).unwrap_err();
         assert_eq!(e.key, "HSMLINK_CONFIG");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn default_config_file_when_hsmlink_config_is_unset() {
+        let dir = std::env::temp_dir().join(format!("hsmlink-default-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hsmlink.toml");
+        std::fs::write(&path, "addr = \"127.0.0.1:7\"\nuser = \"filer\"\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::from_env_or_file(env(&[]), p).unwrap();
+        assert_eq!(
+            (c.addr.as_str(), c.user.as_deref()),
+            ("127.0.0.1:7", Some("filer"))
+        );
+        let c = Config::from_env_or_file(env(&[("HSMLINK_USER", "envy")]), p).unwrap();
+        assert_eq!(c.user.as_deref(), Some("envy"), "the environment wins");
+        let c = Config::from_env_or_file(env(&[("HSMLINK_CONFIG", "")]), p).unwrap();
+        assert_eq!(
+            (c.addr.as_str(), c.user),
+            (DEFAULT_ADDR, None),
+            "empty: no file"
+        );
+        let other = dir.join("other.toml");
+        std::fs::write(&other, "user = \"other\"\n").unwrap();
+        let named = env(&[("HSMLINK_CONFIG", other.to_str().unwrap())]);
+        let c = Config::from_env_or_file(named, p).unwrap();
+        assert_eq!(
+            c.user.as_deref(),
+            Some("other"),
+            "HSMLINK_CONFIG replaces it"
+        );
+        let c = Config::from_env_or_file(env(&[]), "/nonexistent/hsmlink.toml").unwrap();
+        assert_eq!(
+            (c.addr.as_str(), c.user),
+            (DEFAULT_ADDR, None),
+            "missing: defaults"
+        );
+        std::fs::write(&path, "adress = \"x:1\"\n").unwrap();
+        let e = Config::from_env_or_file(env(&[]), p).unwrap_err();
+        assert!(
+            e.key.ends_with("adress"),
+            "a bad default file is an error: {e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
