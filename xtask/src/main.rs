@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 mod bench;
 mod conformance;
 mod embedded;
+mod fuzz;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
         Some("qemu") => embedded::qemu(&args[1..]),
         Some("bench") => bench::bench(&workspace_root(), &target_dir(), &args[1..]),
         Some("bench-worker") => bench::worker_main(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&workspace_root(), &args[1..]),
         Some("help" | "--help" | "-h") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
