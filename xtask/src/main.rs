@@ -19,6 +19,7 @@ mod bench;
 mod conformance;
 mod embedded;
 mod fuzz;
+mod package;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -41,6 +42,11 @@ commands:
           the no-allocator firmware, linted, with its flash and RAM sizes
   qemu    the firmware under qemu-system-arm signs through a local software
           HSM over its UART; OpenSSL verifies; stack high-water mark
+  package [--profile release|dev] [--install-test]
+          Debian packages of the module (with its p11-kit registration and
+          /etc/hsmlink/hsmlink.toml) and of the server (systemd unit) into
+          target/debian/; --install-test installs them, runs pkcs11-tool,
+          p11-kit, p11tool and the OpenSSL engine against them, and purges them
   help    this text
 ";
 
@@ -57,6 +63,7 @@ fn main() -> ExitCode {
         Some("qemu") => embedded::qemu(&args[1..]),
         Some("bench") => bench::bench(&workspace_root(), &target_dir(), &args[1..]),
         Some("bench-worker") => bench::worker_main(&args[1..]),
+        Some("package") => package::package(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&workspace_root(), &args[1..]),
         Some("help" | "--help" | "-h") => {
             print!("{USAGE}");
