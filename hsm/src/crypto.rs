@@ -692,6 +692,9 @@ impl Running {
                 if input.len() + 2 * hash.size() + 2 > k {
                     return Err(ckr::DATA_LEN_RANGE);
                 }
+                if !label.is_empty() {
+                    return oaep_label::encrypt(rsa, *hash, *mgf, label, &input);
+                }
                 let e = |_| ckr::FUNCTION_FAILED;
                 let mut ctx = PkeyCtx::new(pkey).map_err(e)?;
                 ctx.encrypt_init().map_err(e)?;
@@ -707,6 +710,9 @@ impl Running {
             ) => {
                 if input.len() != rsa.size() as usize {
                     return Err(ckr::ENCRYPTED_DATA_LEN_RANGE);
+                }
+                if !label.is_empty() {
+                    return oaep_label::decrypt(rsa, *hash, *mgf, label, &input);
                 }
                 let e = |_| ckr::FUNCTION_FAILED;
                 let mut ctx = PkeyCtx::new(pkey).map_err(e)?;
@@ -929,6 +935,144 @@ fn pss_setup<T>(ctx: &mut PkeyCtx<T>, hash: Hash, mgf: Hash, salt: usize) -> Res
         .map_err(e)
 }
 
+/// RSA-OAEP with a label, padded here (RFC 8017 §7.1) around OpenSSL's raw
+/// RSA. OpenSSL 3.0 leaks the label given to
+/// `EVP_PKEY_CTX_set0_rsa_oaep_label`: every OAEP operation with a label
+/// lost the label's bytes, so a client could grow the server without bound
+/// (found by the `template` fuzz target under LeakSanitizer). Decoding does
+/// not branch on the decrypted bytes until its one valid/invalid answer.
+mod oaep_label {
+    use hsmlink_core::ck::{ckr, Rv};
+    use hsmlink_core::mech::Hash;
+    use openssl::hash::{Hasher, MessageDigest};
+    use openssl::pkey::{Private, Public};
+    use openssl::rsa::{Padding, Rsa};
+    use zeroize::Zeroizing;
+
+    fn md(h: Hash) -> MessageDigest {
+        match h {
+            Hash::Sha1 => MessageDigest::sha1(),
+            Hash::Sha224 => MessageDigest::sha224(),
+            Hash::Sha256 => MessageDigest::sha256(),
+            Hash::Sha384 => MessageDigest::sha384(),
+            Hash::Sha512 => MessageDigest::sha512(),
+        }
+    }
+
+    fn hash(h: Hash, parts: &[&[u8]]) -> Result<Vec<u8>, Rv> {
+        let e = |_| ckr::FUNCTION_FAILED;
+        let mut x = Hasher::new(md(h)).map_err(e)?;
+        for p in parts {
+            x.update(p).map_err(e)?;
+        }
+        Ok(x.finish().map_err(e)?.to_vec())
+    }
+
+    /// MGF1 (RFC 8017 §B.2.1) with hash `h`: `len` bytes from `seed`.
+    fn mgf1(h: Hash, seed: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>, Rv> {
+        let mut out = Zeroizing::new(Vec::with_capacity(len + h.size()));
+        let mut counter: u32 = 0;
+        while out.len() < len {
+            out.extend_from_slice(&hash(h, &[seed, &counter.to_be_bytes()])?);
+            counter = counter.wrapping_add(1);
+        }
+        out.truncate(len);
+        Ok(out)
+    }
+
+    fn xor_into(dst: &mut [u8], mask: &[u8]) {
+        for (d, m) in dst.iter_mut().zip(mask) {
+            *d ^= m;
+        }
+    }
+
+    /// 0xff if `a == b`, else 0, without a branch.
+    fn eq_mask(a: u8, b: u8) -> u8 {
+        let x = u16::from(a ^ b);
+        (x.wrapping_sub(1) >> 8) as u8
+    }
+
+    pub fn encrypt(
+        rsa: &Rsa<Public>,
+        hash_alg: Hash,
+        mgf: Hash,
+        label: &[u8],
+        msg: &[u8],
+    ) -> Result<Vec<u8>, Rv> {
+        let k = rsa.size() as usize;
+        let h = hash_alg.size();
+        if msg.len() + 2 * h + 2 > k {
+            return Err(ckr::DATA_LEN_RANGE);
+        }
+        // EM = 0x00 || maskedSeed || maskedDB, DB = lHash || PS || 0x01 || M.
+        let mut em = Zeroizing::new(vec![0u8; k]);
+        let (seed, db) = em[1..].split_at_mut(h);
+        db[..h].copy_from_slice(&hash(hash_alg, &[label])?);
+        let m_at = db.len() - msg.len();
+        db[m_at - 1] = 1;
+        db[m_at..].copy_from_slice(msg);
+        openssl::rand::rand_bytes(seed).map_err(|_| ckr::FUNCTION_FAILED)?;
+        xor_into(db, &mgf1(mgf, seed, db.len())?);
+        xor_into(seed, &mgf1(mgf, db, h)?);
+        let mut out = vec![0u8; k];
+        let n = rsa
+            .public_encrypt(&em, &mut out, Padding::NONE)
+            .map_err(|_| ckr::FUNCTION_FAILED)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    pub fn decrypt(
+        rsa: &Rsa<Private>,
+        hash_alg: Hash,
+        mgf: Hash,
+        label: &[u8],
+        c: &[u8],
+    ) -> Result<Vec<u8>, Rv> {
+        let k = rsa.size() as usize;
+        let h = hash_alg.size();
+        if c.len() != k {
+            return Err(ckr::ENCRYPTED_DATA_LEN_RANGE);
+        }
+        if k < 2 * h + 2 {
+            return Err(ckr::KEY_SIZE_RANGE);
+        }
+        let mut em = Zeroizing::new(vec![0u8; k]);
+        let n = rsa
+            .private_decrypt(c, &mut em, Padding::NONE)
+            .map_err(|_| ckr::ENCRYPTED_DATA_INVALID)?;
+        if n != k {
+            return Err(ckr::ENCRYPTED_DATA_INVALID);
+        }
+        let (y, rest) = em.split_at_mut(1);
+        let (seed, db) = rest.split_at_mut(h);
+        xor_into(seed, &mgf1(mgf, db, h)?);
+        xor_into(db, &mgf1(mgf, seed, db.len())?);
+        let l_hash = hash(hash_alg, &[label])?;
+        let mut bad = y[0];
+        for (d, l) in db.iter().zip(&l_hash) {
+            bad |= d ^ l;
+        }
+        // The first 0x01 after the zeros of PS, found without branching.
+        let mut looking = 0xffu8;
+        let mut at = 0usize;
+        for (i, b) in db.iter().enumerate().skip(h) {
+            let one = eq_mask(*b, 1);
+            let zero = eq_mask(*b, 0);
+            let found = looking & one;
+            let m = usize::from(found & 1).wrapping_neg();
+            at = (i & m) | (at & !m);
+            bad |= looking & !zero & !one;
+            looking &= !one;
+        }
+        bad |= looking;
+        if bad != 0 {
+            return Err(ckr::ENCRYPTED_DATA_INVALID);
+        }
+        Ok(db[at + 1..].to_vec())
+    }
+}
+
 fn oaep_setup<T>(ctx: &mut PkeyCtx<T>, hash: Hash, mgf: Hash, label: &[u8]) -> Result<(), Rv> {
     let e = |_| ckr::MECHANISM_PARAM_INVALID;
     ctx.set_rsa_padding(Padding::PKCS1_OAEP).map_err(e)?;
@@ -1010,6 +1154,54 @@ pub fn digest(mech: u64, data: &[u8]) -> Result<Vec<u8>, Rv> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oaep_with_a_label_matches_openssl_both_ways() {
+        // Regression for the OpenSSL 3.0 label leak (found by the template
+        // fuzz target): labelled OAEP is padded here; OpenSSL must agree.
+        use openssl::pkey::PKey;
+        use openssl::rsa::Rsa;
+        let rsa = Rsa::generate(1024).unwrap();
+        let public =
+            Rsa::from_public_components(rsa.n().to_owned().unwrap(), rsa.e().to_owned().unwrap())
+                .unwrap();
+        let pkey = PKey::from_rsa(rsa.clone()).unwrap();
+        for (hash, mgf) in [
+            (Hash::Sha256, Hash::Sha256),
+            (Hash::Sha1, Hash::Sha384),
+            (Hash::Sha384, Hash::Sha1),
+        ] {
+            for msg in [&b""[..], b"m", &[0u8; 20][..], &[1u8; 128 - 2 * 48 - 2][..]] {
+                let label = b"a label";
+                let c = oaep_label::encrypt(&public, hash, mgf, label, msg).unwrap();
+                let mut ctx = PkeyCtx::new(&pkey).unwrap();
+                ctx.decrypt_init().unwrap();
+                oaep_setup(&mut ctx, hash, mgf, label).unwrap();
+                let mut p = Vec::new();
+                ctx.decrypt_to_vec(&c, &mut p).unwrap();
+                assert_eq!(p, msg);
+                let mut ctx = PkeyCtx::new(&pkey).unwrap();
+                ctx.encrypt_init().unwrap();
+                oaep_setup(&mut ctx, hash, mgf, label).unwrap();
+                let mut c = Vec::new();
+                ctx.encrypt_to_vec(msg, &mut c).unwrap();
+                assert_eq!(
+                    oaep_label::decrypt(&rsa, hash, mgf, label, &c).unwrap(),
+                    msg
+                );
+                assert_eq!(
+                    oaep_label::decrypt(&rsa, hash, mgf, b"another", &c),
+                    Err(ckr::ENCRYPTED_DATA_INVALID)
+                );
+                let mut bent = c.clone();
+                bent[5] ^= 1;
+                assert_eq!(
+                    oaep_label::decrypt(&rsa, hash, mgf, label, &bent),
+                    Err(ckr::ENCRYPTED_DATA_INVALID)
+                );
+            }
+        }
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
