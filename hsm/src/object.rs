@@ -176,10 +176,14 @@ impl Object {
 
     /// Whether the object matches a search template: every attribute equal,
     /// hidden secrets never match.
+    /// Whether every attribute of `template` has that value here
+    /// (`CK_BBOOL`s compared as truth values).
     pub fn matches(&self, template: &[Attribute<'_>]) -> bool {
-        template
-            .iter()
-            .all(|a| !self.hides(a.ty) && self.get(a.ty) == Some(a.value))
+        template.iter().all(|a| {
+            !self.hides(a.ty)
+                && self.get(a.ty).map(|v| canonical_bool(a.ty, v))
+                    == Some(canonical_bool(a.ty, a.value))
+        })
     }
 }
 
@@ -348,17 +352,29 @@ const fn material_attr(ty: u64) -> bool {
 }
 
 /// A template checked for value lengths and duplicates, as a map.
+/// `CK_BBOOL` values are kept as 0 or 1, whatever non-zero byte (true, as in
+/// C) the application gave: a search for `CK_TRUE` finds them.
 pub fn parse_template<'a>(t: &[Attribute<'a>]) -> Result<BTreeMap<u64, &'a [u8]>, Rv> {
     let mut out = BTreeMap::new();
     for a in t {
         attr::check_value(a.ty, a.value)?;
-        if let Some(prev) = out.insert(a.ty, a.value) {
-            if prev != a.value {
+        let value = canonical_bool(a.ty, a.value);
+        if let Some(prev) = out.insert(a.ty, value) {
+            if prev != value {
                 return Err(ckr::TEMPLATE_INCONSISTENT);
             }
         }
     }
     Ok(out)
+}
+
+/// A `CK_BBOOL` value as 0 or 1; other values as they are.
+fn canonical_bool(ty: u64, v: &[u8]) -> &[u8] {
+    match (attr::kind(ty), v) {
+        (attr::Kind::Bool, [0]) => &[0],
+        (attr::Kind::Bool, [_]) => &[1],
+        _ => v,
+    }
 }
 
 fn tpl_ulong(t: &BTreeMap<u64, &[u8]>, ty: u64) -> Result<Option<u64>, Rv> {
@@ -693,6 +709,40 @@ mod tests {
 
     fn at(ty: u64, v: &[u8]) -> Attribute<'_> {
         Attribute { ty, value: v }
+    }
+
+    #[test]
+    fn true_is_any_non_zero_byte_and_is_found_as_true() {
+        // Found by the server fuzz target: an object made with CKA_TOKEN
+        // set to 2 (true, as in C) was stored as 2, and a search for
+        // CKA_TOKEN = CK_TRUE did not find it.
+        let class = attr::ulong(cko::DATA);
+        let a = build(
+            &[
+                at(cka::CLASS, &class),
+                at(cka::TOKEN, &[2]),
+                at(cka::MODIFIABLE, &[0]),
+            ],
+            Origin::Create,
+        )
+        .unwrap();
+        assert_eq!(a[&cka::TOKEN], [1]);
+        assert_eq!(a[&cka::MODIFIABLE], [0]);
+        let o = Object::new(1, "u".into(), None, a);
+        assert!(o.matches(&[at(cka::TOKEN, &[1])]));
+        assert!(o.matches(&[at(cka::TOKEN, &[0x80])]));
+        assert!(!o.matches(&[at(cka::TOKEN, &[0])]));
+        assert!(o.matches(&[at(cka::MODIFIABLE, &[0])]));
+        // The same attribute twice is consistent when both are true.
+        assert!(build(
+            &[
+                at(cka::CLASS, &class),
+                at(cka::TOKEN, &[2]),
+                at(cka::TOKEN, &[1])
+            ],
+            Origin::Create,
+        )
+        .is_ok());
     }
 
     #[test]
