@@ -58,6 +58,9 @@ fuzz_target!(|data: &[u8]| {
                 run.body(&spec)
             }
             Record::Reconnect => {
+                if std::env::var_os("HSMLINK_FUZZ_TRACE").is_some() {
+                    eprintln!("(reconnect)");
+                }
                 conn = connect(flags, world);
                 continue;
             }
@@ -71,6 +74,13 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let reply = server::exchange(&mut conn, &body);
+        if std::env::var_os("HSMLINK_FUZZ_TRACE").is_some() {
+            eprintln!(
+                "{:?}\n  -> {:?}",
+                wire::decode::<Request<'_>>(&body),
+                wire::decode::<hsmlink_core::wire::Response<'_>>(&reply)
+            );
+        }
         run.learn(&reply);
         if conn.closing() {
             // The socket loop closes the connection here.
