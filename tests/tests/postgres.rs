@@ -1,0 +1,270 @@
+//! A fleet sharing one PostgreSQL store: two `serve` processes on one
+//! database; a key generated through the first signs through the second,
+//! a key destroyed through one is gone through the other, handles never
+//! collide, a lockout holds on both, and the database holds no secret in
+//! clear.
+//!
+//! Starts its own throwaway PostgreSQL (Debian's `postgresql` package).
+
+mod hsm_service;
+
+use cryptoki::error::RvError;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use hsm_service::*;
+use hsmlink_tests::pg::Postgres;
+use hsmlink_tests::{rv_of, token, verify, Hsm, TempDir};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+
+const AES_VALUE: [u8; 32] = *b"PGSECRET-aes-key-32-bytes-long!!";
+
+fn serve_pg(data: &TempDir, secrets: &Secrets, url: &str) -> Hsm {
+    serve(data.path(), secrets, &["--postgres", url])
+}
+
+#[test]
+fn postgres_two_servers_share_keys_handles_and_lockouts() {
+    let t = token();
+    let pg = Postgres::start();
+    let url = pg.url();
+    let secrets = Secrets::new();
+    add_user(&["--postgres", &url], "alice", "alice-pw");
+    add_user(&["--postgres", &url], "bob", "bob-pw");
+    let (data_a, data_b) = (TempDir::new("pg-a"), TempDir::new("pg-b"));
+    let a = serve_pg(&data_a, &secrets, &url);
+    let b = serve_pg(&data_b, &secrets, &url);
+
+    // Generate through A.
+    let s = login_at(&t, a.addr(), "alice", "alice-pw");
+    let (public, private) = s
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::EcParams(verify::params_of_curve(Nid::X9_62_PRIME256V1)),
+                Attribute::Verify(true),
+                Attribute::Label(b"fleet-ec".to_vec()),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::Sign(true),
+                Attribute::Label(b"fleet-ec".to_vec()),
+            ],
+        )
+        .expect("key pair through A");
+    let public_key = verify::ec_public_key(&s, public);
+    let imported = s
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(cryptoki::object::KeyType::AES),
+            Attribute::Token(true),
+            Attribute::Value(AES_VALUE.to_vec()),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Label(b"fleet-aes".to_vec()),
+        ])
+        .expect("AES key imported through A");
+    let doomed = s
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Label(b"fleet-doomed".to_vec()),
+        ])
+        .expect("data object through A");
+    let ct = s
+        .encrypt(&Mechanism::AesEcb, imported, &[5u8; 16])
+        .expect("encrypt through A");
+    drop(s);
+
+    // Sign through B with the key generated through A.
+    let s = login_at(&t, b.addr(), "alice", "alice-pw");
+    let found = s
+        .find_objects(&[
+            Attribute::Label(b"fleet-ec".to_vec()),
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+        ])
+        .expect("find through B");
+    assert_eq!(
+        found,
+        vec![private],
+        "B finds A's key under the same handle"
+    );
+    let sig = s
+        .sign(&Mechanism::EcdsaSha256, private, b"signed through B")
+        .expect("sign through B");
+    assert!(
+        verify::ecdsa_verifies(
+            &public_key,
+            Some(MessageDigest::sha256()),
+            b"signed through B",
+            &sig
+        ),
+        "the signature made through B verifies with the key generated through A"
+    );
+    let aes = s
+        .find_objects(&[Attribute::Label(b"fleet-aes".to_vec())])
+        .expect("find")[0];
+    assert_eq!(
+        s.decrypt(&Mechanism::AesEcb, aes, &ct)
+            .expect("decrypt through B"),
+        [5u8; 16]
+    );
+    // Destroyed through B: gone through A at once.
+    s.destroy_object(doomed).expect("destroy through B");
+    // New objects through B never take a handle A handed out.
+    let through_b = s
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Label(b"fleet-b".to_vec()),
+        ])
+        .expect("create through B");
+    assert!(![public, private, imported, doomed].contains(&through_b));
+    // A change of label through B is seen through A.
+    s.update_attributes(through_b, &[Attribute::Label(b"fleet-b2".to_vec())])
+        .expect("relabel through B");
+    drop(s);
+
+    let s = login_at(&t, a.addr(), "alice", "alice-pw");
+    assert_eq!(
+        rv_of(s.get_attributes(doomed, &[AttributeType::Label])),
+        RvError::ObjectHandleInvalid,
+        "A still serves an object destroyed through B"
+    );
+    assert!(s
+        .find_objects(&[Attribute::Label(b"fleet-doomed".to_vec())])
+        .expect("find")
+        .is_empty());
+    assert_eq!(
+        s.find_objects(&[Attribute::Label(b"fleet-b2".to_vec())])
+            .expect("find"),
+        vec![through_b],
+        "A sees B's new object and its new label"
+    );
+    assert!(s
+        .find_objects(&[Attribute::Label(b"fleet-b".to_vec())])
+        .expect("find")
+        .is_empty());
+    drop(s);
+
+    // Bob sees none of it, through either server.
+    for hsm in [&a, &b] {
+        let s = login_at(&t, hsm.addr(), "bob", "bob-pw");
+        assert!(s.find_objects(&[]).expect("find").is_empty());
+        assert_eq!(
+            rv_of(s.sign(&Mechanism::EcdsaSha256, private, b"x")),
+            RvError::KeyHandleInvalid
+        );
+    }
+
+    // A lockout through A holds through B.
+    let s = session_at(&t, a.addr(), "bob");
+    for i in 0..5 {
+        let r = s.login(UserType::User, Some(&AuthPin::new(format!("no{i}").into())));
+        assert_eq!(rv_of(r), RvError::PinIncorrect);
+    }
+    drop(s);
+    let s = session_at(&t, b.addr(), "bob");
+    assert_eq!(
+        rv_of(s.login(UserType::User, Some(&AuthPin::new("bob-pw".into())))),
+        RvError::PinLocked
+    );
+    drop(s);
+    cli_ok(&["user", "unlock", "--postgres", &url, "bob"], &[]);
+    drop(login_at(&t, b.addr(), "bob", "bob-pw"));
+
+    // The database holds no secret in clear: not the AES value, not the EC
+    // private value, not a password.
+    let dump = pg.dump();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert!(!contains(&dump, &AES_VALUE) && !contains(&dump, hex(&AES_VALUE).as_bytes()));
+    assert!(!contains(&dump, b"alice-pw") && !contains(&dump, hex(b"alice-pw").as_bytes()));
+    assert!(!contains(&dump, PASSPHRASE.as_bytes()));
+    let rows = pg.psql("SELECT count(*) FROM hsmlink_objects");
+    assert_eq!(rows.trim(), "4", "objects in the database: {rows}");
+
+    // Admin listing through the database.
+    let list = cli_ok(
+        &["objects", "list", "--postgres", &url, "--user", "alice"],
+        &[],
+    );
+    assert!(
+        list.contains("fleet-aes") && list.contains("private-key"),
+        "{list}"
+    );
+
+    // A server with a wrong passphrase is refused.
+    let data_c = TempDir::new("pg-c");
+    let err = cli_err(
+        &[
+            "serve",
+            "--data",
+            path_str(data_c.path()),
+            "--listen",
+            "127.0.0.1:0",
+            "--postgres",
+            &url,
+            "--passphrase-file",
+            path_str(&secrets.wrong_file()),
+        ],
+        &[],
+    );
+    assert!(err.contains("wrong passphrase"), "{err}");
+    t.reinitialize(&[]).expect("back to the defaults");
+}
+
+#[test]
+fn postgres_private_key_value_not_in_the_database() {
+    let t = token();
+    let pg = Postgres::start();
+    let url = pg.url();
+    let secrets = Secrets::new();
+    add_user(&["--postgres", &url], "alice", "alice-pw");
+    let data = TempDir::new("pg-one");
+    let a = serve_pg(&data, &secrets, &url);
+    let s = login_at(&t, a.addr(), "alice", "alice-pw");
+    // An extractable EC key: its private value can be read, then searched for.
+    let (_, private) = s
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::EcParams(verify::params_of_curve(Nid::X9_62_PRIME256V1)),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::Sign(true),
+                Attribute::Extractable(true),
+                Attribute::Sensitive(false),
+            ],
+        )
+        .expect("extractable pair");
+    let value = match s
+        .get_attributes(private, &[AttributeType::Value])
+        .expect("read")[0]
+        .clone()
+    {
+        Attribute::Value(v) => v,
+        other => panic!("{other:?}"),
+    };
+    assert!(value.len() >= 32);
+    drop(s);
+    let dump = pg.dump();
+    let hex: String = value.iter().map(|x| format!("{x:02x}")).collect();
+    assert!(
+        !contains(&dump, &value) && !contains(&dump, hex.as_bytes()),
+        "EC private value in the database"
+    );
+    // Nor in the server's own data folder (TLS key sealed).
+    for (p, bytes) in all_files(data.path()) {
+        assert!(
+            !contains(&bytes, &value),
+            "{} holds the private value",
+            p.display()
+        );
+    }
+    t.reinitialize(&[]).expect("back to the defaults");
+}
