@@ -51,16 +51,32 @@ impl Drop for Password {
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub enum AdminRequest {
     Status,
-    UserAdd { name: String, password: Password },
+    UserAdd {
+        name: String,
+        password: Password,
+    },
     /// Change the password of an existing user (this also unlocks it).
-    UserPasswd { name: String, password: Password },
-    UserRemove { name: String },
-    UserUnlock { name: String },
+    UserPasswd {
+        name: String,
+        password: Password,
+    },
+    UserRemove {
+        name: String,
+    },
+    UserUnlock {
+        name: String,
+    },
     UserList,
-    ObjectsList { user: Option<String> },
-    ObjectsDelete { handle: u64 },
+    ObjectsList {
+        user: Option<String>,
+    },
+    ObjectsDelete {
+        handle: u64,
+    },
     /// Copy the data folder into `dest` (a new folder).
-    Backup { dest: PathBuf },
+    Backup {
+        dest: PathBuf,
+    },
 }
 
 /// The answer: the text to print, or an error message.
@@ -168,7 +184,12 @@ fn list_users(store: &Store) -> Result<String, String> {
     Ok(out)
 }
 
-fn set_password(t: &Target<'_>, name: &str, password: &[u8], must_exist: bool) -> Result<bool, String> {
+fn set_password(
+    t: &Target<'_>,
+    name: &str,
+    password: &[u8],
+    must_exist: bool,
+) -> Result<bool, String> {
     users::check_name(name)?;
     if password.is_empty() {
         return Err("empty password".into());
@@ -269,7 +290,10 @@ pub fn restore_folder(from: &Path, data: &Path, force: bool) -> Result<String, S
     let src_db = from.join(DB_FILE);
     let (users, objects) = {
         let s = Store::Redb(crate::store::RedbStore::open_file(&src_db).map_err(|e| {
-            format!("{} is not a backup made by `hsmlink-hsm backup`: {e}", from.display())
+            format!(
+                "{} is not a backup made by `hsmlink-hsm backup`: {e}",
+                from.display()
+            )
         })?);
         (
             s.users().map_err(|e| e.to_string())?.len(),
@@ -294,7 +318,8 @@ pub fn restore_folder(from: &Path, data: &Path, force: bool) -> Result<String, S
         }
     }
     crate::store::create_private_dir(data).map_err(|e| e.to_string())?;
-    let bytes = Zeroizing::new(std::fs::read(&src_db).map_err(|e| format!("{}: {e}", src_db.display()))?);
+    let bytes =
+        Zeroizing::new(std::fs::read(&src_db).map_err(|e| format!("{}: {e}", src_db.display()))?);
     write_synced(&dst_db, &bytes)?;
     let tls = data.join("tls");
     for f in [crate::tls::CERT_FILE, crate::tls::KEY_FILE, "key.der"] {
@@ -394,7 +419,10 @@ fn read_msg(s: &mut UnixStream) -> io::Result<Zeroizing<Vec<u8>>> {
     s.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_REQUEST {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "message too long"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message too long",
+        ));
     }
     let mut body = Zeroizing::new(vec![0u8; len]);
     s.read_exact(&mut body)?;

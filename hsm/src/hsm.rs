@@ -132,6 +132,10 @@ impl Table {
     }
 }
 
+/// A token object read from a shared store: its stored bytes and the
+/// object they decrypt to.
+type Cached = (Vec<u8>, Arc<Object>);
+
 /// Tells whether a connection's peer is still there (see [`Hsm::register_probe`]).
 pub type Probe = Box<dyn Fn() -> bool + Send + Sync>;
 
@@ -160,7 +164,7 @@ pub struct Hsm {
     phantoms: users::PhantomFailures,
     table: RwLock<Table>,
     /// Token objects read from a shared store: handle → (stored bytes, object).
-    cache: Mutex<HashMap<u64, (Vec<u8>, Arc<Object>)>>,
+    cache: Mutex<HashMap<u64, Cached>>,
     /// Serializes mutations (store commit + table update).
     writer: Mutex<()>,
     handles: Mutex<Handles>,
@@ -594,9 +598,7 @@ impl Hsm {
 
     /// Insert a new object; token objects are committed to the store first.
     pub fn put(&self, o: Object) -> Result<Arc<Object>, Rv> {
-        self.put_all(vec![o])?
-            .pop()
-            .ok_or(ckr::GENERAL_ERROR)
+        self.put_all(vec![o])?.pop().ok_or(ckr::GENERAL_ERROR)
     }
 
     /// Replace an existing object (same handle) with a new version; an
@@ -604,7 +606,7 @@ impl Hsm {
     pub fn replace(&self, o: Object) -> Result<Arc<Object>, Rv> {
         let _w = lock(&self.writer);
         let local = read(&self.table).objects.contains_key(&o.handle);
-        if !local && !(self.shared && o.is_token()) {
+        if !(local || (self.shared && o.is_token())) {
             return Err(ckr::OBJECT_HANDLE_INVALID);
         }
         let mut sealed = None;
@@ -743,5 +745,4 @@ impl Hsm {
             .map(|(h, _)| h)
             .collect()
     }
-
 }

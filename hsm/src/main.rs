@@ -45,7 +45,12 @@ enum Cmd {
         data: PathBuf,
         /// Keep users and token objects in this PostgreSQL database, shared
         /// by every server started with the same URL and passphrase.
-        #[arg(long, value_name = "URL", env = "HSMLINK_POSTGRES", hide_env_values = true)]
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "HSMLINK_POSTGRES",
+            hide_env_values = true
+        )]
         postgres: Option<String>,
         #[command(flatten)]
         key: KeyArgs,
@@ -105,10 +110,12 @@ enum Cmd {
     /// Copy the data folder into a new folder: one consistent snapshot of
     /// the store (taken by the running server if there is one) and the TLS
     /// identity. Everything secret stays sealed under the master key.
-    #[command(after_help = "Example:\n  hsmlink-hsm backup --data /var/lib/hsmlink /backups/hsmlink-2026-11-27\n\n\
+    #[command(
+        after_help = "Example:\n  hsmlink-hsm backup --data /var/lib/hsmlink /backups/hsmlink-2026-11-27\n\n\
         Restore with `hsmlink-hsm restore`; serving the restored folder needs the \
         passphrase (or key file) the store had when the backup was made. A PostgreSQL \
-        store is backed up with pg_dump.")]
+        store is backed up with pg_dump."
+    )]
     Backup {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
@@ -117,7 +124,9 @@ enum Cmd {
     },
     /// Replace a data folder's store and TLS identity with a backup (the
     /// server must be stopped).
-    #[command(after_help = "Example:\n  hsmlink-hsm restore --data /var/lib/hsmlink --force /backups/hsmlink-2026-11-27")]
+    #[command(
+        after_help = "Example:\n  hsmlink-hsm restore --data /var/lib/hsmlink --force /backups/hsmlink-2026-11-27"
+    )]
     Restore {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
@@ -160,7 +169,8 @@ const SERVE_HELP: &str = "Examples:\n  \
     --idle-timeout seconds are closed.\n\n\
     Logins: after --max-login-failures consecutive failures a user is locked (CKR_PIN_LOCKED) until \
     `hsmlink-hsm user unlock`; past 3 failures, attempts per user and per client address are \
-    spaced by a delay doubling from 250 ms up to 5 s.";
+    spaced by a delay doubling from --login-delay-ms (250 ms) up to 5 s; an attempt that would wait \
+    more than 10 s is refused at once.";
 
 /// Where the master key's protection comes from.
 #[derive(Args, Default)]
@@ -197,6 +207,10 @@ struct NetArgs {
     /// Consecutive failed logins that lock a user (0: never lock).
     #[arg(long, value_name = "N", default_value_t = 5)]
     max_login_failures: u32,
+    /// Delay imposed on the fourth failed login in a row (per user and per
+    /// client address); it doubles with each further failure, up to 5 s.
+    #[arg(long, value_name = "MS", default_value_t = 250)]
+    login_delay_ms: u64,
     /// Serve plain TCP only (no TLS). Plain TCP is otherwise accepted from
     /// loopback peers only.
     #[arg(long)]
@@ -220,7 +234,12 @@ struct StoreArgs {
     #[arg(long, value_name = "DIR", required_unless_present = "postgres")]
     data: Option<PathBuf>,
     /// A PostgreSQL store instead (servers may be running on it).
-    #[arg(long, value_name = "URL", env = "HSMLINK_POSTGRES", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "HSMLINK_POSTGRES",
+        hide_env_values = true
+    )]
     postgres: Option<String>,
 }
 
@@ -367,6 +386,7 @@ fn limits(n: &NetArgs) -> Limits {
         ..Limits::default()
     };
     l.login.max_failures = n.max_login_failures;
+    l.login.base_delay = std::time::Duration::from_millis(n.login_delay_ms);
     l
 }
 
@@ -387,8 +407,8 @@ fn trim_newline(mut v: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
 }
 
 fn passphrase_from_env(var: &str) -> Result<Zeroizing<Vec<u8>>, String> {
-    let v = std::env::var_os(var)
-        .ok_or_else(|| format!("environment variable {var} is not set"))?;
+    let v =
+        std::env::var_os(var).ok_or_else(|| format!("environment variable {var} is not set"))?;
     let v = Zeroizing::new(std::os::unix::ffi::OsStringExt::into_vec(v));
     if v.is_empty() {
         return Err(format!("environment variable {var} is empty"));
@@ -416,7 +436,9 @@ fn unlock_from(
         return Ok(Unlock::KeyFile(read_secret_file(f, "key file")?));
     }
     if default_env && std::env::var_os("HSMLINK_PASSPHRASE").is_some() {
-        return Ok(Unlock::Passphrase(passphrase_from_env("HSMLINK_PASSPHRASE")?));
+        return Ok(Unlock::Passphrase(passphrase_from_env(
+            "HSMLINK_PASSPHRASE",
+        )?));
     }
     Ok(Unlock::Nothing)
 }
@@ -498,9 +520,14 @@ enum Opened {
 
 fn open_admin(s: &StoreArgs) -> Result<Opened, String> {
     if let Some(url) = &s.postgres {
-        return Store::postgres(url).map(Opened::Store).map_err(|e| e.to_string());
+        return Store::postgres(url)
+            .map(Opened::Store)
+            .map_err(|e| e.to_string());
     }
-    let data = s.data.as_deref().ok_or("give --data DIR or --postgres URL")?;
+    let data = s
+        .data
+        .as_deref()
+        .ok_or("give --data DIR or --postgres URL")?;
     match Store::open(data) {
         Ok(st) => Ok(Opened::Store(st)),
         Err(e) if e.0.contains("in use") && admin::server_running(data) => {

@@ -318,7 +318,9 @@ impl PgStore {
     /// The first of [`HANDLE_STEP`] fresh handles.
     pub fn reserve_handles(&self, count: u64) -> Result<u64, StoreError> {
         if count > HANDLE_STEP {
-            return Err(StoreError("handle block larger than the sequence step".into()));
+            return Err(StoreError(
+                "handle block larger than the sequence step".into(),
+            ));
         }
         let v: i64 = self
             .with(|c| c.query_one("SELECT nextval('hsmlink_handles')", &[]))

@@ -93,13 +93,17 @@ impl Server {
                     let ms = started.elapsed().as_millis();
                     match r {
                         Ok(Ok(())) => log::info!("event=closed peer={peer} ms={ms}"),
-                        Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock
-                            || e.kind() == io::ErrorKind::TimedOut =>
+                        Ok(Err(e))
+                            if e.kind() == io::ErrorKind::WouldBlock
+                                || e.kind() == io::ErrorKind::TimedOut =>
                         {
                             log::info!("event=closed peer={peer} ms={ms} reason=idle")
                         }
                         Ok(Err(e)) => {
-                            log::info!("event=closed peer={peer} ms={ms} reason={:?}", e.to_string())
+                            log::info!(
+                                "event=closed peer={peer} ms={ms} reason={:?}",
+                                e.to_string()
+                            )
                         }
                         Err(_) => log::error!("event=closed peer={peer} ms={ms} reason=panic"),
                     }

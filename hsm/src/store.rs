@@ -399,7 +399,8 @@ impl RedbStore {
 
     /// Open an existing database file read-only in spirit (for restore checks).
     pub fn open_file(path: &Path) -> Result<RedbStore, StoreError> {
-        let db = Database::open(path).map_err(|e| StoreError(format!("open {}: {e}", path.display())))?;
+        let db = Database::open(path)
+            .map_err(|e| StoreError(format!("open {}: {e}", path.display())))?;
         Self::init(db, Some(path.to_path_buf()))
     }
 
@@ -585,7 +586,10 @@ impl RedbStore {
         let out;
         {
             let mut t = tx.open_table(BLOBS).map_err(err("blobs table"))?;
-            let cur = t.get(key).map_err(err("read blob"))?.map(|g| g.value().to_vec());
+            let cur = t
+                .get(key)
+                .map_err(err("read blob"))?
+                .map(|g| g.value().to_vec());
             out = match cur {
                 Some(v) => v,
                 None => {

@@ -113,7 +113,10 @@ pub fn load_or_create(
     let key = zeroize::Zeroizing::new(key);
     write_private(&key_path, &seal(&key)?)?;
     write_private(&cert_path, &cert)?;
-    log::info!("event=tls_certificate_made dir={:?}", dir.display().to_string());
+    log::info!(
+        "event=tls_certificate_made dir={:?}",
+        dir.display().to_string()
+    );
     setup(cert, key.to_vec())
 }
 

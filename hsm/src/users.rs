@@ -354,7 +354,10 @@ mod tests {
         let w1 = t.reserve("u", Some(ip)).unwrap();
         assert!(w1 > Duration::from_millis(50), "{w1:?}");
         let w2 = t.reserve("v", Some(ip)).unwrap();
-        assert!(w2 > w1, "{w1:?} {w2:?}: the address is throttled for other users too");
+        assert!(
+            w2 > w1,
+            "{w1:?} {w2:?}: the address is throttled for other users too"
+        );
         // Another address and another user are not slowed.
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         assert_eq!(t.reserve("w", Some(other)), Ok(Duration::ZERO));

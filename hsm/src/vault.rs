@@ -298,8 +298,9 @@ impl Keyring {
 
     pub fn decode(bytes: &[u8]) -> Result<Keyring, VaultError> {
         match bytes.split_first() {
-            Some((&KEYRING_FORMAT, rest)) => postcard::from_bytes(rest)
-                .map_err(|_| verr("the stored keyring is damaged")),
+            Some((&KEYRING_FORMAT, rest)) => {
+                postcard::from_bytes(rest).map_err(|_| verr("the stored keyring is damaged"))
+            }
             _ => Err(verr("the stored keyring has an unknown format")),
         }
     }
@@ -344,9 +345,8 @@ pub fn seal_object(
     rec: &ObjectRecord,
 ) -> Result<Vec<u8>, VaultError> {
     let aad = object_aad(handle, &rec.owner, &rec.public)?;
-    let plain = Zeroizing::new(
-        postcard::to_stdvec(&rec.secret).map_err(|e| verr(format!("encode: {e}")))?,
-    );
+    let plain =
+        Zeroizing::new(postcard::to_stdvec(&rec.secret).map_err(|e| verr(format!("encode: {e}")))?);
     let sealed = master.seal(&aad, &plain)?;
     let so = SealedObject {
         owner: rec.owner.clone(),
@@ -366,8 +366,8 @@ pub fn peek_object(bytes: &[u8]) -> Result<SealedObject, VaultError> {
             postcard::from_bytes(rest).map_err(|_| verr("damaged object record"))
         }
         Some((&crate::store::FORMAT_PLAIN, _)) => {
-            let rec: ObjectRecord = crate::store::decode_plain(bytes)
-                .map_err(|_| verr("damaged object record"))?;
+            let rec: ObjectRecord =
+                crate::store::decode_plain(bytes).map_err(|_| verr("damaged object record"))?;
             Ok(SealedObject {
                 owner: rec.owner.clone(),
                 public: rec.public.clone(),
@@ -429,9 +429,11 @@ pub fn open_blob(
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
     let aad = format!("hsmlink blob v1\0{purpose}");
-    master
-        .open(aad.as_bytes(), sealed)
-        .ok_or_else(|| verr(format!("the sealed {purpose} does not open under this master key")))
+    master.open(aad.as_bytes(), sealed).ok_or_else(|| {
+        verr(format!(
+            "the sealed {purpose} does not open under this master key"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -486,7 +488,10 @@ mod tests {
         let back = open_object(&m, 42, &bytes).unwrap();
         assert_eq!(back.secret, rec.secret);
         assert_eq!(back.public, rec.public);
-        assert!(open_object(&m, 43, &bytes).is_err(), "moved to another handle");
+        assert!(
+            open_object(&m, 43, &bytes).is_err(),
+            "moved to another handle"
+        );
         let other = MasterKey::generate().unwrap();
         assert!(open_object(&other, 42, &bytes).is_err());
         // Flip CKA_EXTRACTABLE-like public byte: refused.
@@ -499,6 +504,9 @@ mod tests {
         so.owner = "bob".into();
         let mut moved = vec![FORMAT_SEALED];
         moved.extend(postcard::to_stdvec(&so).unwrap());
-        assert!(open_object(&m, 42, &moved).is_err(), "moved to another user");
+        assert!(
+            open_object(&m, 42, &moved).is_err(),
+            "moved to another user"
+        );
     }
 }

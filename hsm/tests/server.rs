@@ -309,7 +309,10 @@ fn serve_persists_token_objects_across_restart() {
     let (ok, _, err) = cli(&["user", "add", "--data", data, "bad:name"], "x\n");
     assert!(!ok && err.contains("invalid user name"), "{err}");
     let (ok, out, _) = cli(&["user", "list", "--data", data], "");
-    assert!(ok && out.lines().any(|l| l.starts_with("carol\tactive")), "{out}");
+    assert!(
+        ok && out.lines().any(|l| l.starts_with("carol\tactive")),
+        "{out}"
+    );
     // A database file, and no password in clear in it.
     let db = std::fs::read(dir.path().join(hsmlink_hsm::store::DB_FILE)).unwrap();
     assert!(!db.windows(8).any(|w| w == b"carol-pw"));

@@ -77,10 +77,7 @@ fn crash_kill_9_during_1000_creates_loses_no_reported_object() {
                         Attribute::Label(l.clone().into_bytes()),
                     ],
                 )
-                .map(|h| {
-                    keys.push(i);
-                    h
-                })
+                .inspect(|_| keys.push(i))
         } else {
             session.create_object(&[
                 Attribute::Class(ObjectClass::DATA),
