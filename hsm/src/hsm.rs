@@ -188,7 +188,7 @@ fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn dev_err(e: StoreError) -> Rv {
-    log::error!("store: {e}");
+    log::error!("event=store_error error={:?}", e.0);
     ckr::DEVICE_ERROR
 }
 
