@@ -620,8 +620,16 @@ fn run(cli: Cli) -> Res {
             }
             let tls = tls_setup(Some((&data, hsm.master())), &net)?;
             let hsm = Arc::new(hsm);
-            admin::listen(hsm.clone(), &data)
-                .map_err(|e| format!("admin socket in {}: {e}", data.display()))?;
+            if let Err(e) = admin::listen(hsm.clone(), &data) {
+                // Serving matters more than the admin socket (a path too
+                // long for a unix socket, say): admin commands then need the
+                // server stopped.
+                log::warn!(
+                    "event=admin_socket_unavailable dir={:?} error={:?}",
+                    data.display().to_string(),
+                    e.to_string()
+                );
+            }
             listen(hsm, &net, tls, true)
         }
         Cmd::Fingerprint { data, pem, key } => {

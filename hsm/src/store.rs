@@ -394,6 +394,7 @@ impl RedbStore {
             )),
             e => StoreError(format!("open {}: {e}", path.display())),
         })?;
+        owner_only(&path)?;
         Self::init(db, Some(path))
     }
 
@@ -649,11 +650,19 @@ impl RedbStore {
         }
         tx.commit().map_err(err("commit"))?;
         drop(out);
+        owner_only(dest)?;
         std::fs::File::open(dest)
             .and_then(|f| f.sync_all())
             .map_err(err("sync backup"))?;
         Ok(())
     }
+}
+
+/// Make a file readable and writable by its owner only.
+fn owner_only(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| StoreError(format!("chmod {}: {e}", path.display())))
 }
 
 /// Create `dir` (and parents) readable by its owner only.
