@@ -392,6 +392,8 @@ fn capture_quiet(command: &mut Command) -> Result<String> {
 const CI_USER: &str = "ci-package-test";
 const CI_PASSWORD: &str = "ci-package-password";
 const CI_LABEL: &str = "ci-package-ec";
+/// pkcs11-tool (OpenSC 0.23) picks the key of `--sign` by `--id` only.
+const CI_ID: &str = "c1";
 
 /// Whether this process runs as root.
 fn is_root() -> bool {
@@ -726,6 +728,8 @@ fn client_session(
                 "--keypairgen",
                 "--key-type",
                 "EC:prime256v1",
+                "--id",
+                CI_ID,
                 "--label",
                 CI_LABEL,
             ],
@@ -738,8 +742,8 @@ fn client_session(
             &login[..],
             &[
                 "--sign",
-                "--label",
-                CI_LABEL,
+                "--id",
+                CI_ID,
                 "--mechanism",
                 "ECDSA-SHA256",
                 "--signature-format",
@@ -760,8 +764,8 @@ fn client_session(
                 "--read-object",
                 "--type",
                 "pubkey",
-                "--label",
-                CI_LABEL,
+                "--id",
+                CI_ID,
                 "--output-file",
                 "pub.der",
             ],
