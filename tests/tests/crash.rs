@@ -14,6 +14,7 @@ use hsm_service::*;
 use hsmlink_tests::{token, TempDir};
 
 const TOTAL: usize = 1000;
+const WORKERS: usize = 4;
 
 /// A pseudo-random number from the clock and the process id (no extra crate).
 fn random_below(n: usize) -> usize {
@@ -54,60 +55,79 @@ fn crash_kill_9_during_1000_creates_loses_no_reported_object() {
             // A little more jitter, in microseconds, inside the next request.
             std::thread::sleep(Duration::from_micros(random_below(3000) as u64));
             hsm.kill(); // SIGKILL
-            Instant::now()
         })
     };
 
+    // Four sessions (four connections) create at the same time, so the
+    // kill lands on a server under load, possibly in several requests.
     let session = login_at(&t, &addr, "alice", "alice-pw");
     let started = Instant::now();
-    let mut reported = Vec::new();
-    let mut failed = 0;
-    let mut keys = Vec::new();
-    for i in 0..TOTAL {
-        let l = label(i);
-        let r = if i % 10 == 0 {
-            session
-                .generate_key(
-                    &Mechanism::AesKeyGen,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::ValueLen(16.into()),
-                        Attribute::Encrypt(true),
-                        Attribute::Decrypt(true),
-                        Attribute::Label(l.clone().into_bytes()),
-                    ],
-                )
-                .inspect(|_| keys.push(i))
-        } else {
-            session.create_object(&[
-                Attribute::Class(ObjectClass::DATA),
-                Attribute::Token(true),
-                Attribute::Label(l.clone().into_bytes()),
-                Attribute::Value(format!("value {i}").into_bytes()),
-            ])
-        };
-        match r {
-            Ok(_) => {
-                reported.push(i);
-                done.fetch_add(1, Ordering::SeqCst);
-            }
-            Err(_) => {
-                failed += 1;
-                if failed >= 20 {
-                    break;
+    let pkcs11 = t.pkcs11.clone();
+    let slot = t.slot;
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let done = done.clone();
+            let pkcs11 = pkcs11.clone();
+            std::thread::spawn(move || {
+                // Logged in already: login state belongs to the application.
+                let session = pkcs11.open_rw_session(slot).expect("C_OpenSession");
+                let (mut reported, mut keys, mut failed) = (Vec::new(), Vec::new(), 0);
+                for i in (w..TOTAL).step_by(WORKERS) {
+                    let l = label(i);
+                    let r = if i % 10 == 0 {
+                        session
+                            .generate_key(
+                                &Mechanism::AesKeyGen,
+                                &[
+                                    Attribute::Token(true),
+                                    Attribute::ValueLen(16.into()),
+                                    Attribute::Encrypt(true),
+                                    Attribute::Decrypt(true),
+                                    Attribute::Label(l.clone().into_bytes()),
+                                ],
+                            )
+                            .inspect(|_| keys.push(i))
+                    } else {
+                        session.create_object(&[
+                            Attribute::Class(ObjectClass::DATA),
+                            Attribute::Token(true),
+                            Attribute::Label(l.clone().into_bytes()),
+                            Attribute::Value(format!("value {i}").into_bytes()),
+                        ])
+                    };
+                    match r {
+                        Ok(_) => {
+                            reported.push(i);
+                            done.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(_) => {
+                            failed += 1;
+                            if failed >= 10 {
+                                break;
+                            }
+                        }
+                    }
                 }
-            }
-        }
+                std::mem::forget(session);
+                (reported, keys)
+            })
+        })
+        .collect();
+    let (mut reported, mut keys) = (Vec::new(), Vec::new());
+    for w in workers {
+        let (r, k) = w.join().expect("worker");
+        reported.extend(r);
+        keys.extend(k);
     }
+    reported.sort_unstable();
     let elapsed = started.elapsed();
-    let killed_at = killer.join().expect("killer thread");
+    killer.join().expect("killer thread");
     std::mem::forget(session);
     assert!(
         reported.len() >= kill_after && reported.len() < TOTAL,
         "the kill must land during the run: {} reported, kill after {kill_after}",
         reported.len()
     );
-    let _ = killed_at;
 
     // Restart on the same folder: the store opens at once.
     let restart = Instant::now();
@@ -142,17 +162,17 @@ fn crash_kill_9_during_1000_creates_loses_no_reported_object() {
             [7u8; 16]
         );
     }
-    // At most one object beyond the reported ones may exist: the one whose
-    // reply the kill cut off.
+    // At most one object per session beyond the reported ones may exist:
+    // those whose reply the kill cut off.
     let all = session.find_objects(&[]).expect("find all").len();
     assert!(
-        all >= reported.len() && all <= reported.len() + 1,
+        all >= reported.len() && all <= reported.len() + WORKERS,
         "{all} objects for {} reported",
         reported.len()
     );
     eprintln!(
-        "crash: {} creates reported in {elapsed:?} ({:.0}/s), kill -9 after {kill_after}; \
-         all {} present after restart; restart took {reopen:?}; {} objects stored",
+        "crash: {} creates reported by {WORKERS} sessions in {elapsed:?} ({:.0}/s), kill -9 after \
+         {kill_after}; all {} present after restart; restart took {reopen:?}; {} objects stored",
         reported.len(),
         reported.len() as f64 / elapsed.as_secs_f64(),
         reported.len(),
