@@ -17,7 +17,7 @@
 //! the database: run it on a trusted network or a local socket; nothing in
 //! clear goes over that link but user names, labels and password hashes).
 
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use postgres::{Client, NoTls};
 
@@ -25,8 +25,6 @@ use crate::store::{ObjectRow, StoreError, UserRecord};
 
 /// Handles reserved per `nextval`.
 pub const HANDLE_STEP: u64 = 256;
-/// Idle connections kept.
-const POOL_KEEP: usize = 16;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS hsmlink_meta (
@@ -53,10 +51,17 @@ CREATE SEQUENCE IF NOT EXISTS hsmlink_handles
 /// Advisory lock key for schema creation ("hsmlink" in ASCII).
 const SCHEMA_LOCK: i64 = 0x68736d6c696e6b;
 
+/// Most connections one server opens to the database at once (requests
+/// beyond wait for one to be free).
+const POOL_MAX: usize = 32;
+
 /// A PostgreSQL store.
 pub struct PgStore {
     url: String,
     pool: Mutex<Vec<Client>>,
+    /// Connections in use or idle in `pool`.
+    open: Mutex<usize>,
+    freed: Condvar,
 }
 
 /// Connection errors never carry the URL (it may hold a password).
@@ -80,6 +85,8 @@ impl PgStore {
         let s = PgStore {
             url: url.to_string(),
             pool: Mutex::new(Vec::new()),
+            open: Mutex::new(0),
+            freed: Condvar::new(),
         };
         s.with(|c| {
             let mut tx = c.transaction()?;
@@ -91,13 +98,45 @@ impl PgStore {
         Ok(s)
     }
 
+    /// A connection: an idle one, a new one (below [`POOL_MAX`]), or the
+    /// next one given back.
     fn client(&self) -> Result<Client, postgres::Error> {
-        if let Some(c) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            if !c.is_closed() {
-                return Ok(c);
+        loop {
+            if let Some(c) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+                if !c.is_closed() {
+                    return Ok(c);
+                }
+                self.closed();
+                continue;
             }
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            if *open < POOL_MAX {
+                *open += 1;
+                drop(open);
+                return Client::connect(&self.url, NoTls).inspect_err(|_| self.closed());
+            }
+            let _unused = self
+                .freed
+                .wait_timeout(open, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner());
         }
-        Client::connect(&self.url, NoTls)
+    }
+
+    /// A connection is gone for good.
+    fn closed(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        *open = open.saturating_sub(1);
+        self.freed.notify_one();
+    }
+
+    /// Give a connection back (or count it gone if it broke).
+    fn give_back(&self, c: Client) {
+        if c.is_closed() {
+            self.closed();
+        } else {
+            self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+            self.freed.notify_one();
+        }
     }
 
     /// Run `f` on a pooled connection; a broken connection is replaced once.
@@ -109,26 +148,14 @@ impl PgStore {
         loop {
             tries += 1;
             let mut c = self.client()?;
-            match f(&mut c) {
-                Ok(v) => {
-                    let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-                    if pool.len() < POOL_KEEP {
-                        pool.push(c);
-                    }
-                    return Ok(v);
-                }
-                Err(e) if c.is_closed() && tries < 2 => {
+            let r = f(&mut c);
+            let broken = c.is_closed();
+            self.give_back(c);
+            match r {
+                Err(e) if broken && tries < 2 => {
                     log::warn!("event=postgres_reconnect error={:?}", e.to_string());
                 }
-                Err(e) => {
-                    if !c.is_closed() {
-                        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-                        if pool.len() < POOL_KEEP {
-                            pool.push(c);
-                        }
-                    }
-                    return Err(e);
-                }
+                r => return r,
             }
         }
     }

@@ -196,6 +196,51 @@ fn postgres_two_servers_share_keys_handles_and_lockouts() {
         "{list}"
     );
 
+    // The module balanced over both servers: threads sign at once, and
+    // every signature verifies.
+    let both = format!("{},{}", a.addr(), b.addr());
+    let s = login_at(&t, &both, "alice", "alice-pw");
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let pkcs11 = t.pkcs11.clone();
+            let slot = t.slot;
+            std::thread::spawn(move || {
+                let s = pkcs11.open_rw_session(slot).expect("C_OpenSession");
+                (0..25)
+                    .map(|i| {
+                        let msg = format!("worker {w} message {i}").into_bytes();
+                        let sig = s
+                            .sign(&Mechanism::EcdsaSha256, private, &msg)
+                            .expect("sign through the fleet");
+                        (msg, sig)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for w in workers {
+        for (msg, sig) in w.join().expect("worker") {
+            assert!(verify::ecdsa_verifies(
+                &public_key,
+                Some(MessageDigest::sha256()),
+                &msg,
+                &sig
+            ));
+        }
+    }
+    drop(s);
+    // Both servers report their work.
+    for d in [&data_a, &data_b] {
+        let st = cli_ok(&["status", "--data", path_str(d.path())], &[]);
+        assert!(st.contains("store=postgres"), "{st}");
+        let ops: u64 = st
+            .lines()
+            .find_map(|l| l.strip_prefix("operations="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(ops > 0, "{st}");
+    }
+
     // A server with a wrong passphrase is refused.
     let data_c = TempDir::new("pg-c");
     let err = cli_err(
