@@ -397,18 +397,31 @@ fn serve_persists_token_objects_across_restart() {
         r => panic!("{r:?}"),
     };
     assert!(h > session_obj.max(privk).max(pubk), "{h}");
+    // An admin deletes a token object while the server runs (through its
+    // admin socket): gone at once for the client too.
+    let (ok, out, err) = cli(
+        &["objects", "delete", "--data", data, &token_obj.to_string()],
+        "",
+    );
+    assert!(ok && out.contains("deleted"), "{err}");
+    assert!(found(&mut t, b"persist-me").is_empty());
+    let (ok, _, err) = cli(
+        &["objects", "delete", "--data", data, &token_obj.to_string()],
+        "",
+    );
+    assert!(!ok && err.contains("no token object"), "{err}");
     drop(t);
     drop(_p);
     let (ok, out, _) = cli(&["objects", "list", "--data", data], "");
     assert!(ok);
     assert!(
-        out.contains("persist-me") && out.contains("private-key"),
+        out.contains("rsa-key") && out.contains("private-key") && !out.contains("persist-me"),
         "{out}"
     );
     let (ok, _, _) = cli(&["user", "remove", "--data", data, "carol"], "");
     assert!(ok);
     let (ok, out, _) = cli(&["objects", "list", "--data", data], "");
-    assert!(ok && !out.contains("persist-me"));
+    assert!(ok && !out.contains("rsa-key"), "{out}");
 }
 
 #[test]
