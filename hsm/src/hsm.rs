@@ -18,6 +18,8 @@ use crate::vault::{self, Keyring, MasterKey, Unlock};
 
 /// Handles are below 2^31 so that they fit a 32-bit `CK_ULONG`.
 pub const HANDLE_LIMIT: u64 = 1 << 31;
+/// Locks serializing password checks per user (by a keyed hash of the name).
+const VERIFY_STRIPES: usize = 64;
 /// Handles reserved in the store at a time.
 const HANDLE_BLOCK: u64 = 256;
 
@@ -161,6 +163,9 @@ pub struct Hsm {
     shared: bool,
     logins: users::LoginCache,
     throttle: users::Throttle,
+    /// Password checks of one user are serialized (striped by name).
+    verify_locks: [Mutex<()>; VERIFY_STRIPES],
+    stripe_keys: std::collections::hash_map::RandomState,
     phantoms: users::PhantomFailures,
     table: RwLock<Table>,
     /// Token objects read from a shared store: handle → (stored bytes, object).
@@ -268,6 +273,8 @@ impl Hsm {
             shared,
             logins: users::LoginCache::new(),
             throttle,
+            verify_locks: std::array::from_fn(|_| Mutex::new(())),
+            stripe_keys: std::collections::hash_map::RandomState::new(),
             phantoms: users::PhantomFailures::new(),
             table: RwLock::new(table),
             cache: Mutex::new(HashMap::new()),
@@ -361,6 +368,11 @@ impl Hsm {
         self.store.users().map(|u| u.len()).unwrap_or(0)
     }
 
+    fn verify_stripe(&self, user: &str) -> usize {
+        use std::hash::BuildHasher;
+        (self.stripe_keys.hash_one(user) as usize) % VERIFY_STRIPES
+    }
+
     /// A new connection id.
     pub fn connection_id(&self) -> u64 {
         self.next_conn
@@ -385,6 +397,10 @@ impl Hsm {
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }
+        // One password check at a time per user: attempts sent in parallel
+        // each see the failures counted by the ones before, so no burst gets
+        // more than `max_failures` guesses in before the lock.
+        let _turn = lock(&self.verify_locks[self.verify_stripe(user)]);
         let max = self.limits.login.max_failures;
         let rec = self.store.user(user).map_err(dev_err)?;
         let locked = match &rec {
