@@ -60,6 +60,17 @@ fn lockout_after_five_failures_until_admin_unlock_and_across_restart() {
         "failed logins are logged:\n{log}"
     );
     assert!(!log.contains("guess-"), "a tried password reached the log");
+    // Structured lines, one per connection event.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("event=connected peer=127.0.0.1:")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .all(|l| l.starts_with("ts=") && l.contains(" level=")),
+        "every log line is key=value:\n{log}"
+    );
     drop(s);
 
     // Bob is not locked (his first attempt from this address may wait for
