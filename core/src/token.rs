@@ -1219,8 +1219,11 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     ) -> Result<Len, Rv> {
         self.with_login(session, |t, inner| {
             let c = crypto_op(inner, op)?;
-            if let Some(p) = c.pending {
-                return deliver_pending(inner, p, out);
+            match c.pending {
+                // The final output waits for `C_*Final` again.
+                Some(p) if p.ends => return Err(ckr::OPERATION_ACTIVE),
+                Some(p) => return deliver_pending(inner, p, out),
+                None => {}
             }
             c.multipart = true;
             // Output of an update is at most the input plus one block.
@@ -1259,8 +1262,10 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     pub fn crypto_final(&self, session: u64, op: Op, out: Option<&mut [u8]>) -> Result<Len, Rv> {
         self.with_login(session, |t, inner| {
             let c = crypto_op(inner, op)?;
-            if let Some(p) = c.pending {
-                return deliver_pending(inner, p, out);
+            match c.pending {
+                Some(p) if p.ends => return deliver_pending(inner, p, out),
+                Some(p) => return t.final_after_update(inner, op, p, out),
+                None => {}
             }
             let bound = match op {
                 Op::Sign => mech::output_len(op, c.mechanism, &c.key, 0),
@@ -1283,6 +1288,31 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             }
             result
         })
+    }
+
+    /// `C_*Final` while an update's output waits (the application asked
+    /// for it with a buffer too small, then called the final instead of the
+    /// update again): that output comes first, then what the end of the
+    /// operation gives (at most one block), in one final output.
+    fn final_after_update(
+        &self,
+        inner: &mut SlotInner<C::Link, BUF>,
+        op: Op,
+        p: Pending,
+        out: Option<&mut [u8]>,
+    ) -> Result<Len, Rv> {
+        let need = p.len + 16;
+        let o = match out {
+            Some(o) if o.len() >= need => o,
+            _ => return Ok(Len::Needed(need)),
+        };
+        let (head, tail) = o.split_at_mut(p.len);
+        copy_out(head, inner.rx.get(..p.len))?;
+        let result = self
+            .finish(inner, op, &[], &[])
+            .and_then(|n| copy_out(tail, inner.rx.get(..n)).map(|()| Len::Written(p.len + n)));
+        set_active(inner, Active::None);
+        result
     }
 
     /// `C_Verify`: the operation ends whatever the result.

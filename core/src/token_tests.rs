@@ -715,3 +715,110 @@ fn large_updates_are_pipelined_and_a_failure_keeps_the_link_in_step() {
         "the find got the find's answer, not a stale update's"
     );
 }
+
+/// An HSM whose AES "encryption" echoes each update and ends with 5 bytes.
+struct EchoLink;
+
+impl Link for EchoLink {
+    fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError> {
+        let req: Request<'_> = decode(&request[HEADER_LEN..]).map_err(|_| LinkError::Io)?;
+        let tail = [0xEE; 5];
+        let resp = match req {
+            Request::Hello { .. } => Response::Hello {
+                version: PROTOCOL_VERSION,
+                max_frame: 65536,
+                server: "echo",
+            },
+            Request::Login { .. } => Response::Ok,
+            Request::CryptoInit { .. } => Response::KeyInfo(KeyInfo {
+                class: cko::SECRET_KEY,
+                key_type: ckk::AES,
+                bits: 128,
+            }),
+            Request::CryptoUpdate { data, .. } => Response::Data(data),
+            Request::CryptoFinal { .. } | Request::CryptoOneShot { .. } => Response::Data(&tail),
+            _ => Response::Error(ckr::FUNCTION_NOT_SUPPORTED),
+        };
+        let mut frame = [0u8; 1024];
+        let n = encode_frame(&resp, &mut frame).map_err(|_| LinkError::Io)?;
+        reply[..n - HEADER_LEN].copy_from_slice(&frame[HEADER_LEN..n]);
+        Ok(n - HEADER_LEN)
+    }
+}
+
+struct EchoConnector;
+
+impl Connector for EchoConnector {
+    type Link = EchoLink;
+    fn connect(&self, _host: Option<&str>) -> Result<EchoLink, LinkError> {
+        Ok(EchoLink)
+    }
+}
+
+#[test]
+fn a_final_after_an_untaken_update_output_delivers_both_and_ends() {
+    // Found by the token_model fuzz target: C_EncryptUpdate answered
+    // CKR_BUFFER_TOO_SMALL, then C_EncryptFinal returned the update's
+    // output as its own, CKR_OK, and left the operation active.
+    let s: Vec<SessionSlot<EchoLink, spin::Mutex<()>, 4096>> =
+        (0..1).map(|_| SessionSlot::new()).collect();
+    let t = Token::new(
+        EchoConnector,
+        [1; 16],
+        &s,
+        LoginConfig {
+            user: Some("alice"),
+            special_pin: false,
+        },
+    )
+    .unwrap();
+    let h = t.open_session(true).unwrap();
+    t.login(h, cku::USER, b"pw").unwrap();
+    let cbc = Mechanism {
+        ty: ckm::AES_CBC_PAD,
+        param: MechParam::Iv(&[0; 16]),
+    };
+    t.crypto_init(h, Op::Encrypt, &cbc, 7).unwrap();
+    let data = [1u8; 24];
+    let mut small = [0u8; 10];
+    assert_eq!(
+        t.crypto_update(h, Op::Encrypt, &data, Some(&mut small)),
+        Ok(Len::Needed(24))
+    );
+    let mut out = [0u8; 30];
+    assert_eq!(
+        t.crypto_final(h, Op::Encrypt, Some(&mut out)),
+        Ok(Len::Needed(40)),
+        "room for the update's output and a last block"
+    );
+    let mut out = [0u8; 64];
+    assert_eq!(
+        t.crypto_final(h, Op::Encrypt, Some(&mut out)),
+        Ok(Len::Written(29))
+    );
+    assert_eq!(out[..24], data);
+    assert_eq!(out[24..29], [0xEE; 5]);
+    assert_eq!(
+        t.crypto_final(h, Op::Encrypt, Some(&mut out)),
+        Err(ckr::OPERATION_NOT_INITIALIZED),
+        "the final ended the operation"
+    );
+    // A final's output not taken waits for the final, not for an update.
+    t.crypto_init(h, Op::Encrypt, &cbc, 7).unwrap();
+    assert_eq!(
+        t.crypto_final(h, Op::Encrypt, Some(&mut small[..2])),
+        Ok(Len::Needed(5))
+    );
+    assert_eq!(
+        t.crypto_update(h, Op::Encrypt, &data, Some(&mut out)),
+        Err(ckr::OPERATION_ACTIVE)
+    );
+    assert_eq!(
+        t.crypto_final(h, Op::Encrypt, Some(&mut out)),
+        Ok(Len::Written(5))
+    );
+    assert_eq!(
+        t.crypto_update(h, Op::Encrypt, &data, Some(&mut out)),
+        Err(ckr::OPERATION_NOT_INITIALIZED)
+    );
+}
