@@ -95,6 +95,7 @@ impl Postgres {
                 "-U",
                 "hsmlink",
                 "--no-sync",
+                "--no-locale",
                 "-E",
                 "UTF8",
                 "-D",
