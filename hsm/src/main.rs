@@ -13,6 +13,9 @@ use hsmlink_hsm::{users, Hsm, Limits, Server};
 use zeroize::Zeroizing;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:4433";
+/// Marks the data folder of a server whose store is PostgreSQL (so that
+/// admin commands given `--data` do not make an empty embedded store there).
+const PG_MARKER: &str = "store-is-postgres";
 
 #[derive(Parser)]
 #[command(
@@ -528,13 +531,20 @@ fn open_admin(s: &StoreArgs) -> Result<Opened, String> {
         .data
         .as_deref()
         .ok_or("give --data DIR or --postgres URL")?;
-    match Store::open(data) {
-        Ok(st) => Ok(Opened::Store(st)),
-        Err(e) if e.0.contains("in use") && admin::server_running(data) => {
-            Ok(Opened::Server(data.to_path_buf()))
-        }
-        Err(e) => Err(e.to_string()),
+    // A running server (whatever its store) answers on its admin socket.
+    if admin::server_running(data) {
+        return Ok(Opened::Server(data.to_path_buf()));
     }
+    if data.join(PG_MARKER).exists() {
+        return Err(format!(
+            "{} belongs to a server whose store is PostgreSQL: give --postgres URL \
+             (or start the server and use --data)",
+            data.display()
+        ));
+    }
+    Store::open(data)
+        .map(Opened::Store)
+        .map_err(|e| e.to_string())
 }
 
 fn admin_run(s: &StoreArgs, req: AdminRequest) -> Res {
@@ -594,8 +604,30 @@ fn run(cli: Cli) -> Res {
         } => {
             let _lock = lock_data_folder(&data)?;
             let unlock = key.unlock()?;
+            let marker = data.join(PG_MARKER);
             let store = match &postgres {
-                Some(url) => Store::postgres(url).map_err(|e| e.to_string())?,
+                Some(url) => {
+                    if data.join(hsmlink_hsm::store::DB_FILE).exists() {
+                        return Err(format!(
+                            "{} holds an embedded store: give a PostgreSQL server a data folder of its own",
+                            data.display()
+                        ));
+                    }
+                    let st = Store::postgres(url).map_err(|e| e.to_string())?;
+                    std::fs::write(
+                        &marker,
+                        "This data folder belongs to a server whose store is PostgreSQL \
+                         (hsmlink-hsm serve --postgres URL).\n",
+                    )
+                    .map_err(|e| format!("{}: {e}", marker.display()))?;
+                    st
+                }
+                None if marker.exists() => {
+                    return Err(format!(
+                        "{} was served with --postgres: give --postgres URL again",
+                        data.display()
+                    ))
+                }
                 None => Store::open(&data).map_err(|e| e.to_string())?,
             };
             let hsm = Hsm::open(store, &unlock, limits(&net))?;

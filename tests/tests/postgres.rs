@@ -186,6 +186,13 @@ fn postgres_two_servers_share_keys_handles_and_lockouts() {
     let rows = pg.psql("SELECT count(*) FROM hsmlink_objects");
     assert_eq!(rows.trim(), "4", "objects in the database: {rows}");
 
+    // Admin commands given a fleet server's data folder go through that
+    // server to the database.
+    add_user(&["--data", path_str(data_a.path())], "carol", "carol-pw");
+    let users = cli_ok(&["user", "list", "--postgres", &url], &[]);
+    assert!(users.contains("carol\tactive"), "{users}");
+    drop(login_at(&t, b.addr(), "carol", "carol-pw"));
+
     // Admin listing through the database.
     let list = cli_ok(
         &["objects", "list", "--postgres", &url, "--user", "alice"],
@@ -240,6 +247,12 @@ fn postgres_two_servers_share_keys_handles_and_lockouts() {
             .unwrap_or(0);
         assert!(ops > 0, "{st}");
     }
+
+    // A fleet server's data folder is not mistaken for an embedded store.
+    drop(a);
+    let err = cli_err(&["user", "list", "--data", path_str(data_a.path())], &[]);
+    assert!(err.contains("--postgres URL"), "{err}");
+    assert!(!data_a.path().join("hsmlink.redb").exists());
 
     // A server with a wrong passphrase is refused.
     let data_c = TempDir::new("pg-c");
