@@ -212,6 +212,21 @@ pub fn open_master(store: &Store, unlock: &Unlock) -> Result<(MasterKey, Keyring
         }
     };
     let ring = Keyring::decode(&stored).map_err(|e| e.to_string())?;
+    if ring.protection == vault::Protection::Unprotected && !matches!(unlock, Unlock::Nothing) {
+        // First served (or `fingerprint`ed) without protection, now given
+        // a passphrase or key file: protect the master key from now on.
+        let m = ring.unwrap(&Unlock::Nothing).map_err(|e| e.to_string())?;
+        let protected = Keyring::wrap(&m, unlock).map_err(|e| e.to_string())?;
+        store
+            .replace_keyring(&protected.encode().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        log::warn!(
+            "event=master_key_protected by={:?} hint=\"copies of the store made before (backups) \
+             still hold the master key unprotected\"",
+            unlock.describe()
+        );
+        return Ok((m, protected));
+    }
     let m = ring.unwrap(unlock).map_err(|e| e.to_string())?;
     Ok((m, ring))
 }

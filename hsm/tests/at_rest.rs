@@ -114,3 +114,25 @@ fn a_tampered_record_is_refused() {
     assert!(hsm.get("mallory", &[0; 16], 0, 9).is_none());
     assert!(hsm.get("alice", &[0; 16], 0, 9).is_none());
 }
+
+#[test]
+fn an_unprotected_master_key_is_protected_by_the_first_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |u: &Unlock| {
+        let s = Store::open(dir.path()).unwrap();
+        hsmlink_hsm::hsm::open_master(&s, u).map(|(m, r)| (m, r.protection.clone()))
+    };
+    let (m0, p0) = open(&Unlock::Nothing).unwrap();
+    assert_eq!(p0, vault::Protection::Unprotected);
+    let (m1, p1) = open(&pass("now protected")).unwrap();
+    assert!(matches!(p1, vault::Protection::Passphrase { .. }));
+    // The same master key: what was sealed before still opens.
+    let sealed = vault::seal_object(&m0, 1, &aes_record("alice")).unwrap();
+    assert!(vault::open_object(&m1, 1, &sealed).is_ok());
+    // From now on the passphrase is needed, and only the right one.
+    assert!(open(&Unlock::Nothing).unwrap_err().contains("passphrase"));
+    assert!(open(&pass("other"))
+        .unwrap_err()
+        .contains("wrong passphrase"));
+    assert!(open(&pass("now protected")).is_ok());
+}
