@@ -270,7 +270,9 @@ pub enum Request<'a> {
         #[serde(borrow)]
         template: Template<'a>,
     },
-    /// The value of a secret key, for `C_DigestKey`, hashed on the server.
+    /// For `C_DigestKey`: the value of an *exportable* secret key, answered
+    /// as [`Response::Data`] for the module to mix into its running hash; any
+    /// other key is `CKR_KEY_INDIGESTIBLE` and its value never leaves the HSM.
     DigestKey {
         mechanism: u64,
         key: u64,

@@ -444,6 +444,13 @@ fn io_error(e: std::io::Error) -> LinkError {
             log::error!("the HSM did not answer in time");
             LinkError::Timeout
         }
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof => {
+            log::warn!(
+                "the HSM closed the connection ({e}); if it is not on this machine and TLS \
+                 is off, it refuses plain TCP: set HSMLINK_TLS_PIN (or HSMLINK_TLS_CA)"
+            );
+            LinkError::Io
+        }
         _ => {
             log::warn!("connection to the HSM failed: {e}");
             LinkError::Io
