@@ -330,6 +330,15 @@ impl Runner<'_, '_> {
     }
 
     fn step(&mut self, call: &Call) {
+        let armed = self.hsm.state().fault.is_some();
+        self.call(call);
+        if armed && self.hsm.state().fault.is_none() {
+            // The fault struck during this call: any link may be gone.
+            self.m.fault();
+        }
+    }
+
+    fn call(&mut self, call: &Call) {
         let t = self.t;
         match call {
             Call::OpenSession { rw } => {
@@ -796,9 +805,6 @@ impl Runner<'_, '_> {
         // Invariants after every call.
         assert_eq!(t.logged_in(), self.m.logged_in, "login state after {call:?}");
         assert_eq!(t.session_count().0, self.m.open.len(), "open sessions");
-        if self.hsm.state().fault.is_none() && !self.m.faulty {
-            // Nothing armed and nothing ever failed: all clean.
-        }
     }
 
     fn object_made(&mut self, s: u64, r: Result<u64, Rv>) {
@@ -923,7 +929,8 @@ impl Runner<'_, '_> {
                 c.pending = false;
                 self.set_active(s, Active::Crypto(c));
             }
-            Err(_) => self.ended_unless_refused(s, op, &r, &[]),
+            // A final's output still waits: the update is refused.
+            Err(_) => self.ended_unless_refused(s, op, &r, &[ckr::OPERATION_ACTIVE]),
         }
     }
 
