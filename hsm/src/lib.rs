@@ -11,6 +11,32 @@
 //! [`store`] / [`pgstore`] (the only modules that touch the disk or the
 //! database; everything secret reaches them sealed by [`vault`]).
 //! [`admin`] serves the admin commands on a unix socket of the data folder.
+//!
+//! ## What one connection can cost
+//!
+//! Every request is answered from bounded state; these are the bounds
+//! (the `Limits` ones are `hsmlink-hsm serve` options):
+//! - one frame: a request body of at most [`conn::SERVER_MAX_FRAME`] (64 KiB;
+//!   a longer announced length closes the connection before anything is
+//!   read), a reply of at most the client's `max_frame` (1 KiB to 1 MiB,
+//!   longer replies become `CKR_DATA_LEN_RANGE`); a template or attribute
+//!   list of at most 32 entries, random numbers 8 KiB per request;
+//! - one PKCS#11 session per connection, [`Limits::max_connections`] of them;
+//!   a connection idle for [`Limits::idle_secs`] is closed;
+//! - at most four running operations (one per kind, a new one replaces the
+//!   old), buffering at most [`Limits::max_inflight_bytes`] together (GCM
+//!   decryption, RSA and ECDSA inputs);
+//! - one search cursor, of at most [`Limits::max_find`] handles;
+//! - at most [`Limits::max_session_objects`] session objects, which die
+//!   with the connection;
+//! - logins are throttled and lock a user after repeated failures
+//!   ([`Limits::login`]).
+//!
+//! Token objects are the user's persistent storage: their number is bounded
+//! by the store only (and the embedded store keeps them all in memory), as
+//! a hardware HSM's by its capacity. The fuzz targets of `fuzz/` drive
+//! [`Connection::handle_body`] with random and structured frames and check
+//! that a dropped connection leaves nothing behind.
 #![forbid(unsafe_code)]
 
 pub mod admin;
