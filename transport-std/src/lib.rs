@@ -9,7 +9,7 @@
 
 pub mod tls;
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,8 @@ use hsmlink_core::wire::{frame_len, HEADER_LEN};
 
 /// The default HSM address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:4433";
+/// Bytes of the read buffer of a link (a whole reply of the usual size).
+const READ_BUF: usize = 32 * 1024;
 /// Most endpoints in one configuration.
 pub const MAX_ENDPOINTS: usize = 16;
 /// How long a call looks for the HSM's answer before it blocks (see
@@ -305,7 +307,7 @@ impl TcpConnector {
             .set_write_timeout(Some(t.io))
             .map_err(|_| LinkError::Io)?;
         Ok(TcpLink {
-            stream: Stream::Tls(Box::new(tls)),
+            stream: BufReader::with_capacity(READ_BUF, Stream::Tls(Box::new(tls))),
             counter: None,
         })
     }
@@ -361,13 +363,15 @@ enum Stream {
 
 /// One connection to the HSM.
 pub struct TcpLink {
-    stream: Stream,
+    /// Reads are buffered: a reply's header and body usually arrive in one
+    /// segment, read with one system call.
+    stream: BufReader<Stream>,
     counter: Option<Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for TcpLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self.stream {
+        f.write_str(match self.stream.get_ref() {
             Stream::Plain(_) => "TcpLink(plain)",
             Stream::Tls(_) => "TcpLink(tls)",
         })
@@ -402,7 +406,7 @@ impl Write for Stream {
 impl TcpLink {
     /// The TCP socket beneath (plain or TLS).
     fn socket(&self) -> &TcpStream {
-        match &self.stream {
+        match self.stream.get_ref() {
             Stream::Plain(s) => s,
             Stream::Tls(t) => &t.sock,
         }
@@ -418,7 +422,7 @@ impl TcpLink {
     /// tests, or other work) needs, and a busy process wakes fast anyway.
     fn await_reply_briefly(&self) {
         static SPINNING: AtomicUsize = AtomicUsize::new(0);
-        if spin_time().is_zero() {
+        if spin_time().is_zero() || !self.stream.buffer().is_empty() {
             return;
         }
         if SPINNING.fetch_add(1, Ordering::Relaxed) > 0 {
@@ -452,7 +456,7 @@ impl TcpLink {
             .set_write_timeout(Some(io_timeout))
             .map_err(|_| LinkError::Io)?;
         Ok(TcpLink {
-            stream: Stream::Plain(stream),
+            stream: BufReader::with_capacity(READ_BUF, Stream::Plain(stream)),
             counter: None,
         })
     }
@@ -493,8 +497,9 @@ impl Link for TcpLink {
         if let Some(c) = &self.counter {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        self.stream.write_all(request).map_err(io_error)?;
-        self.stream.flush().map_err(io_error)
+        let w = self.stream.get_mut();
+        w.write_all(request).map_err(io_error)?;
+        w.flush().map_err(io_error)
     }
 
     fn recv(&mut self, reply: &mut [u8]) -> Result<usize, LinkError> {
@@ -509,7 +514,7 @@ impl Link for TcpLink {
     /// Half-close, then wait (at most [`CLOSE_WAIT`]) for the HSM's end of
     /// stream, which it sends after destroying the session's objects.
     fn close(&mut self) {
-        let sock = match &mut self.stream {
+        let sock = match self.stream.get_mut() {
             Stream::Plain(s) => s,
             Stream::Tls(t) => {
                 t.conn.send_close_notify();
