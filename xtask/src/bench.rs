@@ -387,7 +387,16 @@ fn raw_limit(case: Case, threads: usize, seconds: f64) -> Result<f64, String> {
     let counts: Vec<u64> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                let (rsa, ec) = (rsa.clone(), ec.clone());
+                // A key object per thread, as the server has per connection:
+                // a shared one would serialise the threads on its lock.
+                let rsa = rsa
+                    .private_key_to_der()
+                    .and_then(|d| Rsa::private_key_from_der(&d))
+                    .unwrap_or_else(|_| rsa.clone());
+                let ec = ec
+                    .private_key_to_der()
+                    .and_then(|d| EcKey::private_key_from_der(&d))
+                    .unwrap_or_else(|_| ec.clone());
                 scope.spawn(move || {
                     let until = Instant::now() + Duration::from_secs_f64(seconds);
                     let mut n = 0u64;
