@@ -34,6 +34,13 @@ impl LinkError {
 pub trait Link {
     fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError>;
 
+    /// Whether the connection still works, checked before a request when it
+    /// has been idle long (a link may answer `true` without checking). A
+    /// link that says `false` is dropped and replaced.
+    fn check_alive(&mut self) -> bool {
+        true
+    }
+
     /// Whether [`Link::send`] and [`Link::recv`] may be used apart, so that
     /// several requests are in flight at once (the HSM answers in order).
     /// Large multi-part data is then pipelined.

@@ -1795,6 +1795,11 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         if slot.handle.load(Ordering::Acquire) as u64 != session || inner.session.is_none() {
             return Err(ckr::SESSION_HANDLE_INVALID);
         }
+        if let Some(link) = inner.link.as_mut() {
+            if !link.check_alive() {
+                drop_link(inner);
+            }
+        }
         let had_link = inner.link.is_some();
         let result = self.authenticate(inner).and_then(|()| {
             if !had_link {

@@ -173,6 +173,11 @@ const KEYS: &[Key] = &[
         alias: None,
     },
     Key {
+        file: "idle_timeout_ms",
+        env: "HSMLINK_IDLE_TIMEOUT_MS",
+        alias: None,
+    },
+    Key {
         file: "tls",
         env: "HSMLINK_TLS",
         alias: None,
@@ -361,6 +366,9 @@ impl Config {
         }
         if let Some(d) = ms("retry_ms", 3_600_000)? {
             timeouts.retry = d;
+        }
+        if let Some(d) = ms("idle_timeout_ms", 86_400_000)? {
+            timeouts.idle = d;
         }
         if let Some((key, v)) = value("keepalive_s") {
             // Whole seconds: parsed as a count, then taken as seconds.

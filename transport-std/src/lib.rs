@@ -61,6 +61,10 @@ pub struct Timeouts {
     pub keepalive: Duration,
     /// First back-off after an endpoint fails; doubles up to 32 times it.
     pub retry: Duration,
+    /// A connection unused for this long is checked (a `Ping` bounded by
+    /// `connect`) before its next request: a firewall that dropped it
+    /// silently costs a short probe and a reconnection, not a hang.
+    pub idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -70,6 +74,7 @@ impl Default for Timeouts {
             io: Duration::from_secs(30),
             keepalive: Duration::from_secs(30),
             retry: Duration::from_secs(1),
+            idle: Duration::from_secs(60),
         }
     }
 }
@@ -252,6 +257,7 @@ impl TcpConnector {
                 Ok(stream) => {
                     let mut link = self.wrap(stream, endpoint)?;
                     link.counter = Some(self.exchanges.clone());
+                    link.liveness = Some(self.timeouts);
                     return Ok(link);
                 }
                 Err(e) => {
@@ -309,6 +315,8 @@ impl TcpConnector {
         Ok(TcpLink {
             stream: BufReader::with_capacity(READ_BUF, Stream::Tls(Box::new(tls))),
             counter: None,
+            liveness: Some(t),
+            last_used: Instant::now(),
         })
     }
 }
@@ -367,6 +375,9 @@ pub struct TcpLink {
     /// segment, read with one system call.
     stream: BufReader<Stream>,
     counter: Option<Arc<AtomicU64>>,
+    /// The timeouts, when idle connections are checked before use.
+    liveness: Option<Timeouts>,
+    last_used: Instant,
 }
 
 impl std::fmt::Debug for TcpLink {
@@ -458,6 +469,8 @@ impl TcpLink {
         Ok(TcpLink {
             stream: BufReader::with_capacity(READ_BUF, Stream::Plain(stream)),
             counter: None,
+            liveness: None,
+            last_used: Instant::now(),
         })
     }
 }
@@ -493,13 +506,42 @@ impl Link for TcpLink {
         true
     }
 
+    fn check_alive(&mut self) -> bool {
+        let Some(t) = self.liveness else {
+            return true;
+        };
+        if self.last_used.elapsed() < t.idle {
+            return true;
+        }
+        let mut frame = [0u8; 16];
+        let Ok(n) =
+            hsmlink_core::wire::encode_frame(&hsmlink_core::wire::Request::Ping, &mut frame)
+        else {
+            return true;
+        };
+        let probe = t.connect.max(Duration::from_millis(100));
+        let _ = self.socket().set_read_timeout(Some(probe));
+        let mut reply = [0u8; 64];
+        let alive = self.exchange(&frame[..n], &mut reply).is_ok();
+        let _ = self.socket().set_read_timeout(Some(t.io));
+        if !alive {
+            log::warn!(
+                "an idle connection to the HSM no longer answers (idle {:?}); reconnecting",
+                t.idle
+            );
+        }
+        alive
+    }
+
     fn send(&mut self, request: &[u8]) -> Result<(), LinkError> {
         if let Some(c) = &self.counter {
             c.fetch_add(1, Ordering::Relaxed);
         }
         let w = self.stream.get_mut();
         w.write_all(request).map_err(io_error)?;
-        w.flush().map_err(io_error)
+        w.flush().map_err(io_error)?;
+        self.last_used = Instant::now();
+        Ok(())
     }
 
     fn recv(&mut self, reply: &mut [u8]) -> Result<usize, LinkError> {
