@@ -1105,11 +1105,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         }
         let key = c.handle;
         let mut kept = [0u8; MECH_BUF];
-        let n = inner.mech_len.min(MECH_BUF);
-        kept[..n].copy_from_slice(&inner.mech[..n]);
-        let mechanism: Mechanism<'_> =
-            wire::decode(kept.get(wire::HEADER_LEN..n).ok_or(ckr::GENERAL_ERROR)?)
-                .map_err(|_| ckr::GENERAL_ERROR)?;
+        let mechanism = kept_mechanism(inner, &mut kept)?;
         let request = Request::CryptoInit { op, mechanism, key };
         let r = self.ask(inner, &request, |r| match r {
             Response::KeyInfo(_) => Some(()),
@@ -1393,11 +1389,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 signature,
             }
         } else {
-            let n = inner.mech_len.min(MECH_BUF);
-            kept[..n].copy_from_slice(&inner.mech[..n]);
-            let mechanism: Mechanism<'_> =
-                wire::decode(kept.get(wire::HEADER_LEN..n).ok_or(ckr::GENERAL_ERROR)?)
-                    .map_err(|_| ckr::GENERAL_ERROR)?;
+            let mechanism = kept_mechanism(inner, &mut kept)?;
             Request::CryptoOneShot {
                 op,
                 mechanism,
@@ -1434,11 +1426,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         let mut written = 0;
         for chunk in data.chunks(Self::CHUNK) {
             let n = self.data_call(inner, &Request::CryptoUpdate { op, data: chunk })?;
-            let dst = out
-                .get_mut(written..written + n)
-                .ok_or(ckr::BUFFER_TOO_SMALL)?;
-            dst.copy_from_slice(inner.rx.get(..n).ok_or(ckr::DEVICE_ERROR)?);
-            written += n;
+            append_rx(inner, n, out, &mut written)?;
         }
         Ok(written)
     }
@@ -1529,11 +1517,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         let (head, last) = data.split_at(split);
         let mut written = self.stream_updates(inner, op, head, out)?;
         let n = self.final_call(inner, op, last, signature)?;
-        let dst = out
-            .get_mut(written..written + n)
-            .ok_or(ckr::BUFFER_TOO_SMALL)?;
-        dst.copy_from_slice(inner.rx.get(..n).ok_or(ckr::DEVICE_ERROR)?);
-        written += n;
+        append_rx(inner, n, out, &mut written)?;
         Ok(written)
     }
 
@@ -1959,6 +1943,33 @@ fn move_data_to_front<L, const BUF: usize>(
     }
     inner.rx.copy_within(start..end, 0);
     Ok(n)
+}
+
+/// The mechanism of a locally initialized operation, decoded from a copy
+/// of the slot's `mech` buffer (the copy frees the slot for the exchange).
+fn kept_mechanism<'k, L, const BUF: usize>(
+    inner: &SlotInner<L, BUF>,
+    kept: &'k mut [u8; MECH_BUF],
+) -> Result<Mechanism<'k>, Rv> {
+    let n = inner.mech_len.min(MECH_BUF);
+    kept[..n].copy_from_slice(&inner.mech[..n]);
+    let body = kept.get(wire::HEADER_LEN..n).ok_or(ckr::GENERAL_ERROR)?;
+    wire::decode(body).map_err(|_| ckr::GENERAL_ERROR)
+}
+
+/// Append `rx[..n]` to `out` at `*written`.
+fn append_rx<L, const BUF: usize>(
+    inner: &SlotInner<L, BUF>,
+    n: usize,
+    out: &mut [u8],
+    written: &mut usize,
+) -> Result<(), Rv> {
+    let dst = out
+        .get_mut(*written..*written + n)
+        .ok_or(ckr::BUFFER_TOO_SMALL)?;
+    dst.copy_from_slice(inner.rx.get(..n).ok_or(ckr::DEVICE_ERROR)?);
+    *written += n;
+    Ok(())
 }
 
 fn copy_out(out: &mut [u8], src: Option<&[u8]>) -> Result<(), Rv> {
