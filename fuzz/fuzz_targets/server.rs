@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use arbitrary::{Arbitrary, Unstructured};
-use hsmlink_core::wire::{self, Request, Secret, PROTOCOL_VERSION};
+use hsmlink_core::wire::{self, PROTOCOL_VERSION, Request, Secret};
 use hsmlink_fuzz::records::{self, Record};
 use hsmlink_fuzz::server::{self, ReqSpec, Run};
 use hsmlink_hsm::Connection;

@@ -17,9 +17,9 @@
 
 use std::collections::BTreeMap;
 
-use hsmlink_core::ck::{ckr, cku, Rv};
+use hsmlink_core::ck::{Rv, ckr, cku};
 use hsmlink_core::link::LinkError;
-use hsmlink_core::mech::{self, Hash, Hasher, SignPlan, MAX_DIGEST};
+use hsmlink_core::mech::{self, Hash, Hasher, MAX_DIGEST, SignPlan};
 use hsmlink_core::token::{Len, LoginConfig, SessionSlot, Token};
 use hsmlink_core::wire::{Attribute, Op};
 use hsmlink_fuzz::calls::{self, Call, Data, FaultKind, Out, Pin, Sig, Tpl};
@@ -69,6 +69,8 @@ struct CryptoModel {
     clean: bool,
 }
 
+// The model's own state, one per session: the size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Acc {
     Direct(Fnv),
@@ -219,7 +221,10 @@ fn expected_sig(hsm: &FakeHsm, c: &CryptoModel) -> Option<Vec<u8>> {
         SignPlan::Prehash { inner, .. } => inner,
         SignPlan::Direct => c.mech,
     };
-    Some(fake::sig_bytes(c.acc.hsm_hash(), fake::sig_len(inner, bits)))
+    Some(fake::sig_bytes(
+        c.acc.hsm_hash(),
+        fake::sig_len(inner, bits),
+    ))
 }
 
 fn digest_of(h: &Hasher) -> Vec<u8> {
@@ -255,7 +260,12 @@ impl Runner<'_, '_> {
     /// whose first check is the session) with `CKR_SESSION_HANDLE_INVALID`.
     /// A session the token closed itself (its HSM changed identity: only a
     /// fault can do that here) is gone from the model too.
-    fn closed_session<T: std::fmt::Debug>(&mut self, s: u64, r: &Result<T, Rv>, exact: bool) -> bool {
+    fn closed_session<T: std::fmt::Debug>(
+        &mut self,
+        s: u64,
+        r: &Result<T, Rv>,
+        exact: bool,
+    ) -> bool {
         if r.as_ref().err() == Some(&ckr::SESSION_CLOSED) {
             assert!(self.m.faulty, "CKR_SESSION_CLOSED from a healthy HSM");
             self.m.open.remove(&s);
@@ -276,7 +286,12 @@ impl Runner<'_, '_> {
     }
 
     /// A continuation of an operation: checks that a finished one is gone.
-    fn continuation<T: std::fmt::Debug>(&self, s: u64, r: &Result<T, Rv>, is_it: impl Fn(&Active) -> bool) {
+    fn continuation<T: std::fmt::Debug>(
+        &self,
+        s: u64,
+        r: &Result<T, Rv>,
+        is_it: impl Fn(&Active) -> bool,
+    ) {
         let Some(x) = self.m.open.get(&s) else { return };
         if matches!(x.active, Active::Unknown) {
             return;
@@ -322,10 +337,10 @@ impl Runner<'_, '_> {
 
     /// An operation in an unknown state just ended (`ended`): known again.
     fn resolved(&mut self, s: u64, ended: bool) {
-        if let Some(a @ Active::Unknown) = self.active(s) {
-            if ended {
-                *a = Active::None;
-            }
+        if let Some(a @ Active::Unknown) = self.active(s)
+            && ended
+        {
+            *a = Active::None;
         }
     }
 
@@ -496,10 +511,11 @@ impl Runner<'_, '_> {
                 let h = self.m.object(*o);
                 let r = t.object_size(s, h);
                 check(&self.m, &r);
-                if !self.closed_session(s, &r, true) && !self.m.faulty {
-                    if let Ok(n) = r {
-                        assert_eq!(n, h * 3, "size of another object");
-                    }
+                if !self.closed_session(s, &r, true)
+                    && !self.m.faulty
+                    && let Ok(n) = r
+                {
+                    assert_eq!(n, h * 3, "size of another object");
                 }
             }
             Call::FindInit { s, t: tpl } => {
@@ -565,11 +581,11 @@ impl Runner<'_, '_> {
                 let b = owned_template(private);
                 let r = t.generate_key_pair(s, &mb.mechanism(), &attrs(&a), &attrs(&b));
                 check(&self.m, &r);
-                if !self.closed_session(s, &r, false) {
-                    if let Ok((p, k)) = r {
-                        assert_ne!(p, k);
-                        self.m.objects.extend([p, k]);
-                    }
+                if !self.closed_session(s, &r, false)
+                    && let Ok((p, k)) = r
+                {
+                    assert_ne!(p, k);
+                    self.m.objects.extend([p, k]);
                 }
             }
             Call::WrapKey {
@@ -803,19 +819,26 @@ impl Runner<'_, '_> {
             }
         }
         // Invariants after every call.
-        assert_eq!(t.logged_in(), self.m.logged_in, "login state after {call:?}");
+        assert_eq!(
+            t.logged_in(),
+            self.m.logged_in,
+            "login state after {call:?}"
+        );
         assert_eq!(t.session_count().0, self.m.open.len(), "open sessions");
     }
 
     fn object_made(&mut self, s: u64, r: Result<u64, Rv>) {
         check(&self.m, &r);
-        if !self.closed_session(s, &r, false) {
-            if let Ok(h) = r {
-                if !self.m.faulty {
-                    assert!(self.hsm.state().objects.contains_key(&h), "handle {h} unknown");
-                }
-                self.m.objects.push(h);
+        if !self.closed_session(s, &r, false)
+            && let Ok(h) = r
+        {
+            if !self.m.faulty {
+                assert!(
+                    self.hsm.state().objects.contains_key(&h),
+                    "handle {h} unknown"
+                );
             }
+            self.m.objects.push(h);
         }
     }
 
@@ -921,10 +944,13 @@ impl Runner<'_, '_> {
             }
             Ok(Len::Written(n)) => {
                 let got = &buf.as_ref().unwrap()[..n];
-                if c.clean && !self.m.faulty && !c.pending && fake::is_xor(c.mech) {
-                    if matches!(op, Op::Encrypt | Op::Decrypt) {
-                        assert_eq!(got, fake::xor(&d).as_slice(), "AES update output");
-                    }
+                if c.clean
+                    && !self.m.faulty
+                    && !c.pending
+                    && fake::is_xor(c.mech)
+                    && matches!(op, Op::Encrypt | Op::Decrypt)
+                {
+                    assert_eq!(got, fake::xor(&d).as_slice(), "AES update output");
                 }
                 c.pending = false;
                 self.set_active(s, Active::Crypto(c));
@@ -984,7 +1010,11 @@ impl Runner<'_, '_> {
         if self.closed_session(s, &r, true) {
             return;
         }
-        self.continuation(s, &r, |a| matches!(a, Active::Crypto(c) if c.op == Op::Verify));
+        self.continuation(
+            s,
+            &r,
+            |a| matches!(a, Active::Crypto(c) if c.op == Op::Verify),
+        );
         if let Some(c) = &before {
             let known_key = self.hsm.state().objects.contains_key(&c.key);
             if c.clean && !self.m.faulty && known_key && !kept.iter().any(|k| r == Err(*k)) {

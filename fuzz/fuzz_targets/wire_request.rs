@@ -8,7 +8,7 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use hsmlink_core::wire::{self, Mechanism, Request, HEADER_LEN, MAX_FRAME_LIMIT, MIN_FRAME};
+use hsmlink_core::wire::{self, HEADER_LEN, MAX_FRAME_LIMIT, MIN_FRAME, Mechanism, Request};
 use hsmlink_fuzz::messages::ARequest;
 use libfuzzer_sys::fuzz_target;
 

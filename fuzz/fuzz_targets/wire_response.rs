@@ -8,7 +8,7 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use hsmlink_core::wire::{self, Response, HEADER_LEN};
+use hsmlink_core::wire::{self, HEADER_LEN, Response};
 use hsmlink_fuzz::messages::AResponse;
 use libfuzzer_sys::fuzz_target;
 

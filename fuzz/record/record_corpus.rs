@@ -18,11 +18,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use hsmlink_core::ck::{cka, ckc, ckk, ckm, cko, cku, Rv};
+use hsmlink_core::ck::{Rv, cka, ckc, ckk, ckm, cko, cku};
 use hsmlink_core::link::{Connector, Link, LinkError};
 use hsmlink_core::token::{LoginConfig, SessionSlot, Token};
-use hsmlink_core::wire::{Attribute, Request, HEADER_LEN};
-use hsmlink_fuzz::calls::{self, attr_sel, ulong_sel, Call, Data, Mech, Out, Param, Pin, Sig, Tpl, Value};
+use hsmlink_core::wire::{Attribute, HEADER_LEN, Request};
+use hsmlink_fuzz::calls::{
+    self, Call, Data, Mech, Out, Param, Pin, Sig, Tpl, Value, attr_sel, ulong_sel,
+};
 use hsmlink_fuzz::{records, server, tables};
 use hsmlink_hsm::{Connection, Hsm};
 
@@ -92,10 +94,7 @@ fn owned(t: &Tpl) -> Vec<(u64, Vec<u8>)> {
 
 fn attrs(t: &[(u64, Vec<u8>)]) -> Vec<Attribute<'_>> {
     t.iter()
-        .map(|(ty, v)| Attribute {
-            ty: *ty,
-            value: v,
-        })
+        .map(|(ty, v)| Attribute { ty: *ty, value: v })
         .collect()
 }
 
@@ -141,7 +140,8 @@ impl Exec<'_, '_> {
                 let _ = t.session_info(self.s(*s));
             }
             Call::Login { s, user_type, pin } => {
-                let ut = [cku::USER, cku::SO, cku::CONTEXT_SPECIFIC, 77][usize::from(*user_type % 4)];
+                let ut =
+                    [cku::USER, cku::SO, cku::CONTEXT_SPECIFIC, 77][usize::from(*user_type % 4)];
                 let p: &[u8] = match pin {
                     Pin::Right => server::PASSWORD,
                     Pin::Wrong => b"wrong",
@@ -167,7 +167,10 @@ impl Exec<'_, '_> {
                 let _ = t.destroy_object(self.s(*s), self.o(*o));
             }
             Call::GetAttributes { s, o, types } => {
-                let types: Vec<u64> = types.iter().map(|t| tables::pick(tables::ATTRS, *t)).collect();
+                let types: Vec<u64> = types
+                    .iter()
+                    .map(|t| tables::pick(tables::ATTRS, *t))
+                    .collect();
                 let _ = t.get_attributes(self.s(*s), self.o(*o), &types, |_, _| {});
             }
             Call::SetAttributes { s, o, t: tpl } => {
@@ -243,7 +246,13 @@ impl Exec<'_, '_> {
                     b if b.is_empty() => self.last.clone(),
                     b => b,
                 };
-                let r = t.unwrap_key(self.s(*s), &mb.mechanism(), self.o(*unwrapping), &w, &attrs(&a));
+                let r = t.unwrap_key(
+                    self.s(*s),
+                    &mb.mechanism(),
+                    self.o(*unwrapping),
+                    &w,
+                    &attrs(&a),
+                );
                 self.keep(r);
             }
             Call::DeriveKey { s, m, o, t: tpl } => {
@@ -283,25 +292,36 @@ impl Exec<'_, '_> {
             }
             Call::Crypto { s, op, data, out } => {
                 let mut b = self.out(*out);
-                let r = t.crypto(self.s(*s), calls::op_of(*op % 3), &data.bytes(), b.as_deref_mut());
+                let r = t.crypto(
+                    self.s(*s),
+                    calls::op_of(*op % 3),
+                    &data.bytes(),
+                    b.as_deref_mut(),
+                );
                 if let (Ok(hsmlink_core::token::Len::Written(n)), Some(b)) = (r, b) {
                     self.last = b[..n].to_vec();
                 }
             }
             Call::CryptoUpdate { s, op, data, out } => {
                 let mut b = self.out(*out);
-                let _ = t.crypto_update(self.s(*s), calls::op_of(*op % 2), &data.bytes(), b.as_deref_mut());
+                let _ = t.crypto_update(
+                    self.s(*s),
+                    calls::op_of(*op % 2),
+                    &data.bytes(),
+                    b.as_deref_mut(),
+                );
             }
             Call::CryptoUpdateNoOutput { s, op, data } => {
-                let _ = t.crypto_update_no_output(self.s(*s), calls::op_of(2 + *op % 2), &data.bytes());
+                let _ =
+                    t.crypto_update_no_output(self.s(*s), calls::op_of(2 + *op % 2), &data.bytes());
             }
             Call::CryptoFinal { s, op, out } => {
                 let mut b = self.out(*out);
                 let r = t.crypto_final(self.s(*s), calls::op_of(*op % 3), b.as_deref_mut());
-                if let (Ok(hsmlink_core::token::Len::Written(n)), Some(b)) = (r, b) {
-                    if n > 0 {
-                        self.last = b[..n].to_vec();
-                    }
+                if let (Ok(hsmlink_core::token::Len::Written(n)), Some(b)) = (r, b)
+                    && n > 0
+                {
+                    self.last = b[..n].to_vec();
                 }
             }
             Call::Verify { s, data, sig } => {
@@ -436,18 +456,35 @@ fn scenarios() -> Vec<(&'static str, Vec<Call>)> {
         },
         Call::ObjectSize { s: 0, o: EC_PRIV },
     ]);
-    c.extend(sign_and_verify(EC_PRIV, EC_PUB, ckm::ECDSA_SHA256, text("hsmlink demo")));
-    c.extend(sign_and_verify(RSA_PRIV, RSA_PUB, ckm::SHA256_RSA_PKCS, text("hsmlink demo")));
-    c.extend([
-        Call::Logout { s: 0 },
-        Call::CloseSession { s: 0 },
-    ]);
+    c.extend(sign_and_verify(
+        EC_PRIV,
+        EC_PUB,
+        ckm::ECDSA_SHA256,
+        text("hsmlink demo"),
+    ));
+    c.extend(sign_and_verify(
+        RSA_PRIV,
+        RSA_PUB,
+        ckm::SHA256_RSA_PKCS,
+        text("hsmlink demo"),
+    ));
+    c.extend([Call::Logout { s: 0 }, Call::CloseSession { s: 0 }]);
     out.push(("sign", c));
 
     // RSA mechanisms: PKCS, PSS, X.509, OAEP; multi-part signing.
     let mut c = start();
-    for m in [ckm::RSA_PKCS, ckm::SHA1_RSA_PKCS_PSS, ckm::SHA384_RSA_PKCS_PSS, ckm::SHA512_RSA_PKCS] {
-        c.extend(sign_and_verify(RSA_PRIV, RSA_PUB, m, text("0123456789abcdef0123456789abcdef")));
+    for m in [
+        ckm::RSA_PKCS,
+        ckm::SHA1_RSA_PKCS_PSS,
+        ckm::SHA384_RSA_PKCS_PSS,
+        ckm::SHA512_RSA_PKCS,
+    ] {
+        c.extend(sign_and_verify(
+            RSA_PRIV,
+            RSA_PUB,
+            m,
+            text("0123456789abcdef0123456789abcdef"),
+        ));
     }
     c.extend([
         Call::CryptoInit {
@@ -562,7 +599,12 @@ fn scenarios() -> Vec<(&'static str, Vec<Call>)> {
             },
         ]);
     }
-    c.extend(sign_and_verify(HMAC, HMAC, ckm::SHA256_HMAC, fill(10_000, 9)));
+    c.extend(sign_and_verify(
+        HMAC,
+        HMAC,
+        ckm::SHA256_HMAC,
+        fill(10_000, 9),
+    ));
     c.extend(sign_and_verify(HMAC, HMAC, ckm::SHA_1_HMAC, text("mac me")));
     out.push(("aes-hmac", c));
 
@@ -572,7 +614,10 @@ fn scenarios() -> Vec<(&'static str, Vec<Call>)> {
         Call::GenerateKeyPair {
             s: 0,
             m: mech(ckm::EC_KEY_PAIR_GEN),
-            public: Tpl(vec![(attr_sel(cka::EC_PARAMS), Value::Curve(0)), bytes(cka::ID, &[1])]),
+            public: Tpl(vec![
+                (attr_sel(cka::EC_PARAMS), Value::Curve(0)),
+                bytes(cka::ID, &[1]),
+            ]),
             private: Tpl(vec![yes(cka::SIGN), yes(cka::TOKEN), bytes(cka::ID, &[1])]),
         },
         Call::GenerateKeyPair {
@@ -653,7 +698,11 @@ fn scenarios() -> Vec<(&'static str, Vec<Call>)> {
         Call::GetAttributes {
             s: 0,
             o: MADE + 7,
-            types: vec![attr_sel(cka::VALUE), attr_sel(cka::SUBJECT), attr_sel(cka::CERTIFICATE_TYPE)],
+            types: vec![
+                attr_sel(cka::VALUE),
+                attr_sel(cka::SUBJECT),
+                attr_sel(cka::CERTIFICATE_TYPE),
+            ],
         },
         Call::DestroyObject { s: 0, o: MADE + 6 },
         Call::DestroyObject { s: 0, o: MADE + 9 },
@@ -699,7 +748,10 @@ fn scenarios() -> Vec<(&'static str, Vec<Call>)> {
             data: text("abc"),
         },
         Call::DigestKey { s: 0, o: AES },
-        Call::DigestFinal { s: 0, out: Out::Len(64) },
+        Call::DigestFinal {
+            s: 0,
+            out: Out::Len(64),
+        },
         Call::DigestInit {
             s: 1,
             m: mech(ckm::SHA512),
@@ -739,7 +791,10 @@ fn scenarios() -> Vec<(&'static str, Vec<Call>)> {
             data: text("no operation"),
             out: Out::Len(16),
         },
-        Call::FindInit { s: 0, t: Tpl(Vec::new()) },
+        Call::FindInit {
+            s: 0,
+            t: Tpl(Vec::new()),
+        },
         Call::Find { s: 0, n: 200 },
         Call::Logout { s: 1 },
         Call::CloseSession { s: 0 },
@@ -767,7 +822,9 @@ fn main() {
     let base = &world.base;
     // The keys in the fake HSM's order: RSA private/public, EC
     // private/public, AES (wrapping), HMAC, data.
-    let fake_order = vec![base[1], base[0], base[5], base[4], base[8], base[10], base[11]];
+    let fake_order = vec![
+        base[1], base[0], base[5], base[4], base[8], base[10], base[11],
+    ];
     let mut requests = BTreeSet::new();
     let mut replies = BTreeSet::new();
     for (name, script) in scenarios() {

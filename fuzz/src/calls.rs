@@ -253,10 +253,25 @@ pub enum Param {
     Fitting,
     None,
     Iv(Data),
-    Gcm { iv: Data, aad: Data, tag_bits: u8 },
-    Ctr { counter_bits: u8, block: u8 },
-    Pss { hash: u8, mgf: u8, salt: u8 },
-    Oaep { hash: u8, mgf: u8, label: Data },
+    Gcm {
+        iv: Data,
+        aad: Data,
+        tag_bits: u8,
+    },
+    Ctr {
+        counter_bits: u8,
+        block: u8,
+    },
+    Pss {
+        hash: u8,
+        mgf: u8,
+        salt: u8,
+    },
+    Oaep {
+        hash: u8,
+        mgf: u8,
+        label: Data,
+    },
     Ulong(u64),
     Bytes(Data),
 }
@@ -531,41 +546,162 @@ pub enum FaultKind {
 /// an object, by selector.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
-    OpenSession { rw: bool },
-    CloseSession { s: u8 },
+    OpenSession {
+        rw: bool,
+    },
+    CloseSession {
+        s: u8,
+    },
     CloseAll,
-    SessionInfo { s: u8 },
-    Login { s: u8, user_type: u8, pin: Pin },
-    Logout { s: u8 },
-    CreateObject { s: u8, t: Tpl },
-    CopyObject { s: u8, o: u8, t: Tpl },
-    DestroyObject { s: u8, o: u8 },
-    GetAttributes { s: u8, o: u8, types: Vec<u8> },
-    SetAttributes { s: u8, o: u8, t: Tpl },
-    ObjectSize { s: u8, o: u8 },
-    FindInit { s: u8, t: Tpl },
-    Find { s: u8, n: u8 },
-    FindFinal { s: u8 },
-    GenerateKey { s: u8, m: Mech, t: Tpl },
-    GenerateKeyPair { s: u8, m: Mech, public: Tpl, private: Tpl },
-    WrapKey { s: u8, m: Mech, wrapping: u8, o: u8, out: Out },
-    UnwrapKey { s: u8, m: Mech, unwrapping: u8, wrapped: Data, t: Tpl },
-    DeriveKey { s: u8, m: Mech, o: u8, t: Tpl },
-    GenerateRandom { s: u8, len: u16 },
-    SeedRandom { s: u8, seed: Data },
-    DigestInit { s: u8, m: Mech },
-    Digest { s: u8, data: Data, out: Out },
-    DigestUpdate { s: u8, data: Data },
-    DigestFinal { s: u8, out: Out },
-    DigestKey { s: u8, o: u8 },
-    CryptoInit { s: u8, op: u8, m: Mech, o: u8 },
-    Crypto { s: u8, op: u8, data: Data, out: Out },
-    CryptoUpdate { s: u8, op: u8, data: Data, out: Out },
-    CryptoUpdateNoOutput { s: u8, op: u8, data: Data },
-    CryptoFinal { s: u8, op: u8, out: Out },
-    Verify { s: u8, data: Data, sig: Sig },
-    VerifyFinal { s: u8, sig: Sig },
-    Fault { kind: FaultKind },
+    SessionInfo {
+        s: u8,
+    },
+    Login {
+        s: u8,
+        user_type: u8,
+        pin: Pin,
+    },
+    Logout {
+        s: u8,
+    },
+    CreateObject {
+        s: u8,
+        t: Tpl,
+    },
+    CopyObject {
+        s: u8,
+        o: u8,
+        t: Tpl,
+    },
+    DestroyObject {
+        s: u8,
+        o: u8,
+    },
+    GetAttributes {
+        s: u8,
+        o: u8,
+        types: Vec<u8>,
+    },
+    SetAttributes {
+        s: u8,
+        o: u8,
+        t: Tpl,
+    },
+    ObjectSize {
+        s: u8,
+        o: u8,
+    },
+    FindInit {
+        s: u8,
+        t: Tpl,
+    },
+    Find {
+        s: u8,
+        n: u8,
+    },
+    FindFinal {
+        s: u8,
+    },
+    GenerateKey {
+        s: u8,
+        m: Mech,
+        t: Tpl,
+    },
+    GenerateKeyPair {
+        s: u8,
+        m: Mech,
+        public: Tpl,
+        private: Tpl,
+    },
+    WrapKey {
+        s: u8,
+        m: Mech,
+        wrapping: u8,
+        o: u8,
+        out: Out,
+    },
+    UnwrapKey {
+        s: u8,
+        m: Mech,
+        unwrapping: u8,
+        wrapped: Data,
+        t: Tpl,
+    },
+    DeriveKey {
+        s: u8,
+        m: Mech,
+        o: u8,
+        t: Tpl,
+    },
+    GenerateRandom {
+        s: u8,
+        len: u16,
+    },
+    SeedRandom {
+        s: u8,
+        seed: Data,
+    },
+    DigestInit {
+        s: u8,
+        m: Mech,
+    },
+    Digest {
+        s: u8,
+        data: Data,
+        out: Out,
+    },
+    DigestUpdate {
+        s: u8,
+        data: Data,
+    },
+    DigestFinal {
+        s: u8,
+        out: Out,
+    },
+    DigestKey {
+        s: u8,
+        o: u8,
+    },
+    CryptoInit {
+        s: u8,
+        op: u8,
+        m: Mech,
+        o: u8,
+    },
+    Crypto {
+        s: u8,
+        op: u8,
+        data: Data,
+        out: Out,
+    },
+    CryptoUpdate {
+        s: u8,
+        op: u8,
+        data: Data,
+        out: Out,
+    },
+    CryptoUpdateNoOutput {
+        s: u8,
+        op: u8,
+        data: Data,
+    },
+    CryptoFinal {
+        s: u8,
+        op: u8,
+        out: Out,
+    },
+    Verify {
+        s: u8,
+        data: Data,
+        sig: Sig,
+    },
+    VerifyFinal {
+        s: u8,
+        sig: Sig,
+    },
+    Fault {
+        kind: FaultKind,
+    },
 }
 
 const CALLS: u8 = 35;
@@ -577,7 +713,9 @@ impl Call {
             return None;
         }
         Some(match r.u8() % CALLS {
-            0 => Call::OpenSession { rw: r.u8() & 1 == 1 },
+            0 => Call::OpenSession {
+                rw: r.u8() & 1 == 1,
+            },
             1 => Call::CloseSession { s: r.u8() },
             2 => Call::CloseAll,
             3 => Call::SessionInfo { s: r.u8() },

@@ -21,8 +21,8 @@ use hsmlink_core::ck::{cka, ckk, ckm, cko, ckr};
 use hsmlink_core::link::{Connector, Link, LinkError};
 use hsmlink_core::mech;
 use hsmlink_core::wire::{
-    self, AttrValue, KeyInfo, Op, Request, Response, HEADER_LEN, MAX_ATTRS, MAX_CHUNK, MAX_FIND,
-    PROTOCOL_VERSION,
+    self, AttrValue, HEADER_LEN, KeyInfo, MAX_ATTRS, MAX_CHUNK, MAX_FIND, Op, PROTOCOL_VERSION,
+    Request, Response,
 };
 
 /// The byte AES "encryption" XORs with.
@@ -575,7 +575,7 @@ pub fn attr_value(h: u64, ty: u64) -> [u8; 16] {
 
 /// The value of secret key `h` (what `DigestKey` hands out).
 pub fn key_value(h: u64) -> Vec<u8> {
-    sig_bytes(h ^ 0x6b65_79, 32)
+    sig_bytes(h ^ 0x006b_6579, 32)
 }
 
 fn finish(op: Op, mut o: FakeOp, data: &[u8], signature: &[u8]) -> Answer {

@@ -25,7 +25,7 @@ pub mod tables;
 
 /// Return values.
 pub mod rv {
-    use hsmlink_core::ck::{ckr, Rv};
+    use hsmlink_core::ck::{Rv, ckr};
 
     /// Every `CKR_*` of PKCS#11 v2.40 (and the 3.0 values the core names).
     pub const KNOWN: &[Rv] = &[

@@ -5,8 +5,8 @@
 
 use arbitrary::Arbitrary;
 use hsmlink_core::wire::{
-    AttrValue, Attribute, KeyInfo, MechParam, Mechanism, Op, Request, Response, Secret, Template,
-    MAX_ATTRS, MAX_FIND,
+    AttrValue, Attribute, KeyInfo, MAX_ATTRS, MAX_FIND, MechParam, Mechanism, Op, Request,
+    Response, Secret, Template,
 };
 
 #[derive(Arbitrary, Debug)]

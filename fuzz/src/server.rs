@@ -20,8 +20,8 @@ use arbitrary::Arbitrary;
 use hsmlink_core::attr;
 use hsmlink_core::ck::{cka, ckc, ckk, ckm, cko};
 use hsmlink_core::wire::{
-    self, AttrValue, Attribute, MechParam, Mechanism, Op, Request, Response, Secret, Template,
-    HEADER_LEN, PROTOCOL_VERSION,
+    self, AttrValue, Attribute, HEADER_LEN, MechParam, Mechanism, Op, PROTOCOL_VERSION, Request,
+    Response, Secret, Template,
 };
 use hsmlink_hsm::{Connection, Hsm};
 
@@ -140,11 +140,10 @@ fn setup() -> World {
                 private: tpl(&keep(private)),
             },
         );
-        let pair = match wire::decode(&r).unwrap() {
+        match wire::decode(&r).unwrap() {
             Response::KeyPair { public, private } => (public, private),
             r => panic!("setup key pair: {r:?}"),
-        };
-        pair
+        }
     };
     let exportable = [(cka::EXTRACTABLE, b(true)), (cka::SENSITIVE, b(false))];
     let (rp, rk) = pair(
@@ -181,18 +180,21 @@ fn setup() -> World {
                 template: tpl(&keep(t)),
             },
         );
-        let h = match wire::decode(&r).unwrap() {
+        match wire::decode(&r).unwrap() {
             Response::Object(h) => h,
             r => panic!("setup key: {r:?}"),
-        };
-        h
+        }
     };
     base.push(secret(
         &mut c,
         ckm::AES_KEY_GEN,
         &[(cka::VALUE_LEN, ul(32)), (cka::EXTRACTABLE, b(true))],
     ));
-    base.push(secret(&mut c, ckm::AES_KEY_GEN, &[(cka::VALUE_LEN, ul(16))]));
+    base.push(secret(
+        &mut c,
+        ckm::AES_KEY_GEN,
+        &[(cka::VALUE_LEN, ul(16))],
+    ));
     base.push(secret(
         &mut c,
         ckm::GENERIC_SECRET_KEY_GEN,
@@ -203,7 +205,14 @@ fn setup() -> World {
         (cka::LABEL, b"fuzz-data".to_vec()),
         (cka::VALUE, b"some data".to_vec()),
     ]);
-    match wire::decode(&send(&mut c, &Request::CreateObject { template: tpl(&data) })).unwrap() {
+    match wire::decode(&send(
+        &mut c,
+        &Request::CreateObject {
+            template: tpl(&data),
+        },
+    ))
+    .unwrap()
+    {
         Response::Object(h) => base.push(h),
         r => panic!("setup data object: {r:?}"),
     }
@@ -215,7 +224,7 @@ fn setup() -> World {
                 types: heapless::Vec::from_slice(types).unwrap(),
             },
         );
-        let v = match wire::decode(&r).unwrap() {
+        match wire::decode(&r).unwrap() {
             Response::Attributes(v) => types
                 .iter()
                 .zip(v.iter())
@@ -226,8 +235,6 @@ fn setup() -> World {
                 .collect(),
             r => panic!("setup read: {r:?}"),
         }
-        ;
-        v
     };
     let material = Material {
         rsa: read(

@@ -155,7 +155,9 @@ pub const CURVES: &[&[u8]] = &[
     // secp256k1: a well-formed OID the server does not offer.
     &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a],
     // A printable-string curve name instead of an OID.
-    &[0x13, 0x0a, b'p', b'r', b'i', b'm', b'e', b'2', b'5', b'6', b'v', b'1'],
+    &[
+        0x13, 0x0a, b'p', b'r', b'i', b'm', b'e', b'2', b'5', b'6', b'v', b'1',
+    ],
 ];
 
 /// Pick from `table` with `i` (wrapping).
