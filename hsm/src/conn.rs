@@ -466,6 +466,10 @@ impl Connection {
             .and_then(|v| attr::read_bool(v).ok())
             .unwrap_or(false);
         let session = if token {
+            if self.hsm.object_count(s.user) >= self.hsm.limits.max_objects_per_user {
+                log::warn!("event=quota user={:?} reason=objects_per_user", s.user);
+                return Err(ckr::DEVICE_MEMORY);
+            }
             None
         } else {
             self.session_objects

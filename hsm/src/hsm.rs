@@ -30,6 +30,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Session objects one connection may create.
     pub max_session_objects: usize,
+    /// Objects (token and session) one user may hold on this server: past
+    /// it, creating a token object is `CKR_DEVICE_MEMORY`.
+    pub max_objects_per_user: usize,
     /// Handles one search keeps.
     pub max_find: usize,
     /// Seconds a connection may stay idle.
@@ -46,6 +49,7 @@ impl Default for Limits {
         Limits {
             max_connections: 256,
             max_session_objects: 4096,
+            max_objects_per_user: 100_000,
             max_find: 100_000,
             idle_secs: 300,
             max_inflight_bytes: 2 << 20,
@@ -457,6 +461,11 @@ impl Hsm {
             "event=login_failed user={user:?} peer={peer_s} reason=bad_password failures={failures} locked={now_locked}"
         );
         Err(ckr::PIN_INCORRECT)
+    }
+
+    /// Objects `user` holds in this server's table.
+    pub fn object_count(&self, user: &str) -> usize {
+        read(&self.table).by_owner.get(user).map_or(0, |s| s.len())
     }
 
     /// A fresh handle, never handed out before.

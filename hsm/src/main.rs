@@ -205,6 +205,10 @@ struct NetArgs {
     /// Most session objects one connection may hold.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     max_session_objects: usize,
+    /// Most objects one user may hold on this server (creating a token object
+    /// past it is CKR_DEVICE_MEMORY).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_objects_per_user: usize,
     /// Most bytes one connection's running operations may buffer together.
     #[arg(long, value_name = "BYTES", default_value_t = 2 << 20)]
     max_inflight_bytes: usize,
@@ -386,6 +390,7 @@ fn limits(n: &NetArgs) -> Limits {
         max_connections: n.max_connections.max(1),
         idle_secs: n.idle_timeout.max(1),
         max_session_objects: n.max_session_objects,
+        max_objects_per_user: n.max_objects_per_user,
         max_inflight_bytes: n.max_inflight_bytes,
         ..Limits::default()
     };

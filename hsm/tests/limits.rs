@@ -77,3 +77,24 @@ fn in_flight_bytes_and_session_objects_are_capped_per_connection() {
     token.push((cka::TOKEN, b(true)));
     assert!(c.create(&token).is_ok());
 }
+
+#[test]
+fn a_user_cannot_grow_the_store_past_its_object_quota() {
+    let mut h = Hsm::dev("dave", b"dave-pw").unwrap();
+    h.limits.max_objects_per_user = 5;
+    let hsm = Arc::new(h);
+    let mut c = Client::login(&hsm, "dave", b"dave-pw");
+    let token = [(cka::CLASS, ul(cko::DATA)), (cka::TOKEN, b(true))];
+    for _ in 0..5 {
+        c.create(&token).unwrap();
+    }
+    assert_eq!(c.create(&token), Err(ckr::DEVICE_MEMORY));
+    // A new connection of the same user is refused too.
+    drop(c);
+    let mut other = Client::login(&hsm, "dave", b"dave-pw");
+    assert_eq!(
+        other.create(&token),
+        Err(ckr::DEVICE_MEMORY),
+        "the quota is the user's, not the connection's"
+    );
+}
