@@ -3,7 +3,7 @@
 //! hsmlink on a microcontroller gateway: the core's [`Link`] over any
 //! [`embedded_nal::TcpClientStack`], and a small firmware-facing API
 //! ([`gateway`]) to open a session, log in, find a key and sign. `no_std`, no
-//! `alloc`, no `unsafe`; every buffer and capacity is declared by the caller.
+//! `alloc`, unsafe code forbidden; every buffer and capacity is declared by the caller.
 //!
 //! Layers, top-down:
 //! - [`gateway`]: what firmware calls. [`gateway::Resources`] holds the

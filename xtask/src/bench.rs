@@ -7,7 +7,7 @@
 //! `bench-worker`, which does the measuring.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -441,45 +441,6 @@ fn raw_limit(case: Case, threads: usize, seconds: f64) -> Result<f64, String> {
     Ok(counts.iter().sum::<u64>() as f64 / seconds)
 }
 
-struct ServerProc(Child);
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_hsm(target: &Path) -> Result<(ServerProc, String), String> {
-    use std::io::BufRead;
-    let mut child = Command::new(target.join("release/hsmlink-hsm"))
-        .args([
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--user",
-            USER,
-            "--password",
-            PIN,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("start hsmlink-hsm: {e}"))?;
-    let out = child.stdout.take().ok_or("no stdout")?;
-    let mut line = String::new();
-    std::io::BufReader::new(out)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .ok_or_else(|| format!("unexpected server output {line:?}"))?
-        .to_string();
-    Ok((ServerProc(child), addr))
-}
-
 fn softhsm_token(dir: &Path) -> Result<(), String> {
     let tokens = dir.join("tokens");
     std::fs::create_dir_all(&tokens).map_err(|e| e.to_string())?;
@@ -522,7 +483,13 @@ pub fn worker_main(args: &[String]) -> Result<(), String> {
     );
     let scratch = target.join(format!("bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
-    let (_server, addr) = start_hsm(&target)?;
+    let server = crate::DevHsm::start(
+        &target.join("release/hsmlink-hsm"),
+        USER,
+        PIN,
+        scratch.join("hsm.log"),
+    )?;
+    let addr = server.addr.clone();
     softhsm_token(&scratch)?;
     let stats = scratch.join("hsmlink-stats");
     let targets = [
@@ -603,7 +570,7 @@ pub fn worker_main(args: &[String]) -> Result<(), String> {
         );
     }
     println!();
-    let server_pid = _server.0.id();
+    let server_pid = server.child.id();
     for t in &targets {
         let (mb_s, client, server) = stream_gib(t, server_pid)?;
         println!(

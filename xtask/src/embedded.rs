@@ -24,6 +24,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::DevHsm;
+
 type Result<T> = std::result::Result<T, String>;
 
 /// The microcontroller targets, and the feature sets each is built with.
@@ -119,9 +121,11 @@ pub fn qemu(args: &[String]) -> Result<()> {
     run(cargo().args(["build", "-p", "hsmlink-hsm"]))?;
     let work = target_dir().join("qemu");
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-    let hsm = Hsm::start(
+    let hsm = DevHsm::start(
         &target_dir().join("debug").join("hsmlink-hsm"),
-        &work.join("hsm.log"),
+        FIRMWARE_USER,
+        FIRMWARE_PASSWORD,
+        work.join("hsm.log"),
     )?;
 
     let mut marks = Vec::new();
@@ -411,80 +415,6 @@ fn stack_high_water(ram: &[u8], sizes: &Sizes) -> Result<u32> {
 }
 
 // ---------------------------------------------------------------------------
-// The software HSM
-// ---------------------------------------------------------------------------
-
-struct Hsm {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Hsm {
-    fn start(binary: &Path, log: &Path) -> Result<Hsm> {
-        let log_file = fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut command = Command::new(binary);
-        command
-            .args([
-                "dev",
-                "--listen",
-                "127.0.0.1:0",
-                "--user",
-                FIRMWARE_USER,
-                "--password",
-                FIRMWARE_PASSWORD,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file);
-        println!("$ {}", show(&command));
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.trim().to_string());
-                    }
-                }
-            }
-        });
-        let mut hsm = Hsm {
-            child,
-            addr: String::new(),
-            log: log.to_path_buf(),
-        };
-        hsm.addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| format!("hsmlink-hsm did not start{}", hsm.log_tail()))?;
-        println!("listening on {}", hsm.addr);
-        Ok(hsm)
-    }
-
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-        format!(
-            "\nlast lines of the HSM log ({}):\n{tail}",
-            self.log.display()
-        )
-    }
-}
-
-impl Drop for Hsm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Running the firmware
 // ---------------------------------------------------------------------------
 
@@ -527,7 +457,7 @@ impl Drop for Qemu {
     }
 }
 
-fn run_firmware(qemu: &Path, elf: &Path, hsm: &Hsm, work: &Path) -> Result<Outcome> {
+fn run_firmware(qemu: &Path, elf: &Path, hsm: &DevHsm, work: &Path) -> Result<Outcome> {
     // A short path: a Unix socket's path is limited to about 100 bytes.
     let monitor = env::temp_dir().join(format!("hsmlink-qemu-{}.sock", std::process::id()));
     let ram_dump = work.join("ram.bin");
