@@ -42,6 +42,9 @@ pub struct Limits {
     pub max_inflight_bytes: usize,
     /// Login protection (lockout and rate limits).
     pub login: LoginPolicy,
+    /// Microseconds a connection thread looks for its next request before
+    /// it sleeps, while the server handles nothing else (0: never).
+    pub spin_us: u64,
 }
 
 impl Default for Limits {
@@ -54,6 +57,7 @@ impl Default for Limits {
             idle_secs: 300,
             max_inflight_bytes: 2 << 20,
             login: LoginPolicy::default(),
+            spin_us: 50,
         }
     }
 }

@@ -33,8 +33,12 @@
 //!   ([`Limits::login`]).
 //!
 //! Token objects are the user's persistent storage: their number is bounded
-//! by the store only (and the embedded store keeps them all in memory), as
-//! a hardware HSM's by its capacity. The fuzz targets of `fuzz/` drive
+//! per user by [`Limits::max_objects_per_user`] (the embedded store keeps
+//! them all in memory), as a hardware HSM's by its capacity.
+//!
+//! A connection thread may spin for [`Limits::spin_us`] after each reply
+//! (only while no other connection is busy), so one lone client costs at
+//! most that much extra CPU per request. The fuzz targets of `fuzz/` drive
 //! [`Connection::handle_body`] with random and structured frames and check
 //! that a dropped connection leaves nothing behind.
 #![forbid(unsafe_code)]

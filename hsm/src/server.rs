@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hsmlink_core::wire::{frame_len, HEADER_LEN};
+use hsmlink_transport_std::spin::{Activity, SpinHistory};
 
 use crate::conn::{Connection, SERVER_MAX_FRAME};
 use crate::hsm::Hsm;
@@ -197,7 +198,7 @@ fn serve_stream<S: Read + Write>(
         conn.set_peer(p.ip());
     }
     let probe = ProbeGuard::new(&hsm, conn.id(), socket);
-    let r = serve_frames(&mut conn, stream);
+    let r = serve_frames(&mut conn, socket, stream);
     // Session objects go before the probe does: another connection asking
     // in between must not see them.
     drop(conn);
@@ -205,12 +206,26 @@ fn serve_stream<S: Read + Write>(
     r
 }
 
-fn serve_frames<S: Read + Write>(conn: &mut Connection, stream: &mut S) -> io::Result<()> {
+fn serve_frames<S: Read + Write>(
+    conn: &mut Connection,
+    socket: &TcpStream,
+    stream: &mut S,
+) -> io::Result<()> {
     let mut input = FrameReader::default();
+    let spin = Duration::from_micros(conn.hsm().limits.spin_us);
+    let mut spins = SpinHistory::default();
+    // Connection ids start at 1; a party is never 0.
+    let who = conn.id().max(1);
     loop {
+        let wait =
+            (!input.has_unread()).then(|| spins.await_readable(socket, spin, &CONNECTIONS, who));
         let Some(body) = input.next(stream)? else {
             return Ok(());
         };
+        if let Some(w) = wait {
+            spins.done(w, spin);
+        }
+        CONNECTIONS.seen(who);
         conn_requests(conn).fetch_add(1, Ordering::Relaxed);
         let reply = conn.handle_body(body);
         input.wipe_frame();
@@ -224,6 +239,14 @@ fn serve_frames<S: Read + Write>(conn: &mut Connection, stream: &mut S) -> io::R
         }
     }
 }
+
+/// The server's connections, as parties that may spin (see
+/// [`hsmlink_transport_std::spin`]): a connection thread looks for its
+/// client's next request without sleeping for [`Limits::spin_us`] while
+/// no other connection has been busy lately.
+///
+/// [`Limits::spin_us`]: crate::hsm::Limits::spin_us
+static CONNECTIONS: Activity = Activity::new();
 
 /// Reads frames with as few system calls as the data allows: a request's
 /// header and body (and a pipelined next request) usually come in one read.
@@ -243,6 +266,11 @@ struct FrameReader {
 const READ_CHUNK: usize = 16 * 1024;
 
 impl FrameReader {
+    /// Whether bytes of a next frame are already buffered.
+    fn has_unread(&self) -> bool {
+        self.start.max(self.frame.1) < self.end
+    }
+
     /// The next frame's body, or `None` at a clean end of stream.
     fn next<S: Read>(&mut self, stream: &mut S) -> io::Result<Option<&[u8]>> {
         // Drop the frame handed out last time.

@@ -7,6 +7,7 @@
 //! back-off that doubles up to a limit, while new sessions go elsewhere.
 #![forbid(unsafe_code)]
 
+pub mod spin;
 pub mod tls;
 
 use std::io::{BufReader, Read, Write};
@@ -26,13 +27,10 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:4433";
 const READ_BUF: usize = 32 * 1024;
 /// Most endpoints in one configuration.
 pub const MAX_ENDPOINTS: usize = 16;
-/// How long a call looks for the HSM's answer before it blocks (see
-/// `TcpLink::await_reply_briefly`): off by default. Spinning saves the
-/// wake-up of a sleeping thread (tens of µs on an idle many-core host) but
-/// takes CPU the HSM or the application may need: measured on a 2-vCPU
-/// machine whose vCPUs share a core, 30 µs of spinning halved ECDSA
-/// throughput. `HSMLINK_SPIN_US` turns it on where cores are plenty.
-pub const SPIN: Duration = Duration::ZERO;
+/// How long a call looks for the HSM's answer before it sleeps, when no
+/// other thread of the process is busy with the HSM (see [`spin`]).
+/// `HSMLINK_SPIN_US` changes it (0: never).
+pub const SPIN: Duration = Duration::from_micros(50);
 /// The spin time: [`SPIN`], or `HSMLINK_SPIN_US` microseconds (0: never
 /// spin), read once.
 fn spin_time() -> Duration {
@@ -44,6 +42,18 @@ fn spin_time() -> Duration {
             .map(|us| Duration::from_micros(us.min(1000)))
             .unwrap_or(SPIN)
     })
+}
+
+/// The module's threads, as parties that may spin (see [`spin`]).
+static THREADS: spin::Activity = spin::Activity::new();
+
+/// This thread's party number in [`THREADS`] (from 1).
+fn thread_party() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static ME: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    ME.with(|me| *me)
 }
 
 /// Longest wait for the HSM to finish a session when it is closed.
@@ -315,6 +325,7 @@ impl TcpConnector {
         Ok(TcpLink {
             stream: BufReader::with_capacity(READ_BUF, Stream::Tls(Box::new(tls))),
             counter: None,
+            spins: spin::SpinHistory::default(),
             liveness: Some(t),
             last_used: Instant::now(),
         })
@@ -378,6 +389,8 @@ pub struct TcpLink {
     /// The timeouts, when idle connections are checked before use.
     liveness: Option<Timeouts>,
     last_used: Instant,
+    /// How looking for replies without sleeping went on this link.
+    spins: spin::SpinHistory,
 }
 
 impl std::fmt::Debug for TcpLink {
@@ -423,40 +436,6 @@ impl TcpLink {
         }
     }
 
-    /// Most HSM answers come within tens of microseconds; a thread that
-    /// blocks at once is put to sleep and woken later, which on an idle
-    /// machine costs more than the answer itself. So look for the reply
-    /// without blocking for a short while ([`SPIN`]) before the blocking read.
-    ///
-    /// Only one thread of the process spins at a time: with more, spinning
-    /// clients would take the CPU the HSM (often on the same machine in
-    /// tests, or other work) needs, and a busy process wakes fast anyway.
-    fn await_reply_briefly(&self) {
-        static SPINNING: AtomicUsize = AtomicUsize::new(0);
-        if spin_time().is_zero() || !self.stream.buffer().is_empty() {
-            return;
-        }
-        if SPINNING.fetch_add(1, Ordering::Relaxed) > 0 {
-            SPINNING.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        self.spin();
-        SPINNING.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    fn spin(&self) {
-        let sock = socket2::SockRef::from(self.socket());
-        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        let until = Instant::now() + spin_time();
-        while Instant::now() < until {
-            match sock.recv_with_flags(&mut probe, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
-                // Data, end of stream or an error: the blocking read sees it.
-                _ => return,
-            }
-        }
-    }
-
     /// Wrap a connected plain stream: sets `TCP_NODELAY` and the I/O timeout.
     pub fn new(stream: TcpStream, io_timeout: Duration) -> Result<Self, LinkError> {
         stream.set_nodelay(true).map_err(|_| LinkError::Io)?;
@@ -469,6 +448,7 @@ impl TcpLink {
         Ok(TcpLink {
             stream: BufReader::with_capacity(READ_BUF, Stream::Plain(stream)),
             counter: None,
+            spins: spin::SpinHistory::default(),
             liveness: None,
             last_used: Instant::now(),
         })
@@ -498,8 +478,21 @@ fn io_error(e: std::io::Error) -> LinkError {
 impl Link for TcpLink {
     fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError> {
         self.send(request)?;
-        self.await_reply_briefly();
-        self.recv(reply)
+        if !self.stream.buffer().is_empty() {
+            return self.recv(reply);
+        }
+        let who = thread_party();
+        THREADS.seen(who);
+        let socket = match self.stream.get_ref() {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        };
+        let wait = self
+            .spins
+            .await_readable(socket, spin_time(), &THREADS, who);
+        let n = self.recv(reply)?;
+        self.spins.done(wait, spin_time());
+        Ok(n)
     }
 
     fn can_pipeline(&self) -> bool {

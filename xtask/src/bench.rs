@@ -28,12 +28,17 @@ const FIND_OBJECTS: usize = 1000;
 struct Options {
     seconds: f64,
     threads: Vec<usize>,
+    /// Cases to run (all by default), and whether to run the 1 GiB stream.
+    cases: Vec<Case>,
+    stream: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         seconds: 3.0,
         threads: vec![1, 2],
+        cases: CASES.to_vec(),
+        stream: true,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -57,9 +62,25 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     })
                     .collect::<Result<_, _>>()?;
             }
+            "--cases" => {
+                let list = it.next().ok_or(CASES_HELP)?;
+                o.cases.clear();
+                o.stream = false;
+                for name in list.split(',').map(str::trim) {
+                    match name {
+                        "stream" => o.stream = true,
+                        _ => o.cases.push(
+                            CASES
+                                .into_iter()
+                                .find(|c| c.short() == name)
+                                .ok_or_else(|| format!("unknown case {name:?}: {CASES_HELP}"))?,
+                        ),
+                    }
+                }
+            }
             other => {
                 return Err(format!(
-                    "unknown bench option {other:?} (--seconds N, --threads 1,2)"
+                    "unknown bench option {other:?} (--seconds N, --threads 1,2, --cases LIST)"
                 ))
             }
         }
@@ -67,7 +88,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-/// `cargo xtask bench [--seconds N] [--threads 1,2]`.
+/// `cargo xtask bench [--seconds N] [--threads 1,2] [--cases rsa,ecdsa,gcm,digest,find,stream]`.
 pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<(), String> {
     parse(args)?;
     if !Path::new(SOFTHSM).exists() {
@@ -133,7 +154,20 @@ const CASES: [Case; 5] = [
     Case::Find,
 ];
 
+const CASES_HELP: &str = "--cases wants a list of rsa, ecdsa, gcm, digest, find, stream";
+
 impl Case {
+    /// The name `--cases` knows the case by.
+    fn short(self) -> &'static str {
+        match self {
+            Case::RsaSign => "rsa",
+            Case::EcdsaSign => "ecdsa",
+            Case::AesGcm => "gcm",
+            Case::Digest => "digest",
+            Case::Find => "find",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Case::RsaSign => "C_Sign SHA256_RSA_PKCS RSA-2048",
@@ -523,7 +557,7 @@ pub fn worker_main(args: &[String]) -> Result<(), String> {
             .unwrap_or(1)
     );
     let mut rows = Vec::new();
-    for case in CASES {
+    for &case in &o.cases {
         for &threads in &o.threads {
             let h = measure(&targets[0], case, threads, o.seconds)?;
             let s = measure(&targets[1], case, threads, o.seconds)?;
@@ -571,7 +605,7 @@ pub fn worker_main(args: &[String]) -> Result<(), String> {
     }
     println!();
     let server_pid = server.child.id();
-    for t in &targets {
+    for t in targets.iter().filter(|_| o.stream) {
         let (mb_s, client, server) = stream_gib(t, server_pid)?;
         println!(
             "{}: 1 GiB through C_EncryptUpdate (AES-256-CBC, 1 MiB per call): {mb_s:.0} MB/s; \
