@@ -15,6 +15,9 @@ use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::Padding;
 use openssl::sign::RsaPssSaltlen;
 use openssl::symm::{Cipher, Crypter, Mode};
+
+mod aes;
+use aes::AesCtx;
 use zeroize::Zeroizing;
 
 use crate::keys::KeyMaterial;
@@ -121,7 +124,7 @@ pub struct Running {
     digest_info: bool,
     hmac: Option<HmacState>,
     cmac: Option<Cmac>,
-    crypter: Option<Crypter>,
+    crypter: Option<AesCtx>,
     /// `CKA_ALLOWED_MECHANISMS` lets this raw signature mechanism sign only
     /// digests of these hashes (with a PKCS#1 `DigestInfo` or not).
     digest_only: Option<Vec<(Hash, bool)>>,
@@ -314,25 +317,6 @@ fn key_type_fits(wanted: u64, kt: u64) -> bool {
     hsmlink_core::mech::key_type_fits(wanted, kt)
 }
 
-fn aes_cipher(mode: &AesMode, key_len: usize) -> Result<Cipher, Rv> {
-    use AesMode::*;
-    Ok(match (mode, key_len) {
-        (Ecb, 16) => Cipher::aes_128_ecb(),
-        (Ecb, 24) => Cipher::aes_192_ecb(),
-        (Ecb, 32) => Cipher::aes_256_ecb(),
-        (Cbc(_) | CbcPad(_), 16) => Cipher::aes_128_cbc(),
-        (Cbc(_) | CbcPad(_), 24) => Cipher::aes_192_cbc(),
-        (Cbc(_) | CbcPad(_), 32) => Cipher::aes_256_cbc(),
-        (Ctr(..), 16) => Cipher::aes_128_ctr(),
-        (Ctr(..), 24) => Cipher::aes_192_ctr(),
-        (Ctr(..), 32) => Cipher::aes_256_ctr(),
-        (Gcm { .. }, 16) => Cipher::aes_128_gcm(),
-        (Gcm { .. }, 24) => Cipher::aes_192_gcm(),
-        (Gcm { .. }, 32) => Cipher::aes_256_gcm(),
-        _ => return Err(ckr::KEY_SIZE_RANGE),
-    })
-}
-
 /// Start operation `op` with `mech` on `key`, checking everything
 /// `CryptoInit` must check.
 pub fn init(op: Op, mech: &Mechanism<'_>, key: Arc<Object>) -> Result<(Running, KeyInfo), Rv> {
@@ -427,28 +411,7 @@ fn start(
             let KeyMaterial::Secret(v) = material else {
                 return Err(ckr::KEY_TYPE_INCONSISTENT);
             };
-            let cipher = aes_cipher(mode, v.len())?;
-            let m = if op == Op::Encrypt {
-                Mode::Encrypt
-            } else {
-                Mode::Decrypt
-            };
-            let bad = |_| ckr::MECHANISM_PARAM_INVALID;
-            let mut c = match mode {
-                AesMode::Ecb => Crypter::new(cipher, m, v, None).map_err(bad)?,
-                AesMode::Cbc(iv) | AesMode::CbcPad(iv) => {
-                    Crypter::new(cipher, m, v, Some(iv)).map_err(bad)?
-                }
-                AesMode::Ctr(b, _) => Crypter::new(cipher, m, v, Some(b)).map_err(bad)?,
-                AesMode::Gcm { iv, aad, .. } => {
-                    let mut c = Crypter::new(cipher, m, v, Some(iv)).map_err(bad)?;
-                    if !aad.is_empty() {
-                        c.aad_update(aad).map_err(bad)?;
-                    }
-                    c
-                }
-            };
-            c.pad(matches!(mode, AesMode::CbcPad(_)));
+            let c = AesCtx::start(mode, op == Op::Encrypt, &key, v)?;
             crypter = Some(c);
         }
         _ => {}
@@ -592,7 +555,11 @@ impl Running {
             let Some(mut c) = self.crypter.take() else {
                 return Err(ckr::GENERAL_ERROR);
             };
-            return aes_finish(&mut c, &mode, op, fed, &input, out);
+            let done = aes_finish(&mut c, &mode, op, fed, &input, out);
+            if done.is_ok() {
+                c.keep(&self.key);
+            }
+            return done;
         }
         let key = self.key.clone();
         let material = key.material()?;
@@ -1085,7 +1052,7 @@ fn oaep_setup<T>(ctx: &mut PkeyCtx<T>, hash: Hash, mgf: Hash, label: &[u8]) -> R
 }
 
 fn aes_finish(
-    c: &mut Crypter,
+    c: &mut AesCtx,
     mode: &AesMode,
     op: Op,
     fed: usize,
@@ -1107,7 +1074,7 @@ fn aes_finish(
             c.set_tag(t).map_err(|_| ckr::ENCRYPTED_DATA_INVALID)?;
             let mut rest = [0u8; 32];
             let m = c
-                .finalize(&mut rest)
+                .finish(&mut rest)
                 .map_err(|_| ckr::ENCRYPTED_DATA_INVALID)?;
             p.truncate(n);
             p.extend_from_slice(rest.get(..m).unwrap_or(&[]));
@@ -1115,16 +1082,16 @@ fn aes_finish(
         }
         AesMode::Gcm { tag, .. } => {
             let mut rest = [0u8; 32];
-            let m = c.finalize(&mut rest).map_err(|_| ckr::FUNCTION_FAILED)?;
+            let m = c.finish(&mut rest).map_err(|_| ckr::FUNCTION_FAILED)?;
             out.extend_from_slice(rest.get(..m).unwrap_or(&[]));
             let mut t = vec![0u8; *tag];
-            c.get_tag(&mut t).map_err(|_| ckr::FUNCTION_FAILED)?;
+            c.tag(&mut t).map_err(|_| ckr::FUNCTION_FAILED)?;
             out.extend(t);
             Ok(out)
         }
         _ => {
             let mut rest = [0u8; 32];
-            let m = c.finalize(&mut rest).map_err(|_| {
+            let m = c.finish(&mut rest).map_err(|_| {
                 if op == Op::Decrypt {
                     ckr::ENCRYPTED_DATA_INVALID
                 } else {

@@ -225,7 +225,6 @@ fn serve_frames<S: Read + Write>(
         if let Some(w) = wait {
             spins.done(w, spin);
         }
-        CONNECTIONS.seen(who);
         conn_requests(conn).fetch_add(1, Ordering::Relaxed);
         let reply = conn.handle_body(body);
         input.wipe_frame();

@@ -266,6 +266,24 @@ fn slot(id: CK_SLOT_ID) -> R {
     }
 }
 
+/// Count forks in the child, so a call can tell it runs in a forked child
+/// without asking for the process id (a system call) every time. glibc
+/// drops the handler when the library is unloaded.
+fn watch_forks() {
+    extern "C" fn child_after_fork() {
+        module::note_fork();
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only increments an atomic
+        // counter (async-signal-safe, as a child of a threaded process
+        // requires).
+        if unsafe { libc::pthread_atfork(None, None, Some(child_after_fork)) } == 0 {
+            module::forks_watched();
+        }
+    });
+}
+
 macro_rules! cfn {
     ($name:ident ( $($a:ident : $t:ty),* $(,)? ) $body:block) => {
         #[no_mangle]
@@ -296,6 +314,7 @@ cfn!(C_Initialize(pInitArgs: CK_VOID_PTR) {
         // primitives, which v2.40 allows when the application supplies its
         // own functions too (the library may use either).
     }
+    watch_forks();
     module::initialize()
 });
 

@@ -3,6 +3,7 @@
 //! host's attribute layout and the core's canonical one.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -38,7 +39,49 @@ pub struct Module {
     pub token: HostToken,
     /// The process that called `C_Initialize`: a forked child must call it
     /// again and never touches the parent's connections.
+    process: ProcessMark,
+}
+
+/// Which process (image) a [`Module`] belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ProcessMark {
     pid: u32,
+    forks: u32,
+}
+
+/// Forks this process image has gone through, counted in the child by a
+/// `pthread_atfork` handler (see [`note_fork`]).
+static FORKS: AtomicU32 = AtomicU32::new(0);
+/// Whether that handler is in place; if not, the process id is asked for
+/// on every call instead (a system call).
+static FORKS_WATCHED: AtomicBool = AtomicBool::new(false);
+
+/// Called in the child after `fork()` (from the `pthread_atfork` handler).
+pub fn note_fork() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The fork handler has been registered.
+pub fn forks_watched() {
+    FORKS_WATCHED.store(true, Ordering::Relaxed);
+}
+
+impl ProcessMark {
+    fn now() -> ProcessMark {
+        ProcessMark {
+            pid: std::process::id(),
+            forks: FORKS.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether this is still the process that made the mark.
+    fn is_current(&self) -> bool {
+        if FORKS_WATCHED.load(Ordering::Relaxed) {
+            self.forks == FORKS.load(Ordering::Relaxed)
+        } else {
+            self.pid == std::process::id()
+        }
+    }
 }
 
 static STATE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
@@ -54,7 +97,7 @@ fn slots() -> &'static [Slot] {
 /// The library, if this process initialized it.
 pub fn module() -> Result<Arc<Module>, Rv> {
     match &*STATE.read() {
-        Some(m) if m.pid == std::process::id() => Ok(Arc::clone(m)),
+        Some(m) if m.process.is_current() => Ok(Arc::clone(m)),
         _ => Err(ckr::CRYPTOKI_NOT_INITIALIZED),
     }
 }
@@ -63,7 +106,7 @@ pub fn module() -> Result<Arc<Module>, Rv> {
 pub fn initialize() -> Result<(), Rv> {
     let mut state = STATE.write();
     if let Some(m) = state.as_ref() {
-        if m.pid == std::process::id() {
+        if m.process.is_current() {
             return Err(ckr::CRYPTOKI_ALREADY_INITIALIZED);
         }
         // A forked child: forget the parent's library without using it.
@@ -100,7 +143,7 @@ pub fn initialize() -> Result<(), Rv> {
     .inspect_err(|_| log::error!("hsmlink configuration: user name too long"))?;
     *state = Some(Arc::new(Module {
         token,
-        pid: std::process::id(),
+        process: ProcessMark::now(),
     }));
     Ok(())
 }
@@ -109,7 +152,7 @@ pub fn initialize() -> Result<(), Rv> {
 pub fn finalize() -> Result<(), Rv> {
     let mut state = STATE.write();
     match state.take() {
-        Some(m) if m.pid == std::process::id() => {
+        Some(m) if m.process.is_current() => {
             m.token.close_all_sessions();
             let exchanges = m.token.connector().exchanges();
             log::info!("exchanges with the HSM since C_Initialize: {exchanges}");

@@ -428,6 +428,16 @@ impl Write for Stream {
 }
 
 impl TcpLink {
+    /// Send one request frame (counted).
+    fn write_request(&mut self, request: &[u8]) -> Result<(), LinkError> {
+        if let Some(c) = &self.counter {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let w = self.stream.get_mut();
+        w.write_all(request).map_err(io_error)?;
+        w.flush().map_err(io_error)
+    }
+
     /// The TCP socket beneath (plain or TLS).
     fn socket(&self) -> &TcpStream {
         match self.stream.get_ref() {
@@ -477,19 +487,19 @@ fn io_error(e: std::io::Error) -> LinkError {
 
 impl Link for TcpLink {
     fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, LinkError> {
-        self.send(request)?;
+        self.write_request(request)?;
         if !self.stream.buffer().is_empty() {
+            self.last_used = Instant::now();
             return self.recv(reply);
         }
-        let who = thread_party();
-        THREADS.seen(who);
         let socket = match self.stream.get_ref() {
             Stream::Plain(s) => s,
             Stream::Tls(t) => &t.sock,
         };
         let wait = self
             .spins
-            .await_readable(socket, spin_time(), &THREADS, who);
+            .await_readable(socket, spin_time(), &THREADS, thread_party());
+        self.last_used = wait.started();
         let n = self.recv(reply)?;
         self.spins.done(wait, spin_time());
         Ok(n)
@@ -527,12 +537,7 @@ impl Link for TcpLink {
     }
 
     fn send(&mut self, request: &[u8]) -> Result<(), LinkError> {
-        if let Some(c) = &self.counter {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        let w = self.stream.get_mut();
-        w.write_all(request).map_err(io_error)?;
-        w.flush().map_err(io_error)?;
+        self.write_request(request)?;
         self.last_used = Instant::now();
         Ok(())
     }

@@ -41,8 +41,8 @@ fn epoch() -> Instant {
     *E.get_or_init(Instant::now)
 }
 
-fn now_us() -> u64 {
-    u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX)
+fn micros(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch()).as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Activity {
@@ -54,21 +54,18 @@ impl Activity {
         }
     }
 
-    /// Party `who` (never 0) is active now.
-    pub fn seen(&self, who: u64) {
-        let now = now_us();
+    /// Party `who` (never 0) is active at `now`; returns whether it has
+    /// been the only active party lately.
+    pub fn seen(&self, who: u64, now: Instant) -> bool {
+        let now = micros(now);
         let before = self.last.swap(who, Ordering::Relaxed);
         let before_at = self.last_at.swap(now, Ordering::Relaxed);
         if before != who && before != 0 && now.saturating_sub(before_at) < window_us() {
             self.busy_until
                 .store(now.saturating_add(window_us()), Ordering::Relaxed);
+            return false;
         }
-    }
-
-    /// Whether only `who` has been active lately.
-    fn alone(&self, who: u64) -> bool {
-        self.last.load(Ordering::Relaxed) == who
-            && now_us() >= self.busy_until.load(Ordering::Relaxed)
+        now >= self.busy_until.load(Ordering::Relaxed)
     }
 }
 
@@ -102,12 +99,20 @@ pub struct Wait {
     spun: Option<bool>,
 }
 
+impl Wait {
+    /// When the wait began.
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+}
+
 impl SpinHistory {
-    /// Begin waiting for `socket` to have data: if `who` is alone in
-    /// `activity` and spinning has been paying off, look at it without
-    /// blocking until it has data (or an error or end of stream) or
-    /// `budget` has passed. The caller then reads as usual and hands the
-    /// returned [`Wait`] to [`SpinHistory::done`] once data came.
+    /// Begin waiting for `socket` to have data (counting `who` as active
+    /// in `activity`): if `who` is alone there and spinning has been paying
+    /// off, look at it without blocking until it has data (or an error or
+    /// end of stream) or `budget` has passed. The caller then reads as
+    /// usual and hands the returned [`Wait`] to [`SpinHistory::done`] once
+    /// data came.
     pub fn await_readable(
         &mut self,
         socket: &TcpStream,
@@ -116,7 +121,7 @@ impl SpinHistory {
         who: u64,
     ) -> Wait {
         let start = Instant::now();
-        if budget.is_zero() || !activity.alone(who) {
+        if !activity.seen(who, start) || budget.is_zero() {
             return Wait { start, spun: None };
         }
         self.waits = self.waits.wrapping_add(1);
@@ -195,7 +200,6 @@ mod tests {
     fn a_lone_party_spins_and_sees_data() {
         let activity = Activity::new();
         let (a, mut b) = pair();
-        activity.seen(1);
         b.write_all(b"x").unwrap();
         let mut h = SpinHistory::default();
         let w = h.await_readable(&a, Duration::from_millis(500), &activity, 1);
@@ -208,9 +212,9 @@ mod tests {
     fn two_active_parties_do_not_spin() {
         let activity = Activity::new();
         let (a, _b) = pair();
-        activity.seen(1);
-        activity.seen(2);
-        activity.seen(1);
+        assert!(activity.seen(1, Instant::now()));
+        assert!(!activity.seen(2, Instant::now()));
+        assert!(!activity.seen(1, Instant::now()));
         let mut h = SpinHistory::default();
         // The process is busy: no spin, and the wait is not counted.
         let t = Instant::now();
@@ -225,7 +229,6 @@ mod tests {
     fn spinning_that_does_not_shorten_waits_stops() {
         let activity = Activity::new();
         let (a, _b) = pair();
-        activity.seen(7);
         let mut h = SpinHistory::default();
         let budget = Duration::from_millis(2);
         // No data ever comes: a spinning wait lasts the whole budget, a
@@ -245,7 +248,6 @@ mod tests {
     #[test]
     fn spinning_that_pays_is_kept() {
         let activity = Activity::new();
-        activity.seen(3);
         let mut h = SpinHistory {
             spinning: Some(10.0),
             sleeping: Some(50.0),
