@@ -182,8 +182,8 @@ struct SlotInner<L, const BUF: usize> {
 /// Storage for one session: its state, its connection and its two frame
 /// buffers of `BUF` bytes each. `BUF` bounds every message (at least
 /// [`wire::MIN_FRAME`] plus headroom; 16 KiB carries every request of a
-/// PKCS#11 application, 33 KiB streams data in [`MAX_CHUNK`] pieces;
-/// firmware that only signs can use 2 KiB).
+/// PKCS#11 application; data is streamed in pieces of [`MAX_CHUNK`] or
+/// what the buffer holds; firmware that only signs can use 2 KiB).
 pub struct SessionSlot<L, R: RawMutex, const BUF: usize> {
     /// The session handle living in this slot (0: free). Written under the
     /// slot lock and the shared lock, read without either for lookup.

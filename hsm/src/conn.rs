@@ -166,7 +166,8 @@ pub struct Connection {
     id: u64,
     /// The client's `max_frame` and `app`, once `Hello` is done.
     hello: Option<(usize, [u8; 16])>,
-    user: Option<String>,
+    /// The logged-in user (shared cheaply with each request's context).
+    user: Option<Arc<str>>,
     ops: [Option<Running>; 4],
     find: Option<Find>,
     /// Session objects this connection created.
@@ -422,7 +423,7 @@ impl Connection {
 
     fn login(&mut self, user: &str, password: &[u8]) -> Reply {
         if let Some(cur) = &self.user {
-            if cur != user {
+            if **cur != *user {
                 return Reply::Error(ckr::USER_ANOTHER_ALREADY_LOGGED_IN);
             }
         }
@@ -431,7 +432,7 @@ impl Connection {
                 if self.user.is_none() {
                     log::info!("event=login conn={} user={user:?}", self.id);
                 }
-                self.user = Some(user.to_string());
+                self.user = Some(Arc::from(user));
                 Reply::Ok
             }
             // The failure is logged (with the reason) by `Hsm::login`.

@@ -549,13 +549,10 @@ impl Running {
             };
         }
         if let Kind::Aes(mode) = &self.kind {
-            let mode = mode.clone();
-            let op = self.op;
-            let fed = self.fed;
             let Some(mut c) = self.crypter.take() else {
                 return Err(ckr::GENERAL_ERROR);
             };
-            let done = aes_finish(&mut c, &mode, op, fed, &input, out);
+            let done = aes_finish(&mut c, mode, self.op, self.fed, &input, out);
             if done.is_ok() {
                 c.keep(&self.key);
             }
@@ -1084,9 +1081,9 @@ fn aes_finish(
             let mut rest = [0u8; 32];
             let m = c.finish(&mut rest).map_err(|_| ckr::FUNCTION_FAILED)?;
             out.extend_from_slice(rest.get(..m).unwrap_or(&[]));
-            let mut t = vec![0u8; *tag];
-            c.tag(&mut t).map_err(|_| ckr::FUNCTION_FAILED)?;
-            out.extend(t);
+            let at = out.len();
+            out.resize(at + *tag, 0);
+            c.tag(&mut out[at..]).map_err(|_| ckr::FUNCTION_FAILED)?;
             Ok(out)
         }
         _ => {

@@ -3,8 +3,8 @@
 //! host's attribute layout and the core's canonical one.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hsmlink_core::attr::{kind, Kind};
@@ -14,7 +14,7 @@ use hsmlink_core::wire::Attribute;
 use hsmlink_transport_std::{
     all_loopback, Security, ServerAuth, TcpConnector, TcpLink, Timeouts, DEFAULT_ADDR,
 };
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::types::CK_ULONG;
 
@@ -22,12 +22,12 @@ use crate::types::CK_ULONG;
 pub const SLOT_ID: u64 = 1;
 /// Most sessions open at once.
 pub const MAX_SESSIONS: usize = 128;
-/// Frame buffer per direction per session: a whole [`MAX_CHUNK`] of data
-/// per message when streaming (measured: 1 GiB of AES-CBC through
-/// `C_EncryptUpdate` at ~700 MB/s, against ~410 MB/s with 8 KiB pieces).
-///
-/// [`MAX_CHUNK`]: hsmlink_core::wire::MAX_CHUNK
-pub const BUF: usize = 32 * 1024 + 1024;
+/// Frame buffer per direction per session. Every slot's buffers are
+/// allocated (and written) at `C_Initialize`: 128 sessions × 2 × 17 KiB =
+/// 4.3 MiB. Streams go in ~17 KiB pieces: 1 GiB of AES-CBC through
+/// `C_EncryptUpdate` at ~600–650 MB/s (8 KiB pieces: ~410 MB/s; 33 KiB
+/// buffers: ~700 MB/s for twice the memory).
+pub const BUF: usize = 16 * 1024 + 1024;
 /// Fixed token label of the profile.
 pub const TOKEN_LABEL: &str = "Dinamo HSM";
 
@@ -85,13 +85,37 @@ impl ProcessMark {
 }
 
 static STATE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
-static SLOTS: OnceLock<&'static [Slot]> = OnceLock::new();
+/// The session slots, made at the first `C_Initialize` and kept for the
+/// library's life (a `Token` borrows them for `'static`). Given back when
+/// the library is unloaded, if no `Module` uses them then
+/// ([`slots_for_unload`]).
+static SLOTS: Mutex<Option<&'static [Slot]>> = Mutex::new(None);
+/// `Module`s alive (a call in progress may hold one after `C_Finalize`).
+static LIVE_MODULES: AtomicUsize = AtomicUsize::new(0);
 
 fn slots() -> &'static [Slot] {
-    SLOTS.get_or_init(|| {
+    let mut s = SLOTS.lock();
+    s.get_or_insert_with(|| {
         let v: Vec<Slot> = (0..MAX_SESSIONS).map(|_| Slot::new()).collect();
         Box::leak(v.into_boxed_slice())
     })
+}
+
+/// At unload: the slots, taken out for freeing, if nothing can use them
+/// any more (no `Module` is alive: `C_Finalize` was called, or
+/// `C_Initialize` never was). Otherwise they stay (and leak).
+pub fn slots_for_unload() -> Option<&'static [Slot]> {
+    let mut s = SLOTS.lock();
+    if LIVE_MODULES.load(Ordering::Acquire) != 0 || STATE.read().is_some() {
+        return None;
+    }
+    s.take()
+}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        LIVE_MODULES.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// The library, if this process initialized it.
@@ -141,6 +165,7 @@ pub fn initialize() -> Result<(), Rv> {
         },
     )
     .inspect_err(|_| log::error!("hsmlink configuration: user name too long"))?;
+    LIVE_MODULES.fetch_add(1, Ordering::AcqRel);
     *state = Some(Arc::new(Module {
         token,
         process: ProcessMark::now(),
