@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 pub const BUSY_WINDOW: Duration = Duration::from_millis(2);
 /// Every this many waits, a party tries the way it does not prefer, to see
 /// whether things changed.
-const EXPLORE_EVERY: u32 = 64;
+const EXPLORE_EVERY: u32 = 256;
 
 /// The parties of one process (the module's threads, or the HSM's
 /// connections) and when more than one was active.
@@ -256,7 +256,7 @@ mod tests {
         assert!(h.prefers_spinning());
         let (a, mut b) = pair();
         b.write_all(b"x").unwrap();
-        let spins = (0..128)
+        let spins = (0..512)
             .filter(|_| {
                 // Not handed to `done`: the averages stay as they are.
                 h.await_readable(&a, Duration::from_millis(1), &activity, 3)
@@ -265,6 +265,6 @@ mod tests {
             })
             .count();
         // All but the exploring waits spin.
-        assert_eq!(spins, 126);
+        assert_eq!(spins, 510);
     }
 }
