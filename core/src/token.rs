@@ -282,7 +282,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     /// Data bytes per message: [`MAX_CHUNK`], or less when the frame
     /// buffers are smaller (firmware), leaving room for the message around
     /// the data and for an output one block longer than its input.
-    const CHUNK: usize = {
+    pub const CHUNK: usize = {
         let room = BUF.saturating_sub(wire::HEADER_LEN + 64);
         if room < MAX_CHUNK {
             room

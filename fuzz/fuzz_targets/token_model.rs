@@ -644,7 +644,7 @@ impl Runner<'_, '_> {
                 check(&self.m, &r);
                 if !self.closed_session(s, &r, true) && r.is_ok() && !self.m.faulty {
                     // The fake's random chunks count up from 0.
-                    for chunk in buf.chunks(hsmlink_core::wire::MAX_CHUNK) {
+                    for chunk in buf.chunks(T::CHUNK) {
                         for (i, b) in chunk.iter().enumerate() {
                             assert_eq!(*b, i as u8, "random bytes mixed up");
                         }
