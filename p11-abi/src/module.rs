@@ -250,6 +250,11 @@ const KEYS: &[Key] = &[
         alias: None,
     },
     Key {
+        file: "spin_us",
+        env: "HSMLINK_SPIN_US",
+        alias: None,
+    },
+    Key {
         file: "tls",
         env: "HSMLINK_TLS",
         alias: None,
@@ -442,9 +447,11 @@ impl Config {
         if let Some(d) = ms("idle_timeout_ms", 86_400_000)? {
             timeouts.idle = d;
         }
+        if let Some((key, v)) = value("spin_us") {
+            timeouts.spin = Duration::from_micros(parse_in(key, &v, 0, 1000)?);
+        }
         if let Some((key, v)) = value("keepalive_s") {
-            // Whole seconds: parsed as a count, then taken as seconds.
-            timeouts.keepalive = Duration::from_secs(parse_ms(key, &v, 86_400)?.as_millis() as u64);
+            timeouts.keepalive = Duration::from_secs(parse_in(key, &v, 1, 86_400)?);
         }
         let tls = value("tls").map(|(k, v)| (k, v.to_ascii_lowercase()));
         let auth = match (value("tls_pin"), value("tls_ca")) {
@@ -500,11 +507,15 @@ fn parse_bool(v: &str) -> Option<bool> {
 
 /// A whole number in 1..=max, as milliseconds.
 fn parse_ms(key: String, v: &str, max: u64) -> Result<Duration, ConfigError> {
+    parse_in(key, v, 1, max).map(Duration::from_millis)
+}
+
+fn parse_in(key: String, v: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
     match v.trim().parse::<u64>() {
-        Ok(n) if n > 0 && n <= max => Ok(Duration::from_millis(n)),
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(bad(
             key,
-            format!("{v:?} is not a whole number in 1..={max}"),
+            format!("{v:?} is not a whole number in {min}..={max}"),
         )),
     }
 }
@@ -626,6 +637,15 @@ mod tests {
         assert_eq!(e.key, "HSMLINK_SPECIAL_PIN");
         let e = Config::from_env(env(&[("HSMLINK_TIMEOUT_MS", "-3")])).unwrap_err();
         assert_eq!(e.key, "HSMLINK_TIMEOUT_MS");
+        // Spinning: 50 µs unless set; 0 turns it off; at most 1,000 µs.
+        let c = Config::from_env(env(&[])).unwrap();
+        assert_eq!(c.timeouts.spin, Duration::from_micros(50));
+        let c = Config::from_env(env(&[("HSMLINK_SPIN_US", "0")])).unwrap();
+        assert_eq!(c.timeouts.spin, Duration::ZERO);
+        let c = Config::from_env(env(&[("HSMLINK_SPIN_US", "200")])).unwrap();
+        assert_eq!(c.timeouts.spin, Duration::from_micros(200));
+        let e = Config::from_env(env(&[("HSMLINK_SPIN_US", "5000")])).unwrap_err();
+        assert_eq!(e.key, "HSMLINK_SPIN_US");
     }
 
     #[test]
@@ -653,6 +673,24 @@ mod tests {
         assert_eq!(c.security, Security::Plain, "plain only when asked for");
         let e = Config::from_env(env(&[("HSMLINK_TLS", "sometimes")])).unwrap_err();
         assert_eq!(e.key, "HSMLINK_TLS");
+    }
+
+    /// The packaged configuration file documents every setting there is.
+    #[test]
+    fn the_packaged_file_names_every_setting() {
+        let packaged = include_str!("../../packaging/hsmlink.toml");
+        for k in KEYS {
+            assert!(
+                packaged.contains(&format!("{} =", k.file)),
+                "packaging/hsmlink.toml lacks {}",
+                k.file
+            );
+            assert!(
+                packaged.contains(k.env),
+                "packaging/hsmlink.toml does not name {}",
+                k.env
+            );
+        }
     }
 
     #[test]

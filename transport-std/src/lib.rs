@@ -28,21 +28,9 @@ const READ_BUF: usize = 32 * 1024;
 /// Most endpoints in one configuration.
 pub const MAX_ENDPOINTS: usize = 16;
 /// How long a call looks for the HSM's answer before it sleeps, when no
-/// other thread of the process is busy with the HSM (see [`spin`]).
-/// `HSMLINK_SPIN_US` changes it (0: never).
+/// other thread of the process is busy with the HSM (see [`spin`]): the
+/// default of [`Timeouts::spin`].
 pub const SPIN: Duration = Duration::from_micros(50);
-/// The spin time: [`SPIN`], or `HSMLINK_SPIN_US` microseconds (0: never
-/// spin), read once.
-fn spin_time() -> Duration {
-    static T: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *T.get_or_init(|| {
-        std::env::var("HSMLINK_SPIN_US")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|us| Duration::from_micros(us.min(1000)))
-            .unwrap_or(SPIN)
-    })
-}
 
 /// The module's threads, as parties that may spin (see [`spin`]).
 static THREADS: spin::Activity = spin::Activity::new();
@@ -75,6 +63,9 @@ pub struct Timeouts {
     /// `connect`) before its next request: a firewall that dropped it
     /// silently costs a short probe and a reconnection, not a hang.
     pub idle: Duration,
+    /// How long a call looks for the answer without sleeping, while it is
+    /// the process's only busy call (see [`spin`]; zero: never).
+    pub spin: Duration,
 }
 
 impl Default for Timeouts {
@@ -85,6 +76,7 @@ impl Default for Timeouts {
             keepalive: Duration::from_secs(30),
             retry: Duration::from_secs(1),
             idle: Duration::from_secs(60),
+            spin: SPIN,
         }
     }
 }
@@ -496,12 +488,13 @@ impl Link for TcpLink {
             Stream::Plain(s) => s,
             Stream::Tls(t) => &t.sock,
         };
+        let spin = self.liveness.map_or(SPIN, |t| t.spin);
         let wait = self
             .spins
-            .await_readable(socket, spin_time(), &THREADS, thread_party());
+            .await_readable(socket, spin, &THREADS, thread_party());
         self.last_used = wait.started();
         let n = self.recv(reply)?;
-        self.spins.done(wait, spin_time());
+        self.spins.done(wait, spin);
         Ok(n)
     }
 
