@@ -92,16 +92,22 @@ struct Table {
     objects: HashMap<u64, Arc<Object>>,
     /// Handles by owner.
     by_owner: HashMap<String, BTreeSet<u64>>,
-    /// Handles by (owner, label).
-    by_label: HashMap<(String, Vec<u8>), BTreeSet<u64>>,
+    /// Handles by (owner, attribute, value) for the [`INDEXED`] attributes
+    /// (an object without the attribute is under the empty value: a
+    /// superset of what a search for it must consider).
+    by_value: HashMap<IndexKey, BTreeSet<u64>>,
 }
 
+/// Attributes searches are indexed by: labels (how most applications name
+/// objects) and IDs (how OpenSSL, Java, NSS and EJBCA pair a key with its
+/// certificate).
+const INDEXED: [u64; 2] = [cka::LABEL, cka::ID];
+
+type IndexKey = (String, u64, Vec<u8>);
+
 impl Table {
-    fn label_key(o: &Object) -> (String, Vec<u8>) {
-        (
-            o.owner.clone(),
-            o.get(cka::LABEL).unwrap_or_default().to_vec(),
-        )
+    fn index_key(o: &Object, ty: u64) -> IndexKey {
+        (o.owner.clone(), ty, o.get(ty).unwrap_or_default().to_vec())
     }
 
     fn insert(&mut self, o: Arc<Object>) {
@@ -112,10 +118,12 @@ impl Table {
             .entry(o.owner.clone())
             .or_default()
             .insert(o.handle);
-        self.by_label
-            .entry(Self::label_key(&o))
-            .or_default()
-            .insert(o.handle);
+        for ty in INDEXED {
+            self.by_value
+                .entry(Self::index_key(&o, ty))
+                .or_default()
+                .insert(o.handle);
+        }
         self.objects.insert(o.handle, o);
     }
 
@@ -126,11 +134,13 @@ impl Table {
                 self.by_owner.remove(&o.owner);
             }
         }
-        let k = Self::label_key(o);
-        if let Some(s) = self.by_label.get_mut(&k) {
-            s.remove(&o.handle);
-            if s.is_empty() {
-                self.by_label.remove(&k);
+        for ty in INDEXED {
+            let k = Self::index_key(o, ty);
+            if let Some(s) = self.by_value.get_mut(&k) {
+                s.remove(&o.handle);
+                if s.is_empty() {
+                    self.by_value.remove(&k);
+                }
             }
         }
     }
@@ -741,17 +751,24 @@ impl Hsm {
         let label = template.iter().find(|a| a.ty == cka::LABEL);
         let mut found: Vec<(u64, Option<u64>)> = {
             let t = read(&self.table);
-            let candidates: Box<dyn Iterator<Item = &u64>> = match label {
-                Some(l) => match t.by_label.get(&(user.to_string(), l.value.to_vec())) {
-                    Some(s) => Box::new(s.iter()),
-                    None => Box::new(std::iter::empty()),
-                },
-                None => match t.by_owner.get(user) {
-                    Some(s) => Box::new(s.iter()),
-                    None => Box::new(std::iter::empty()),
-                },
+            let empty = BTreeSet::new();
+            // The smallest index set among the template's indexed
+            // attributes, or all the user's objects.
+            let indexed = template
+                .iter()
+                .filter(|a| INDEXED.contains(&a.ty))
+                .map(|a| {
+                    t.by_value
+                        .get(&(user.to_string(), a.ty, a.value.to_vec()))
+                        .unwrap_or(&empty)
+                })
+                .min_by_key(|s| s.len());
+            let candidates = match indexed {
+                Some(s) => s,
+                None => t.by_owner.get(user).unwrap_or(&empty),
             };
             candidates
+                .iter()
                 .filter_map(|h| t.objects.get(h))
                 .filter(|o| o.visible(user, app) && o.matches(template))
                 .map(|o| (o.handle, o.session.map(|s| s.conn)))

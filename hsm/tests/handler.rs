@@ -643,6 +643,75 @@ fn thousand_objects_are_found_fast() {
     }
 }
 
+/// Searches by CKA_ID (how OpenSSL, Java and EJBCA find a key's
+/// certificate) use an index like labels do: right answers among many, and
+/// after an ID changes.
+#[test]
+fn objects_are_found_by_id_among_many_and_after_a_change() {
+    let cert = |label: &str, id: Vec<u8>| {
+        vec![
+            (cka::CLASS, ul(cko::CERTIFICATE)),
+            (cka::CERTIFICATE_TYPE, ul(ckc::X_509)),
+            (cka::SUBJECT, b"subject".to_vec()),
+            (cka::VALUE, b"der".to_vec()),
+            (cka::LABEL, label.as_bytes().to_vec()),
+            (cka::ID, id),
+        ]
+    };
+    let mut c = Client::alice();
+    let mut handles = Vec::new();
+    for i in 0..300u32 {
+        let t = cert(&format!("by-id-{}", i % 3), i.to_be_bytes().to_vec());
+        handles.push(c.create(&t).unwrap());
+    }
+    // A data object has no CKA_ID at all; a certificate may have an empty one.
+    let bare = c.create(&data_object("by-id-bare")).unwrap();
+    let empty = c.create(&cert("by-id-empty", Vec::new())).unwrap();
+    for i in [0u32, 1, 150, 299] {
+        assert_eq!(
+            c.find(&[(cka::ID, i.to_be_bytes().to_vec())]),
+            vec![handles[i as usize]]
+        );
+        // With a label too: the smaller set is searched, the answer is the same.
+        let label = format!("by-id-{}", i % 3).into_bytes();
+        assert_eq!(
+            c.find(&[(cka::LABEL, label), (cka::ID, i.to_be_bytes().to_vec())]),
+            vec![handles[i as usize]]
+        );
+        assert!(c
+            .find(&[
+                (cka::LABEL, b"by-id-x".to_vec()),
+                (cka::ID, i.to_be_bytes().to_vec())
+            ])
+            .is_empty());
+    }
+    assert!(c
+        .find(&[(cka::ID, 300u32.to_be_bytes().to_vec())])
+        .is_empty());
+    let found = c.find(&[(cka::ID, Vec::new())]);
+    assert!(found.contains(&empty), "{found:?}");
+    assert!(
+        !found.contains(&bare),
+        "an object without CKA_ID has no empty ID"
+    );
+    // A changed ID is found under the new value only.
+    assert_eq!(
+        c.req(&Request::SetAttributes {
+            object: handles[7],
+            template: tpl(&[(cka::ID, b"renamed".to_vec())])
+        }),
+        Reply::Ok
+    );
+    assert!(c.find(&[(cka::ID, 7u32.to_be_bytes().to_vec())]).is_empty());
+    assert_eq!(c.find(&[(cka::ID, b"renamed".to_vec())]), vec![handles[7]]);
+    // Destroyed: gone from the index.
+    assert_eq!(
+        c.req(&Request::DestroyObject { object: handles[8] }),
+        Reply::Ok
+    );
+    assert!(c.find(&[(cka::ID, 8u32.to_be_bytes().to_vec())]).is_empty());
+}
+
 #[test]
 fn replies_respect_the_client_frame_limit() {
     let h = hsm();
