@@ -284,7 +284,9 @@ fn watch_forks() {
     });
 }
 
-/// Runs when the library is unloaded (`dlclose`) or the process ends.
+/// Runs when the library is unloaded (`dlclose`) or the process ends (an
+/// ELF `.fini_array` entry).
+#[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".fini_array"]
 static UNLOAD: extern "C" fn() = unload;
@@ -292,6 +294,7 @@ static UNLOAD: extern "C" fn() = unload;
 /// Free the session slots if nothing uses them: without this, every
 /// `dlopen`/`dlclose` cycle of an application that finalizes properly
 /// would leak them (4.3 MiB).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 extern "C" fn unload() {
     if let Some(slots) = module::slots_for_unload() {
         // SAFETY: the slice was leaked from a `Box` by `module::slots`, is
