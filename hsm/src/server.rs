@@ -187,7 +187,28 @@ fn serve_plain(hsm: Arc<Hsm>, stream: TcpStream, peer: Option<SocketAddr>) -> io
 
 /// Serve frames over `stream` (plain or TLS); `socket` is the TCP socket
 /// beneath, watched for the peer's end.
-fn serve_stream<S: Read + Write>(
+/// A byte stream the server reads frames from, which may hold bytes of its
+/// own beyond what the socket has (TLS keeps decrypted records).
+trait FrameStream: Read + Write {
+    /// Whether bytes are ready without reading the socket.
+    fn has_buffered(&mut self) -> bool;
+}
+
+impl FrameStream for TcpStream {
+    fn has_buffered(&mut self) -> bool {
+        false
+    }
+}
+
+impl FrameStream for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn has_buffered(&mut self) -> bool {
+        self.conn
+            .process_new_packets()
+            .is_ok_and(|s| s.plaintext_bytes_to_read() > 0)
+    }
+}
+
+fn serve_stream<S: FrameStream>(
     hsm: Arc<Hsm>,
     socket: &TcpStream,
     stream: &mut S,
@@ -206,7 +227,7 @@ fn serve_stream<S: Read + Write>(
     r
 }
 
-fn serve_frames<S: Read + Write>(
+fn serve_frames<S: FrameStream>(
     conn: &mut Connection,
     socket: &TcpStream,
     stream: &mut S,
@@ -217,8 +238,8 @@ fn serve_frames<S: Read + Write>(
     // Connection ids start at 1; a party is never 0.
     let who = conn.id().max(1);
     loop {
-        let wait =
-            (!input.has_unread()).then(|| spins.await_readable(socket, spin, &CONNECTIONS, who));
+        let wait = (!input.has_unread() && !stream.has_buffered())
+            .then(|| spins.await_readable(socket, spin, &CONNECTIONS, who));
         let Some(body) = input.next(stream)? else {
             return Ok(());
         };
