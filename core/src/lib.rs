@@ -21,8 +21,11 @@
 #[cfg(all(feature = "log", feature = "defmt"))]
 compile_error!("features `log` and `defmt` are exclusive: pick one logging backend");
 
+// The tests (only they) run on the host, with its standard library under
+// another name, so that the library code can be seen to name none.
 #[cfg(test)]
-extern crate std;
+#[macro_use]
+extern crate std as host;
 
 #[macro_use]
 mod fmt;

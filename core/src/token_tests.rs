@@ -1,9 +1,9 @@
 //! The token against a scripted in-memory HSM: call order, round trips,
 //! length queries and the operation states of PKCS#11.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::vec::Vec;
+use host::sync::atomic::{AtomicUsize, Ordering};
+use host::sync::Arc;
+use host::vec::Vec;
 
 use super::*;
 use crate::ck::{ckk, ckm, cko};
@@ -14,12 +14,12 @@ use crate::wire::{decode, encode_frame, HEADER_LEN};
 struct FakeLink {
     exchanges: Arc<AtomicUsize>,
     /// Fail the next exchange with this error (a dropped connection).
-    fail_next: Arc<std::sync::Mutex<Option<LinkError>>>,
+    fail_next: Arc<host::sync::Mutex<Option<LinkError>>>,
     identity: &'static str,
     logged_in: bool,
     op: Option<Op>,
     /// Replies of pipelined requests, in order.
-    queue: std::collections::VecDeque<std::vec::Vec<u8>>,
+    queue: host::collections::VecDeque<host::vec::Vec<u8>>,
     /// Updates seen by the current operation (a chunk starting with 0xEE
     /// fails).
     updates: usize,
@@ -33,7 +33,7 @@ impl Link for FakeLink {
     }
 
     fn send(&mut self, request: &[u8]) -> Result<(), LinkError> {
-        let mut reply = std::vec![0u8; 16 * 1024];
+        let mut reply = vec![0u8; 16 * 1024];
         let n = self.exchange(request, &mut reply)?;
         reply.truncate(n);
         self.queue.push_back(reply);
@@ -138,10 +138,10 @@ impl Link for FakeLink {
 
 struct FakeConnector {
     exchanges: Arc<AtomicUsize>,
-    fail_next: Arc<std::sync::Mutex<Option<LinkError>>>,
+    fail_next: Arc<host::sync::Mutex<Option<LinkError>>>,
     connects: Arc<AtomicUsize>,
     /// What `Hello` answers: which HSM (and objects) a new link reaches.
-    identity: Arc<std::sync::Mutex<&'static str>>,
+    identity: Arc<host::sync::Mutex<&'static str>>,
 }
 
 impl FakeConnector {
@@ -150,7 +150,7 @@ impl FakeConnector {
             exchanges,
             fail_next: Default::default(),
             connects: Default::default(),
-            identity: Arc::new(std::sync::Mutex::new("fake-a")),
+            identity: Arc::new(host::sync::Mutex::new("fake-a")),
         }
     }
 }
@@ -595,7 +595,7 @@ fn an_error_answer_that_is_no_error_code_is_a_device_error() {
 /// number, and whose links can be made to fail once.
 struct IdentityLink {
     id: usize,
-    fail: Arc<std::sync::atomic::AtomicBool>,
+    fail: Arc<host::sync::atomic::AtomicBool>,
 }
 
 impl Link for IdentityLink {
@@ -627,7 +627,7 @@ impl Link for IdentityLink {
 #[derive(Default)]
 struct IdentityConnector {
     connects: AtomicUsize,
-    fail: Arc<std::sync::atomic::AtomicBool>,
+    fail: Arc<host::sync::atomic::AtomicBool>,
 }
 
 impl Connector for IdentityConnector {
@@ -678,8 +678,8 @@ fn large_updates_are_pipelined_and_a_failure_keeps_the_link_in_step() {
     t.login(h, cku::USER, b"pw").unwrap();
     let aes = Mechanism::plain(ckm::AES_ECB);
     t.crypto_init(h, Op::Encrypt, &aes, 7).unwrap();
-    let data: std::vec::Vec<u8> = (0..5 * MAX_CHUNK + 100).map(|i| (i % 251) as u8).collect();
-    let mut out = std::vec![0u8; data.len() + 16];
+    let data: host::vec::Vec<u8> = (0..5 * MAX_CHUNK + 100).map(|i| (i % 251) as u8).collect();
+    let mut out = vec![0u8; data.len() + 16];
     let before = ex.load(Ordering::SeqCst);
     assert_eq!(
         t.crypto_update(h, Op::Encrypt, &data, Some(&mut out)),

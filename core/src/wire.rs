@@ -538,12 +538,12 @@ mod tests {
             user: "u",
             password: Secret(b"hunter2"),
         };
-        let s = std::format!("{r:?}");
+        let s = format!("{r:?}");
         assert!(!s.contains("hunter2"));
         let a = Attribute {
             ty: 0x11,
             value: b"topsecret",
         };
-        assert!(!std::format!("{a:?}").contains("topsecret"));
+        assert!(!format!("{a:?}").contains("topsecret"));
     }
 }

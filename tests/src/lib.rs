@@ -306,6 +306,54 @@ impl Drop for Hsm {
 }
 
 /// A TCP port that was free a moment ago.
+/// A TCP relay in front of `upstream` (for tests that stand between module
+/// and HSM): returns its address. `accepted(n)` is told of the `n`-th
+/// connection (from 0); every chunk read on connection `n`, either way, is
+/// handed to `forward(n, bytes)`, which says whether it passes on (else it
+/// is swallowed). The end of either side half-closes the other.
+pub fn relay(
+    upstream: String,
+    accepted: impl Fn(usize) + Send + 'static,
+    forward: impl Fn(usize, &[u8]) -> bool + Send + Sync + 'static,
+) -> String {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+    let addr = listener.local_addr().expect("relay addr").to_string();
+    let forward = Arc::new(forward);
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            accepted(n);
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                let forward = forward.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        let got = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => {
+                                let _ = to.shutdown(std::net::Shutdown::Write);
+                                return;
+                            }
+                            Ok(got) => got,
+                        };
+                        if forward(n, &buf[..got]) && to.write_all(&buf[..got]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    addr
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -3,8 +3,6 @@
 //! finds it dead within the connect timeout, and carries on over a new one
 //! (the same HSM, so the session and its token-object handles stay valid).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,44 +12,18 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::Attribute;
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use hsmlink_tests::{module_path, slot_one, Hsm, PIN, USER};
+use hsmlink_tests::{module_path, relay, slot_one, Hsm, PIN, USER};
 
 const P256: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
 /// A relay whose connections numbered below `cut` go silent (bytes are
 /// swallowed both ways); later ones are relayed. `accepted` counts them.
 fn firewall(upstream: String, cut: Arc<AtomicUsize>, accepted: Arc<AtomicUsize>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
-    let addr = listener.local_addr().expect("relay addr").to_string();
-    std::thread::spawn(move || {
-        for (n, client) in listener.incoming().enumerate() {
-            accepted.store(n + 1, Ordering::SeqCst);
-            let Ok(client) = client else { continue };
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                continue;
-            };
-            for (mut from, mut to) in [
-                (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                (server, client),
-            ] {
-                let cut = cut.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 16 * 1024];
-                    loop {
-                        let got = match from.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(got) => got,
-                        };
-                        let dropped = n < cut.load(Ordering::SeqCst);
-                        if !dropped && to.write_all(&buf[..got]).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        }
-    });
-    addr
+    relay(
+        upstream,
+        move |n| accepted.store(n + 1, Ordering::SeqCst),
+        move |n, _| n >= cut.load(Ordering::SeqCst),
+    )
 }
 
 #[test]

@@ -2,8 +2,6 @@
 //! configured timeout: the call fails with `CKR_DEVICE_ERROR` and the
 //! application goes on.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,42 +12,14 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use hsmlink_tests::{module_path, slot_one, Hsm, PIN, USER};
+use hsmlink_tests::{module_path, relay, slot_one, Hsm, PIN, USER};
 
 const TIMEOUT_MS: u64 = 1500;
 
 /// A TCP proxy in front of the real server that stops forwarding (holding
 /// every connection open, reading and dropping bytes) once `stall` is set.
 fn stalling_proxy(upstream: String, stall: Arc<AtomicBool>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-    let addr = listener.local_addr().expect("proxy addr").to_string();
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { continue };
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                continue;
-            };
-            for (mut from, mut to) in [
-                (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                (server, client),
-            ] {
-                let stall = stall.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 16 * 1024];
-                    loop {
-                        let n = match from.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        if !stall.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        }
-    });
-    addr
+    relay(upstream, |_| {}, move |_, _| !stall.load(Ordering::SeqCst))
 }
 
 #[test]

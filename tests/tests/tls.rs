@@ -4,8 +4,6 @@
 //! crosses the wire in clear (checked by recording every byte through a
 //! relay, and shown to be found in clear with TLS off).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
@@ -15,7 +13,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::Attribute;
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use hsmlink_tests::{hsm_binary, module_path, slot_one, Hsm, TempDir};
+use hsmlink_tests::{hsm_binary, module_path, relay, slot_one, Hsm, TempDir};
 
 const USER: &str = "tls-user";
 const PIN: &str = "a-pin-that-must-not-leak";
@@ -38,40 +36,16 @@ fn hsm_cli(args: &[&str], env: &[(&str, &str)]) -> String {
 
 /// A relay that records every byte in both directions.
 fn recording_relay(upstream: String) -> (String, Arc<Mutex<Vec<u8>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
-    let addr = listener.local_addr().expect("relay addr").to_string();
     let seen: Arc<Mutex<Vec<u8>>> = Arc::default();
     let record = seen.clone();
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { continue };
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                continue;
-            };
-            for (mut from, mut to) in [
-                (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                (server, client),
-            ] {
-                let record = record.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 16 * 1024];
-                    loop {
-                        let n = match from.read(&mut buf) {
-                            Ok(0) | Err(_) => {
-                                let _ = to.shutdown(std::net::Shutdown::Write);
-                                return;
-                            }
-                            Ok(n) => n,
-                        };
-                        record.lock().unwrap().extend_from_slice(&buf[..n]);
-                        if to.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        }
-    });
+    let addr = relay(
+        upstream,
+        |_| {},
+        move |_, bytes| {
+            record.lock().unwrap().extend_from_slice(bytes);
+            true
+        },
+    );
     (addr, seen)
 }
 

@@ -3,7 +3,8 @@
 //! hsmlink on a microcontroller gateway: the core's [`Link`] over any
 //! [`embedded_nal::TcpClientStack`], and a small firmware-facing API
 //! ([`gateway`]) to open a session, log in, find a key and sign. `no_std`, no
-//! `alloc`, unsafe code forbidden; every buffer and capacity is declared by the caller.
+//! `alloc`, only compiler-checked code (see the `forbid` below); every buffer and
+//! capacity is declared by the caller.
 //!
 //! Layers, top-down:
 //! - [`gateway`]: what firmware calls. [`gateway::Resources`] holds the

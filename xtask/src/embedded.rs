@@ -24,7 +24,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::DevHsm;
+use crate::{
+    cargo, ensure_target, require_tool, run, section, show, target_dir, workspace_root, DevHsm,
+};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -69,7 +71,7 @@ pub fn cross(args: &[String]) -> Result<()> {
     for (target, feature_sets) in CROSS {
         ensure_target(target)?;
         for features in *feature_sets {
-            heading(&format!(
+            section(&format!(
                 "cross: core + transport-embedded for {target}{}",
                 if features.is_empty() {
                     String::new()
@@ -98,7 +100,7 @@ pub fn cross(args: &[String]) -> Result<()> {
         }
     }
 
-    heading("cross: firmware (no global allocator), lint");
+    section("cross: firmware (no global allocator), lint");
     run(firmware_cargo().args(["fmt", "--check"]))?;
     run(firmware_cargo().args(["clippy", "--release", "--", "-D", "warnings"]))?;
     let elf = build_firmware()?;
@@ -117,7 +119,7 @@ pub fn qemu(args: &[String]) -> Result<()> {
     let elf = build_firmware()?;
     let sizes = print_sizes(&elf)?;
 
-    heading("qemu: the software HSM");
+    section("qemu: the software HSM");
     run(cargo().args(["build", "-p", "hsmlink-hsm"]))?;
     let work = target_dir().join("qemu");
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
@@ -131,7 +133,7 @@ pub fn qemu(args: &[String]) -> Result<()> {
     let mut marks = Vec::new();
     let mut first_point = None;
     for (run_no, expect) in [(1, "generated key pair"), (2, "found key")] {
-        heading(&format!(
+        section(&format!(
             "qemu: firmware run {run_no} on lm3s6965evb (Cortex-M4), UART0 -> {}",
             hsm.addr
         ));
@@ -158,7 +160,7 @@ pub fn qemu(args: &[String]) -> Result<()> {
         marks.push(mark);
     }
 
-    heading("qemu: summary");
+    section("qemu: summary");
     println!(
         "firmware {}: flash {} B (text {} + data {}), static RAM {} B (data {} + bss {})",
         FIRMWARE_TARGET,
@@ -181,27 +183,6 @@ pub fn qemu(args: &[String]) -> Result<()> {
 // Building
 // ---------------------------------------------------------------------------
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask/ has a parent")
-        .to_path_buf()
-}
-
-fn target_dir() -> PathBuf {
-    match env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
-        Some(dir) => workspace_root().join(dir),
-        None => workspace_root().join("target"),
-    }
-}
-
-fn cargo() -> Command {
-    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    command.current_dir(workspace_root());
-    command
-}
-
 /// Cargo in `firmware/` (its own workspace and target configuration), with
 /// its artefacts under `target/firmware`.
 fn firmware_cargo() -> Command {
@@ -215,7 +196,7 @@ fn firmware_cargo() -> Command {
 /// Build the firmware (release, `opt-level = "z"`); returns the ELF.
 fn build_firmware() -> Result<PathBuf> {
     ensure_target(FIRMWARE_TARGET)?;
-    heading("firmware: build for thumbv7em-none-eabihf, no global allocator");
+    section("firmware: build for thumbv7em-none-eabihf, no global allocator");
     run(firmware_cargo().args(["build", "--release"]))?;
     let elf = target_dir()
         .join("firmware")
@@ -227,58 +208,6 @@ fn build_firmware() -> Result<PathBuf> {
     } else {
         Err(format!("{} was not built", elf.display()))
     }
-}
-
-fn ensure_target(target: &str) -> Result<()> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.trim() == target)
-        })
-        .unwrap_or(false);
-    if installed {
-        Ok(())
-    } else {
-        run(Command::new("rustup").args(["target", "add", target]))
-    }
-}
-
-fn heading(text: &str) {
-    println!("\n==================== {text} ====================");
-}
-
-fn show(command: &Command) -> String {
-    let mut text = command.get_program().to_string_lossy().into_owned();
-    for arg in command.get_args() {
-        text.push(' ');
-        text.push_str(&arg.to_string_lossy());
-    }
-    text
-}
-
-fn run(command: &mut Command) -> Result<()> {
-    println!("$ {}", show(command));
-    let status = command
-        .status()
-        .map_err(|e| format!("cannot run `{}`: {e}", show(command)))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{}` exited with {status}", show(command)))
-    }
-}
-
-fn require_tool(tool: &str, package: &str) -> Result<PathBuf> {
-    env::var_os("PATH")
-        .and_then(|paths| {
-            env::split_paths(&paths)
-                .map(|dir| dir.join(tool))
-                .find(|candidate| candidate.is_file())
-        })
-        .ok_or_else(|| format!("`{tool}` is not installed: run `apt-get install {package}`"))
 }
 
 // ---------------------------------------------------------------------------
@@ -381,7 +310,7 @@ fn elf_sizes(elf: &[u8]) -> Result<Sizes> {
 fn print_sizes(elf: &Path) -> Result<Sizes> {
     let bytes = fs::read(elf).map_err(|e| format!("{}: {e}", elf.display()))?;
     let sizes = elf_sizes(&bytes)?;
-    heading("firmware: sizes");
+    section("firmware: sizes");
     println!("{}", elf.display());
     println!("{:>8} {:>8} {:>8}", "text", "data", "bss");
     println!("{:>8} {:>8} {:>8}", sizes.text, sizes.data, sizes.bss);
