@@ -185,8 +185,6 @@ fn serve_plain(hsm: Arc<Hsm>, stream: TcpStream, peer: Option<SocketAddr>) -> io
     serve_stream(hsm, &probe_socket, &mut stream, peer)
 }
 
-/// Serve frames over `stream` (plain or TLS); `socket` is the TCP socket
-/// beneath, watched for the peer's end.
 /// A byte stream the server reads frames from, which may hold bytes of its
 /// own beyond what the socket has (TLS keeps decrypted records).
 trait FrameStream: Read + Write {
@@ -208,6 +206,8 @@ impl FrameStream for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
     }
 }
 
+/// Serve frames over `stream` (plain or TLS); `socket` is the TCP socket
+/// beneath, watched for the peer's end.
 fn serve_stream<S: FrameStream>(
     hsm: Arc<Hsm>,
     socket: &TcpStream,

@@ -394,6 +394,16 @@ impl std::fmt::Debug for TcpLink {
     }
 }
 
+impl Stream {
+    /// The TCP socket beneath.
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
@@ -432,10 +442,7 @@ impl TcpLink {
 
     /// The TCP socket beneath (plain or TLS).
     fn socket(&self) -> &TcpStream {
-        match self.stream.get_ref() {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => &t.sock,
-        }
+        self.stream.get_ref().socket()
     }
 
     /// Wrap a connected plain stream: sets `TCP_NODELAY` and the I/O timeout.
@@ -484,10 +491,8 @@ impl Link for TcpLink {
             self.last_used = Instant::now();
             return self.recv(reply);
         }
-        let socket = match self.stream.get_ref() {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => &t.sock,
-        };
+        // Not `self.socket()`: `self.spins` is borrowed mutably beside it.
+        let socket = self.stream.get_ref().socket();
         let spin = self.liveness.map_or(SPIN, |t| t.spin);
         let wait = self
             .spins
