@@ -7,9 +7,13 @@
 //! runs the server, or root, can use it) for one request per connection
 //! (length-prefixed postcard [`AdminRequest`] → [`AdminReply`]).
 //!
-//! None of these commands needs the master key: users hold password hashes,
-//! listings read the public part of the objects, and backups copy sealed
-//! records as they are.
+//! Listings and backups need no master key (they read the public part of
+//! the objects and copy sealed records as they are). Commands that write or
+//! trust a user record (add, passwd, remove, lock, unlock) need the key that
+//! authenticates those records, derived from the master key: a running
+//! server has it; directly on a store, the passphrase (or key file) must be
+//! given, unless the store has no master key yet (users added before the
+//! first `serve` are sealed by that start).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -24,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::hsm::Hsm;
-use crate::store::{Store, UserRecord, DB_FILE};
+use crate::store::{Store, DB_FILE};
 use crate::users;
 
 /// The admin socket's file name in the data folder.
@@ -76,6 +80,10 @@ pub enum AdminRequest {
     /// Copy the data folder into `dest` (a new folder).
     Backup {
         dest: PathBuf,
+    },
+    /// Lock a user (until `unlock` or `passwd`); its live sessions end.
+    UserLock {
+        name: String,
     },
 }
 
@@ -136,8 +144,13 @@ fn printable(b: &[u8]) -> String {
 /// The token object listing: handle, owner, class, key type, label, id.
 fn list_objects(store: &Store, user: Option<&str>) -> Result<String, String> {
     let mut out = String::from("handle\towner\tclass\tkey_type\tlabel\tid\n");
-    let rows = match user {
-        Some(u) => store.objects_of(u, None),
+    // A user's objects belong to its owner key (name and id).
+    let owner = user.map(|u| match store.user(u) {
+        Ok(Some(r)) => users::owner_key(u, r.id),
+        _ => u.to_string(),
+    });
+    let rows = match &owner {
+        Some(o) => store.objects_of(o, None),
         None => store.objects(),
     }
     .map_err(|e| e.to_string())?;
@@ -175,13 +188,38 @@ fn list_objects(store: &Store, user: Option<&str>) -> Result<String, String> {
 fn list_users(store: &Store) -> Result<String, String> {
     let mut out = String::new();
     for (name, u) in store.users().map_err(|e| e.to_string())? {
-        out.push_str(&format!(
-            "{name}\t{}\tfailures={}\n",
-            if u.locked { "locked" } else { "active" },
-            u.failures
-        ));
+        match u {
+            Ok(u) => out.push_str(&format!(
+                "{name}\t{}\tfailures={}\tid={}\n",
+                if u.locked { "locked" } else { "active" },
+                u.failures,
+                u.id
+            )),
+            Err(e) => out.push_str(&format!("{name}\trefused\t({e})\n")),
+        }
     }
     Ok(out)
+}
+
+/// Directly on a store that has a master key, commands that write or trust
+/// user records need its record key (the passphrase was given).
+fn need_record_key(t: &Target<'_>) -> Result<(), String> {
+    match t {
+        Target::Server(_) => Ok(()),
+        Target::Store(s) => {
+            if s.record_key().is_some() || s.keyring().map_err(|e| e.to_string())?.is_none() {
+                Ok(())
+            } else {
+                Err(
+                    "user records are authenticated with a key derived from the master key: \
+                     give the passphrase (--passphrase-env VAR, --passphrase-file FILE, or \
+                     HSMLINK_PASSPHRASE) or --key-file FILE, or run the command through the \
+                     running server (--data DIR)"
+                        .into(),
+                )
+            }
+        }
+    }
 }
 
 fn set_password(
@@ -194,7 +232,12 @@ fn set_password(
     if password.is_empty() {
         return Err("empty password".into());
     }
-    let exists = t.store().user(name).map_err(|e| e.to_string())?.is_some();
+    need_record_key(t)?;
+    let exists = t
+        .store()
+        .user_checked(name)
+        .map_err(|e| e.to_string())?
+        .is_some();
     if must_exist && !exists {
         return Err(format!("no user {name}"));
     }
@@ -207,14 +250,7 @@ fn set_password(
         Target::Server(h) => h.put_user(name, password).map_err(|e| e.to_string())?,
         Target::Store(s) => {
             let phc = users::hash_password(password)?;
-            s.put_user(
-                name,
-                &UserRecord {
-                    phc,
-                    ..UserRecord::default()
-                },
-            )
-            .map_err(|e| e.to_string())?
+            s.set_password(name, phc).map_err(|e| e.to_string())?;
         }
     }
     Ok(exists)
@@ -325,6 +361,8 @@ pub fn restore_folder(from: &Path, data: &Path, force: bool) -> Result<String, S
     for f in [crate::tls::CERT_FILE, crate::tls::KEY_FILE, "key.der"] {
         let _ = std::fs::remove_file(tls.join(f));
     }
+    // The restored store's master key is checked afresh at the next start.
+    let _ = std::fs::remove_file(data.join("master.check"));
     copy_tls(&from.join("tls"), &tls)?;
     Ok(format!(
         "restored {} from {}: {users} users, {objects} token objects\n",
@@ -373,9 +411,16 @@ pub fn execute(t: &Target<'_>, data: Option<&Path>, req: &AdminRequest) -> Resul
             Ok(format!("password of user {name} changed\n"))
         }
         AdminRequest::UserRemove { name } => {
+            need_record_key(t)?;
             let existed = match t {
                 Target::Server(h) => h.remove_user(name).map_err(es)?,
-                Target::Store(s) => s.remove_user(name).map_err(es)?,
+                Target::Store(s) => {
+                    let owner = match s.user(name) {
+                        Ok(Some(u)) => Some(users::owner_key(name, u.id)),
+                        _ => None,
+                    };
+                    s.remove_user(name, owner.as_deref()).map_err(es)?
+                }
             };
             if existed {
                 Ok(format!("user {name} removed, with its token objects\n"))
@@ -383,7 +428,20 @@ pub fn execute(t: &Target<'_>, data: Option<&Path>, req: &AdminRequest) -> Resul
                 Err(format!("no user {name}"))
             }
         }
+        AdminRequest::UserLock { name } => {
+            need_record_key(t)?;
+            let existed = match t {
+                Target::Server(h) => h.lock_user(name).map_err(es)?,
+                Target::Store(s) => s.lock_user(name).map_err(es)?,
+            };
+            if existed {
+                Ok(format!("user {name} locked\n"))
+            } else {
+                Err(format!("no user {name}"))
+            }
+        }
         AdminRequest::UserUnlock { name } => {
+            need_record_key(t)?;
             let existed = match t {
                 Target::Server(h) => h.unlock_user(name).map_err(es)?,
                 Target::Store(s) => s.unlock_user(name).map_err(es)?,
@@ -504,6 +562,7 @@ fn serve_admin(hsm: &Hsm, data: &Path, s: &mut UnixStream) {
                 AdminRequest::UserPasswd { .. } => "user_passwd",
                 AdminRequest::UserRemove { .. } => "user_remove",
                 AdminRequest::UserUnlock { .. } => "user_unlock",
+                AdminRequest::UserLock { .. } => "user_lock",
                 AdminRequest::UserList => "user_list",
                 AdminRequest::ObjectsList { .. } => "objects_list",
                 AdminRequest::ObjectsDelete { .. } => "objects_delete",

@@ -166,8 +166,12 @@ pub struct Connection {
     id: u64,
     /// The client's `max_frame` and `app`, once `Hello` is done.
     hello: Option<(usize, [u8; 16])>,
-    /// The logged-in user (shared cheaply with each request's context).
+    /// The logged-in user's owner key ([`crate::users::owner_key`], shared
+    /// cheaply with each request's context).
     user: Option<Arc<str>>,
+    /// The logged-in user's name, and the flag set when its login is
+    /// revoked ([`Hsm::revoke_user`]).
+    login: Option<(Arc<str>, Arc<std::sync::atomic::AtomicBool>)>,
     ops: [Option<Running>; 4],
     find: Option<Find>,
     /// Session objects this connection created.
@@ -188,6 +192,9 @@ fn op_index(op: Op) -> usize {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        if self.login.is_some() {
+            self.hsm.end_login(self.id);
+        }
         self.hsm.remove_session_objects(&self.session_objects);
     }
 }
@@ -200,6 +207,7 @@ impl Connection {
             id,
             hello: None,
             user: None,
+            login: None,
             ops: [None, None, None, None],
             find: None,
             session_objects: BTreeSet::new(),
@@ -273,6 +281,16 @@ impl Connection {
             self.closing = true;
             return Reply::Error(ckr::DEVICE_ERROR);
         };
+        // A login revoked meanwhile (user removed, password changed,
+        // locked): the connection is logged out, so whatever needs a login
+        // is CKR_USER_NOT_LOGGED_IN.
+        if self
+            .login
+            .as_ref()
+            .is_some_and(|(_, r)| r.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            self.logout();
+        }
         match req {
             Request::Ping => return Reply::Ok,
             Request::Login { user, password } => return self.login(user, password.0),
@@ -422,17 +440,25 @@ impl Connection {
     }
 
     fn login(&mut self, user: &str, password: &[u8]) -> Reply {
-        if let Some(cur) = &self.user {
+        if let Some((cur, _)) = &self.login {
             if **cur != *user {
                 return Reply::Error(ckr::USER_ANOTHER_ALREADY_LOGGED_IN);
             }
         }
-        match self.hsm.login(user, password, self.peer) {
-            Ok(()) => {
+        match self.hsm.login_session(user, password, self.peer, self.id) {
+            Ok(grant) => {
                 if self.user.is_none() {
                     log::info!("event=login conn={} user={user:?}", self.id);
                 }
-                self.user = Some(Arc::from(user));
+                if self.user.as_ref().is_some_and(|u| *u != grant.owner) {
+                    // Same name, another user (removed and added again):
+                    // nothing of the old login carries over (its live
+                    // entry is already the new one's).
+                    self.login = None;
+                    self.logout();
+                }
+                self.user = Some(grant.owner);
+                self.login = Some((Arc::from(user), grant.revoked));
                 Reply::Ok
             }
             // The failure is logged (with the reason) by `Hsm::login`.
@@ -442,6 +468,9 @@ impl Connection {
 
     fn logout(&mut self) {
         self.user = None;
+        if self.login.take().is_some() {
+            self.hsm.end_login(self.id);
+        }
         self.ops = [None, None, None, None];
         self.find = None;
         let objs = std::mem::take(&mut self.session_objects);

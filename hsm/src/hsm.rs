@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
@@ -22,6 +22,10 @@ pub const HANDLE_LIMIT: u64 = 1 << 31;
 const VERIFY_STRIPES: usize = 64;
 /// Handles reserved in the store at a time.
 const HANDLE_BLOCK: u64 = 256;
+/// How often a server of a fleet (shared store) checks the records of its
+/// logged-in users for a removal, a password change or a lock made through
+/// another server.
+pub const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Limits of the server.
 #[derive(Clone, Debug)]
@@ -164,6 +168,40 @@ struct Handles {
     end: u64,
 }
 
+/// What a login rests on: the user's id, password hash and lock. A change
+/// of any (removal, `passwd`, a lock) ends the login.
+#[derive(Clone, PartialEq, Eq)]
+struct Stamp {
+    id: u64,
+    phc: String,
+    locked: bool,
+}
+
+impl Stamp {
+    fn of(u: &UserRecord) -> Stamp {
+        Stamp {
+            id: u.id,
+            phc: u.phc.clone(),
+            locked: u.locked,
+        }
+    }
+}
+
+/// A logged-in connection.
+struct Live {
+    name: Arc<str>,
+    owner: Arc<str>,
+    stamp: Stamp,
+    revoked: Arc<AtomicBool>,
+}
+
+/// A successful login: the owner key of the user's objects, and the flag
+/// set when the login is revoked.
+pub struct Grant {
+    pub owner: Arc<str>,
+    pub revoked: Arc<AtomicBool>,
+}
+
 /// The software HSM.
 ///
 /// With the embedded store (one server), the object table holds every
@@ -194,6 +232,8 @@ pub struct Hsm {
     next_conn: std::sync::atomic::AtomicU64,
     /// Liveness probes of the connections served over sockets.
     probes: Mutex<HashMap<u64, Probe>>,
+    /// Logged-in connections, by connection id.
+    live: Mutex<HashMap<u64, Live>>,
     pub limits: Limits,
     pub stats: Stats,
 }
@@ -216,37 +256,67 @@ fn dev_err(e: StoreError) -> Rv {
 }
 
 /// Open the master key of `store` with `unlock`, making (and storing) one
-/// on first use.
+/// on first use, and give the store the key of its user records. Refused:
+/// a keyring whose protection was removed (an unprotected keyring where a
+/// passphrase or key file is given: it would have been planted by whoever
+/// can write the database), and a missing keyring in a store that holds
+/// sealed records (it was deleted). The start that makes the master key
+/// seals the users added before it (`user add` before the first `serve`).
 pub fn open_master(store: &Store, unlock: &Unlock) -> Result<(MasterKey, Keyring), String> {
-    let stored = match store.keyring().map_err(|e| e.to_string())? {
-        Some(b) => b,
+    let (stored, made) = match store.keyring().map_err(|e| e.to_string())? {
+        Some(b) => (b, None),
         None => {
+            if store.holds_sealed_records().map_err(|e| e.to_string())? {
+                return Err(
+                    "the store holds sealed records but no keyring: it was deleted from \
+                     the database. Refusing to make a new master key; restore the store (or its \
+                     keyring) from a backup"
+                        .into(),
+                );
+            }
             let m = MasterKey::generate().map_err(|e| e.to_string())?;
             let ring = Keyring::wrap(&m, unlock).map_err(|e| e.to_string())?;
             let bytes = ring.encode().map_err(|e| e.to_string())?;
             // Another server may have made one at the same time: the stored
             // one wins, and is opened below like any other.
-            store.init_keyring(&bytes).map_err(|e| e.to_string())?
+            let stored = store.init_keyring(&bytes).map_err(|e| e.to_string())?;
+            let made = stored == bytes;
+            (stored, Some(made))
         }
     };
     let ring = Keyring::decode(&stored).map_err(|e| e.to_string())?;
     if ring.protection == vault::Protection::Unprotected && !matches!(unlock, Unlock::Nothing) {
-        // First served (or `fingerprint`ed) without protection, now given
-        // a passphrase or key file: protect the master key from now on.
-        let m = ring.unwrap(&Unlock::Nothing).map_err(|e| e.to_string())?;
-        let protected = Keyring::wrap(&m, unlock).map_err(|e| e.to_string())?;
-        store
-            .replace_keyring(&protected.encode().map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        log::warn!(
-            "event=master_key_protected by={:?} hint=\"copies of the store made before (backups) \
-             still hold the master key unprotected\"",
+        return Err(format!(
+            "the store's master key is unprotected, but {} was given: refusing to start. Whoever \
+             can write the database could have replaced the keyring with one of their own. If \
+             this store was really first served without protection, protect it with \
+             `hsmlink-hsm keyring change --new-passphrase-env VAR` (server stopped), then serve \
+             it with that passphrase",
             unlock.describe()
-        );
-        return Ok((m, protected));
+        ));
     }
     let m = ring.unwrap(unlock).map_err(|e| e.to_string())?;
+    store.set_record_key(m.record_key().map_err(|e| e.to_string())?);
+    if made.is_some() {
+        // The first start of this store (or of a fleet's servers started
+        // together: sealing the same records twice writes the same bytes).
+        let n = store.adopt_pending_users().map_err(|e| e.to_string())?;
+        if n > 0 {
+            log::info!("event=users_sealed count={n}");
+        }
+    }
     Ok((m, ring))
+}
+
+/// Whether any user record is refused (edited in the database, planted, or
+/// of an earlier version): the names and reasons.
+pub fn refused_users(store: &Store) -> Result<Vec<String>, String> {
+    Ok(store
+        .users()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|(_, r)| r.err().map(|e| e.0))
+        .collect())
 }
 
 impl Hsm {
@@ -264,10 +334,20 @@ impl Hsm {
         limits: Limits,
     ) -> Result<Hsm, String> {
         let shared = store.is_shared();
+        if store.record_key().is_none() {
+            store.set_record_key(master.record_key().map_err(|e| e.to_string())?);
+        }
+        let refused = refused_users(&store)?;
+        if !refused.is_empty() {
+            return Err(format!(
+                "refusing to start: {}. Remove such a user (`hsmlink-hsm user remove`, with the \
+                 passphrase) or restore the store from a backup",
+                refused.join("; ")
+            ));
+        }
         let mut table = Table::default();
         let mut max_handle = 0;
         if !shared {
-            let mut migrated = 0usize;
             for (h, bytes) in store.objects().map_err(|e| e.to_string())? {
                 max_handle = max_handle.max(h);
                 let rec = match vault::open_object(&master, h, &bytes) {
@@ -278,24 +358,7 @@ impl Hsm {
                     }
                 };
                 let o = Object::from_record(h, &rec);
-                if vault::is_plain(&bytes) {
-                    // Written before encryption at rest: seal it now.
-                    let sealed = vault::seal_object(&master, h, &o.to_record())
-                        .map_err(|e| e.to_string())?;
-                    store
-                        .put_objects(&[ObjectRow {
-                            handle: h,
-                            owner: &o.owner,
-                            label: o.get(cka::LABEL).unwrap_or_default(),
-                            bytes: &sealed,
-                        }])
-                        .map_err(|e| e.to_string())?;
-                    migrated += 1;
-                }
                 table.insert(Arc::new(o));
-            }
-            if migrated > 0 {
-                log::info!("event=objects_sealed count={migrated}");
             }
         }
         let throttle = users::Throttle::new(limits.login.clone());
@@ -319,6 +382,7 @@ impl Hsm {
             }),
             next_conn: std::sync::atomic::AtomicU64::new(1),
             probes: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
             limits,
             stats: Stats::new(),
         })
@@ -327,15 +391,10 @@ impl Hsm {
     /// An in-memory HSM with one user (the `dev` command, tests).
     pub fn dev(user: &str, password: &[u8]) -> Result<Hsm, StoreError> {
         let store = Store::in_memory()?;
-        let phc = users::hash_password(password).map_err(StoreError)?;
-        store.put_user(
-            user,
-            &UserRecord {
-                phc,
-                ..UserRecord::default()
-            },
-        )?;
         let master = MasterKey::generate().map_err(|e| StoreError(e.0))?;
+        store.set_record_key(master.record_key().map_err(|e| StoreError(e.0))?);
+        let phc = users::hash_password(password).map_err(StoreError)?;
+        store.set_password(user, phc)?;
         Hsm::with_master(store, master, "memory", Limits::default()).map_err(StoreError)
     }
 
@@ -354,39 +413,48 @@ impl Hsm {
         &self.store
     }
 
-    /// Add a user (or replace its password, which also unlocks it).
+    /// Add a user (or replace its password, which also unlocks it): the
+    /// user's live logins end.
     pub fn put_user(&self, name: &str, password: &[u8]) -> Result<(), StoreError> {
         users::check_name(name).map_err(StoreError)?;
         let phc = users::hash_password(password).map_err(StoreError)?;
-        self.store.put_user(
-            name,
-            &UserRecord {
-                phc,
-                ..UserRecord::default()
-            },
-        )?;
+        let existed = self.store.set_password(name, phc)?;
         self.logins.forget(name);
+        if existed {
+            self.revoke_user(name, "password_changed");
+        }
         Ok(())
     }
 
-    /// Remove a user and its token objects; whether it existed.
+    /// Remove a user and its token objects; whether it existed. Its live
+    /// logins end at once.
     pub fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
         let _w = lock(&self.writer);
-        let existed = self.store.remove_user(name)?;
+        // The owner key of its objects, if its record is trusted (a refused
+        // record is removed alone: its id cannot be believed).
+        let owner = match self.store.user(name) {
+            Ok(Some(u)) => Some(users::owner_key(name, u.id)),
+            _ => None,
+        };
+        let existed = self.store.remove_user(name, owner.as_deref())?;
         self.logins.forget(name);
-        let mut t = write(&self.table);
-        let doomed: Vec<u64> = t
-            .by_owner
-            .get(name)
-            .into_iter()
-            .flatten()
-            .filter(|h| t.objects.get(h).is_some_and(|o| o.is_token()))
-            .copied()
-            .collect();
-        for h in doomed {
-            t.remove(h);
+        if let Some(owner) = &owner {
+            let mut t = write(&self.table);
+            let doomed: Vec<u64> = t
+                .by_owner
+                .get(owner.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|h| t.objects.get(h).is_some_and(|o| o.is_token()))
+                .copied()
+                .collect();
+            for h in doomed {
+                t.remove(h);
+            }
+            lock(&self.cache).retain(|_, (_, o)| o.owner != *owner);
         }
-        lock(&self.cache).retain(|_, (_, o)| o.owner != name);
+        drop(_w);
+        self.revoke_user(name, "removed");
         Ok(existed)
     }
 
@@ -395,6 +463,122 @@ impl Hsm {
         let r = self.store.unlock_user(name)?;
         self.throttle.succeeded(name, None);
         Ok(r)
+    }
+
+    /// Lock a user (until `unlock` or `passwd`); whether it exists. Its live
+    /// logins end at once.
+    pub fn lock_user(&self, name: &str) -> Result<bool, StoreError> {
+        let r = self.store.lock_user(name)?;
+        self.logins.forget(name);
+        self.revoke_user(name, "locked");
+        Ok(r)
+    }
+
+    /// End every live login of user `name` on this server: each of its
+    /// connections answers its next request as logged out
+    /// (`CKR_USER_NOT_LOGGED_IN`), and their session objects are destroyed
+    /// now. Returns how many connections.
+    pub fn revoke_user(&self, name: &str, reason: &str) -> usize {
+        self.revoke_where(reason, |l| &*l.name == name)
+    }
+
+    fn revoke_where(&self, reason: &str, pick: impl Fn(&Live) -> bool) -> usize {
+        let ended: Vec<(u64, Arc<str>, Arc<str>)> = {
+            let mut live = lock(&self.live);
+            let ids: Vec<u64> = live
+                .iter()
+                .filter(|(_, l)| pick(l))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| live.remove(&id).map(|l| (id, l)))
+                .map(|(id, l)| {
+                    l.revoked.store(true, Ordering::SeqCst);
+                    (id, l.name, l.owner)
+                })
+                .collect()
+        };
+        if ended.is_empty() {
+            return 0;
+        }
+        {
+            let _w = lock(&self.writer);
+            let mut t = write(&self.table);
+            for (conn, _, owner) in &ended {
+                let doomed: Vec<u64> = t
+                    .by_owner
+                    .get(&**owner)
+                    .into_iter()
+                    .flatten()
+                    .filter(|h| {
+                        t.objects
+                            .get(h)
+                            .is_some_and(|o| o.session.is_some_and(|s| s.conn == *conn))
+                    })
+                    .copied()
+                    .collect();
+                for h in doomed {
+                    t.remove(h);
+                }
+            }
+        }
+        for (conn, name, _) in &ended {
+            log::warn!("event=login_revoked conn={conn} user={name:?} reason={reason}");
+        }
+        ended.len()
+    }
+
+    /// Connection `conn` logged out (or closed).
+    pub fn end_login(&self, conn: u64) {
+        lock(&self.live).remove(&conn);
+    }
+
+    /// For a shared store: check every [`REVOCATION_POLL`] the records of
+    /// the users logged in here, and end the logins whose user was removed,
+    /// changed password or was locked through another server (a background
+    /// thread that ends with the last reference to the HSM).
+    pub fn watch_revocations(self: &Arc<Self>) -> std::io::Result<()> {
+        if !self.shared {
+            return Ok(());
+        }
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("revocations".into())
+            .spawn(move || loop {
+                std::thread::sleep(REVOCATION_POLL);
+                let Some(hsm) = weak.upgrade() else { return };
+                hsm.check_revocations();
+            })
+            .map(|_| ())
+    }
+
+    /// One pass of [`Hsm::watch_revocations`].
+    pub fn check_revocations(&self) {
+        let names: BTreeSet<Arc<str>> = lock(&self.live).values().map(|l| l.name.clone()).collect();
+        for name in names {
+            let now = match self.store.user_checked(&name) {
+                Ok(Some(Ok(u))) => Some(Stamp::of(&u)),
+                Ok(Some(Err(e))) => {
+                    log::error!("event=user_refused user={name:?} reason={:?}", e.0);
+                    None
+                }
+                Ok(None) => None,
+                // The database is out of reach: nothing is known to have
+                // changed (requests that need it fail on their own).
+                Err(e) => {
+                    log::error!("event=store_error error={:?}", e.0);
+                    continue;
+                }
+            };
+            let reason = match &now {
+                None => "removed",
+                Some(st) if st.locked => "locked",
+                Some(_) => "changed",
+            };
+            self.revoke_where(reason, |l| {
+                *l.name == *name && now.as_ref().is_none_or(|st| *st != l.stamp || st.locked)
+            });
+        }
     }
 
     pub fn user_count(&self) -> usize {
@@ -418,6 +602,43 @@ impl Hsm {
     /// too, in memory, so that locking reveals nothing). Failed attempts are
     /// rate-limited per user and per client address `peer`.
     pub fn login(&self, user: &str, password: &[u8], peer: Option<IpAddr>) -> Result<(), Rv> {
+        self.check_login(user, password, peer).map(|_| ())
+    }
+
+    /// [`Hsm::login`] for connection `conn`: the login is registered, to be
+    /// revoked ([`Hsm::revoke_user`]) when its user is removed, changes
+    /// password or is locked.
+    pub fn login_session(
+        &self,
+        user: &str,
+        password: &[u8],
+        peer: Option<IpAddr>,
+        conn: u64,
+    ) -> Result<Grant, Rv> {
+        let rec = self.check_login(user, password, peer)?;
+        let grant = Grant {
+            owner: Arc::from(users::owner_key(user, rec.id)),
+            revoked: Arc::new(AtomicBool::new(false)),
+        };
+        lock(&self.live).insert(
+            conn,
+            Live {
+                name: Arc::from(user),
+                owner: grant.owner.clone(),
+                stamp: Stamp::of(&rec),
+                revoked: grant.revoked.clone(),
+            },
+        );
+        Ok(grant)
+    }
+
+    /// The password check of [`Hsm::login`]: the user's record on success.
+    fn check_login(
+        &self,
+        user: &str,
+        password: &[u8],
+        peer: Option<IpAddr>,
+    ) -> Result<UserRecord, Rv> {
         let peer_s = peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         let wait = match self.throttle.reserve(user, peer) {
             Ok(w) => w,
@@ -435,7 +656,17 @@ impl Hsm {
         // more than `max_failures` guesses in before the lock.
         let _turn = lock(&self.verify_locks[self.verify_stripe(user)]);
         let max = self.limits.login.max_failures;
-        let rec = self.store.user(user).map_err(dev_err)?;
+        let mut refused = false;
+        let rec = match self.store.user_checked(user).map_err(dev_err)? {
+            Some(Ok(r)) => Some(r),
+            // An edited, planted or unconverted record: as an unknown user.
+            Some(Err(e)) => {
+                log::error!("event=user_refused user={user:?} reason={:?}", e.0);
+                refused = true;
+                None
+            }
+            None => None,
+        };
         let locked = match &rec {
             Some(r) => r.locked,
             None => max > 0 && self.phantoms.get(user) >= max,
@@ -456,11 +687,16 @@ impl Hsm {
                 self.store.login_succeeded(user).map_err(dev_err)?;
             }
             self.stats.logins_ok.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return rec.ok_or(ckr::GENERAL_ERROR);
         }
         self.stats.logins_failed.fetch_add(1, Ordering::Relaxed);
         self.throttle.failed(user, peer);
-        let (failures, now_locked) = match self.store.login_failed(user, max).map_err(dev_err)? {
+        let counted = if refused {
+            None
+        } else {
+            self.store.login_failed(user, max).map_err(dev_err)?
+        };
+        let (failures, now_locked) = match counted {
             Some(x) => x,
             None => {
                 let n = self.phantoms.bump(user);
@@ -470,6 +706,7 @@ impl Hsm {
         if now_locked {
             self.logins.forget(user);
             self.stats.lockouts.fetch_add(1, Ordering::Relaxed);
+            self.revoke_user(user, "locked");
         }
         log::warn!(
             "event=login_failed user={user:?} peer={peer_s} reason=bad_password failures={failures} locked={now_locked}"
@@ -806,4 +1043,79 @@ impl Hsm {
             .map(|(h, _)| h)
             .collect()
     }
+}
+
+/// `hsmlink-hsm migrate`: convert, once, a store written by an earlier
+/// version (the server stopped): the master key is made if the store has
+/// none; user records of earlier formats are authenticated and get an id;
+/// object records in clear are sealed, and objects owned by a bare user
+/// name move to that user's owner key. A record that opens under neither
+/// format is reported and left alone.
+pub fn migrate(store: &Store, unlock: &Unlock) -> Result<String, String> {
+    let e = |x: StoreError| x.to_string();
+    if store.keyring().map_err(e)?.is_none() {
+        let m = MasterKey::generate().map_err(|x| x.to_string())?;
+        let ring = Keyring::wrap(&m, unlock).map_err(|x| x.to_string())?;
+        store
+            .init_keyring(&ring.encode().map_err(|x| x.to_string())?)
+            .map_err(e)?;
+    }
+    let (master, _) = open_master(store, unlock)?;
+    let mut owners: HashMap<String, String> = HashMap::new();
+    let mut users_done = 0;
+    for (name, mut u) in store.unsealed_users().map_err(e)? {
+        if u.id == 0 {
+            u.id = store.new_user_id().map_err(e)?;
+        }
+        store.put_user(&name, &u).map_err(e)?;
+        owners.insert(name.clone(), users::owner_key(&name, u.id));
+        users_done += 1;
+    }
+    store.drop_legacy_users().map_err(e)?;
+    for (name, u) in store.users().map_err(e)? {
+        if let Ok(u) = u {
+            owners
+                .entry(name.clone())
+                .or_insert_with(|| users::owner_key(&name, u.id));
+        }
+    }
+    let (mut sealed, mut moved, mut bad) = (0, 0, Vec::new());
+    for (h, bytes) in store.objects().map_err(e)? {
+        let mut rec = match vault::open_legacy_object(&master, h, &bytes) {
+            Ok(r) => r,
+            Err(x) => {
+                bad.push(format!("{h}: {}", x.0));
+                continue;
+            }
+        };
+        let plain = vault::is_plain(&bytes);
+        let new_owner = owners.get(&rec.owner).cloned();
+        let owner_moves = new_owner.as_ref().is_some_and(|o| *o != rec.owner);
+        if !(plain || owner_moves) {
+            continue;
+        }
+        if let Some(o) = new_owner {
+            rec.owner = o;
+        }
+        let o = Object::from_record(h, &rec);
+        let b = vault::seal_object(&master, h, &o.to_record()).map_err(|x| x.to_string())?;
+        store
+            .put_objects(&[ObjectRow {
+                handle: h,
+                owner: &o.owner,
+                label: o.get(cka::LABEL).unwrap_or_default(),
+                bytes: &b,
+            }])
+            .map_err(e)?;
+        sealed += usize::from(plain);
+        moved += usize::from(owner_moves);
+    }
+    let mut out = format!(
+        "migrated: {users_done} user records authenticated, {sealed} clear object records sealed, \
+         {moved} objects moved to their owner's id\n"
+    );
+    for b in bad {
+        out.push_str(&format!("object {b} (left as is)\n"));
+    }
+    Ok(out)
 }

@@ -48,6 +48,8 @@ enum Cmd {
         data: PathBuf,
         /// Keep users and token objects in this PostgreSQL database, shared
         /// by every server started with the same URL and passphrase.
+        /// Needs a passphrase or key file (the master key must not sit
+        /// unprotected in the database), and TLS to the database.
         #[arg(
             long,
             value_name = "URL",
@@ -55,6 +57,12 @@ enum Cmd {
             hide_env_values = true
         )]
         postgres: Option<String>,
+        /// PEM file of the certificate authorities that sign PostgreSQL's
+        /// server certificate (default: the system's trust store). The link
+        /// to PostgreSQL is always TLS, the certificate checked against the
+        /// URL's host, except over unix sockets.
+        #[arg(long, value_name = "FILE", env = "HSMLINK_POSTGRES_CA")]
+        postgres_ca: Option<PathBuf>,
         #[command(flatten)]
         key: KeyArgs,
         #[command(flatten)]
@@ -154,6 +162,18 @@ enum Cmd {
         --passphrase-env OLD --new-passphrase-env NEW"
     )]
     Keyring(KeyringCmd),
+    /// Convert a store written by an earlier version, once: seal the object
+    /// records still in clear, authenticate the user records and give each
+    /// user an id (the server stopped). A serving server refuses those
+    /// records: anyone who can write the database could plant them.
+    #[command(
+        after_help = "Examples:\n  HSMLINK_PASSPHRASE=... hsmlink-hsm migrate --data /var/lib/hsmlink\n  \
+        hsmlink-hsm migrate --postgres postgres://hsm@db/hsmlink --passphrase-file /run/secrets/hsm"
+    )]
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 const SERVE_HELP: &str = "Examples:\n  \
@@ -171,6 +191,15 @@ const SERVE_HELP: &str = "Examples:\n  \
     (longer ones close the connection); --max-session-objects session objects per connection; \
     --max-inflight-bytes buffered by a connection's running operations; connections idle for \
     --idle-timeout seconds are closed.\n\n\
+    Revocation: `user remove`, `user passwd` and `user lock` (and a lockout) end the user's live \
+    logins at once on this server (their next request answers CKR_USER_NOT_LOGGED_IN, their \
+    session objects are destroyed); the servers of a PostgreSQL fleet check their logged-in \
+    users' records every second.\n\n\
+    Tampering: user records are authenticated with a key derived from the master key; a server \
+    refuses to start on a refused user record, an unprotected keyring when a passphrase or key \
+    file is given, or a master key other than the one it served before (DATA/master.check); \
+    clear object records are refused (`hsmlink-hsm migrate` converts a store of an earlier \
+    version). --postgres needs a passphrase or key file, and TLS (--postgres-ca).\n\n\
     Logins: after --max-login-failures consecutive failures a user is locked (CKR_PIN_LOCKED) until \
     `hsmlink-hsm user unlock`; past 3 failures, attempts per user and per client address are \
     spaced by a delay doubling from --login-delay-ms (250 ms) up to 5 s; an attempt that would wait \
@@ -255,6 +284,13 @@ struct StoreArgs {
         hide_env_values = true
     )]
     postgres: Option<String>,
+    /// PEM file of the certificate authorities of PostgreSQL's certificate.
+    #[arg(long, value_name = "FILE", env = "HSMLINK_POSTGRES_CA")]
+    postgres_ca: Option<PathBuf>,
+    /// The store's passphrase or key file: needed directly on a store that
+    /// has a master key by the commands that write or trust user records.
+    #[command(flatten)]
+    key: KeyArgs,
 }
 
 #[derive(Subcommand)]
@@ -296,13 +332,23 @@ enum UserCmd {
         store: StoreArgs,
         name: String,
     },
+    /// Lock a user until `user unlock` or `user passwd`: its live sessions
+    /// end at once.
+    #[command(after_help = "Example:\n  hsmlink-hsm user lock --data /var/lib/hsmlink alice")]
+    Lock {
+        #[command(flatten)]
+        store: StoreArgs,
+        name: String,
+    },
     /// List users: name, state (active or locked), consecutive failed logins.
     #[command(after_help = "Example:\n  hsmlink-hsm user list --data /var/lib/hsmlink")]
     List {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Remove a user and every token object it owns.
+    /// Remove a user and every token object it owns; its live sessions end
+    /// at once. A user added later under the same name gets a new id and
+    /// owns nothing of the removed one's.
     #[command(after_help = "Example:\n  hsmlink-hsm user remove --data /var/lib/hsmlink alice")]
     Remove {
         #[command(flatten)]
@@ -346,8 +392,6 @@ enum KeyringCmd {
     Change {
         #[command(flatten)]
         store: StoreArgs,
-        #[command(flatten)]
-        key: KeyArgs,
         /// The new passphrase, from this environment variable.
         #[arg(long, value_name = "VAR", conflicts_with_all = ["new_passphrase_file", "new_key_file"])]
         new_passphrase_env: Option<String>,
@@ -534,9 +578,35 @@ enum Opened {
     Server(PathBuf),
 }
 
+fn pg_tls(ca: Option<&Path>) -> hsmlink_hsm::pgstore::PgTls {
+    hsmlink_hsm::pgstore::PgTls {
+        ca: ca.map(Path::to_path_buf),
+    }
+}
+
+/// Open the store of an admin command directly: with the passphrase (or
+/// key file) given, the record key is set; a store with no master key yet
+/// gets none (its users are sealed by the first `serve`).
 fn open_admin(s: &StoreArgs) -> Result<Opened, String> {
+    let opened = open_admin_store(s)?;
+    if let Opened::Store(st) = &opened {
+        let unlock = s.key.unlock()?;
+        let has_ring = st.keyring().map_err(|e| e.to_string())?.is_some();
+        if has_ring {
+            match hsmlink_hsm::hsm::open_master(st, &unlock) {
+                Ok(_) => {}
+                // Without a passphrase, commands that need none still run.
+                Err(_) if matches!(unlock, Unlock::Nothing) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(opened)
+}
+
+fn open_admin_store(s: &StoreArgs) -> Result<Opened, String> {
     if let Some(url) = &s.postgres {
-        return Store::postgres(url)
+        return Store::postgres(url, &pg_tls(s.postgres_ca.as_deref()))
             .map(Opened::Store)
             .map_err(|e| e.to_string());
     }
@@ -612,11 +682,20 @@ fn run(cli: Cli) -> Res {
         Cmd::Serve {
             data,
             postgres,
+            postgres_ca,
             key,
             net,
         } => {
             let _lock = lock_data_folder(&data)?;
             let unlock = key.unlock()?;
+            if postgres.is_some() && matches!(unlock, Unlock::Nothing) {
+                return Err(
+                    "--postgres needs a passphrase or key file (--passphrase-env VAR, \
+                     --passphrase-file FILE, HSMLINK_PASSPHRASE, or --key-file FILE): without \
+                     one the master key would sit unprotected in the database"
+                        .into(),
+                );
+            }
             let marker = data.join(PG_MARKER);
             let store = match &postgres {
                 Some(url) => {
@@ -626,7 +705,8 @@ fn run(cli: Cli) -> Res {
                             data.display()
                         ));
                     }
-                    let st = Store::postgres(url).map_err(|e| e.to_string())?;
+                    let st = Store::postgres(url, &pg_tls(postgres_ca.as_deref()))
+                        .map_err(|e| e.to_string())?;
                     std::fs::write(
                         &marker,
                         "This data folder belongs to a server whose store is PostgreSQL \
@@ -645,6 +725,7 @@ fn run(cli: Cli) -> Res {
             };
             let hsm = Hsm::open(store, &unlock, limits(&net))?;
             drop(unlock);
+            check_master_pin(&data, &hsm)?;
             log::info!(
                 "event=store store={} master_key_protection={:?}",
                 hsm.store().describe(),
@@ -665,6 +746,8 @@ fn run(cli: Cli) -> Res {
             }
             let tls = tls_setup(Some((&data, hsm.master())), &net)?;
             let hsm = Arc::new(hsm);
+            hsm.watch_revocations()
+                .map_err(|e| format!("revocation watch: {e}"))?;
             if let Err(e) = admin::listen(hsm.clone(), &data) {
                 // Serving matters more than the admin socket (a path too
                 // long for a unix socket, say): admin commands then need the
@@ -749,6 +832,19 @@ fn run(cli: Cli) -> Res {
         Cmd::User(UserCmd::Unlock { store, name }) => {
             admin_run(&store, AdminRequest::UserUnlock { name })
         }
+        Cmd::User(UserCmd::Lock { store, name }) => {
+            admin_run(&store, AdminRequest::UserLock { name })
+        }
+        Cmd::Migrate { store } => {
+            let st = match open_admin_store(&store)? {
+                Opened::Store(s) => s,
+                Opened::Server(_) => {
+                    return Err("stop the server first: migrate runs offline".into())
+                }
+            };
+            print!("{}", hsmlink_hsm::hsm::migrate(&st, &store.key.unlock()?)?);
+            Ok(())
+        }
         Cmd::User(UserCmd::List { store }) => admin_run(&store, AdminRequest::UserList),
         Cmd::User(UserCmd::Remove { store, name }) => {
             admin_run(&store, AdminRequest::UserRemove { name })
@@ -765,6 +861,8 @@ fn run(cli: Cli) -> Res {
                 &StoreArgs {
                     data: Some(data),
                     postgres: None,
+                    postgres_ca: None,
+                    key: KeyArgs::default(),
                 },
                 AdminRequest::Backup { dest },
             )
@@ -778,7 +876,7 @@ fn run(cli: Cli) -> Res {
             Ok(())
         }
         Cmd::Keyring(KeyringCmd::Show { store }) => {
-            let st = match open_admin(&store)? {
+            let st = match open_admin_store(&store)? {
                 Opened::Store(s) => s,
                 Opened::Server(_) => return Err("stop the server first".into()),
             };
@@ -793,7 +891,6 @@ fn run(cli: Cli) -> Res {
         }
         Cmd::Keyring(KeyringCmd::Change {
             store,
-            key,
             new_passphrase_env,
             new_passphrase_file,
             new_key_file,
@@ -810,7 +907,7 @@ fn run(cli: Cli) -> Res {
                         .into(),
                 );
             }
-            let st = match open_admin(&store)? {
+            let st = match open_admin_store(&store)? {
                 Opened::Store(s) => s,
                 Opened::Server(_) => {
                     return Err("stop the server first: the keyring changes offline".into())
@@ -819,13 +916,63 @@ fn run(cli: Cli) -> Res {
             if st.keyring().map_err(|e| e.to_string())?.is_none() {
                 return Err("this store has no master key yet: serve it once first".into());
             }
-            let (m, _) = hsmlink_hsm::hsm::open_master(&st, &key.unlock()?)?;
+            let (m, _) = hsmlink_hsm::hsm::open_master(&st, &store.key.unlock()?)?;
             let ring = Keyring::wrap(&m, &new).map_err(|e| e.to_string())?;
             st.replace_keyring(&ring.encode().map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?;
             println!("master key now protected by {}", ring.protection.describe());
             Ok(())
         }
+    }
+}
+
+/// The file of the data folder that remembers which master key this
+/// server served, and whether it was protected.
+const MASTER_CHECK: &str = "master.check";
+
+/// Refuse a store whose master key is not the one this data folder's
+/// server served before (the keyring was replaced in the database), or is
+/// unprotected when it was protected; remember it on the first start.
+fn check_master_pin(data: &Path, hsm: &Hsm) -> Res {
+    let path = data.join(MASTER_CHECK);
+    let check: String = hsm
+        .master()
+        .check_value()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let protected = !hsm.protection().contains("unprotected");
+    let line = format!("check={check}\nprotected={protected}\n");
+    match std::fs::read_to_string(&path) {
+        Ok(old) => {
+            let old_check = old.lines().find_map(|l| l.strip_prefix("check="));
+            let was_protected = old.lines().any(|l| l == "protected=true");
+            if old_check != Some(check.as_str()) {
+                return Err(format!(
+                    "the store's master key is not the one this server served before ({}): the \
+                     keyring in the store was replaced. Refusing to start. If the store was \
+                     replaced on purpose (another store, not a backup of this one), delete {}",
+                    path.display(),
+                    path.display()
+                ));
+            }
+            if was_protected && !protected {
+                return Err(format!(
+                    "the store's master key was protected and is now unprotected: refusing to \
+                     start ({})",
+                    path.display()
+                ));
+            }
+            if old != line {
+                std::fs::write(&path, &line).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, &line).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }
 

@@ -3,8 +3,13 @@
 //!
 //! Tables (made on first connection, under an advisory lock so that servers
 //! starting together do not race):
-//! - `hsmlink_users(name, phc, failures, locked)`: argon2id hashes and the
-//!   login-failure state (shared, so a lockout holds on every server);
+//! - `hsmlink_accounts(name, record)`: each user's record (argon2id hash,
+//!   login-failure state, id), authenticated with a key derived from the
+//!   master key ([`crate::store::encode_user`]); shared, so a lockout holds
+//!   on every server. (`hsmlink_users(name, phc, failures, locked)` is the
+//!   unauthenticated table of earlier versions: only `hsmlink-hsm migrate`
+//!   reads it.)
+//! - the sequence `hsmlink_user_ids`: user ids, never reused;
 //! - `hsmlink_objects(handle, owner, label, record)`: `record` is the sealed
 //!   object ([`crate::vault`]): secrets reach the database encrypted under the
 //!   master key, and the readable parts are authenticated by it;
@@ -13,15 +18,22 @@
 //! - the sequence `hsmlink_handles`, in steps of [`HANDLE_STEP`]: each server
 //!   takes a block of handles at a time, so handles are unique fleet-wide.
 //!
-//! Connections: a small pool of synchronous `postgres` clients (no TLS to
-//! the database: run it on a trusted network or a local socket; nothing in
-//! clear goes over that link but user names, labels and password hashes).
+//! Connections: a small pool of synchronous `postgres` clients over TLS
+//! (OpenSSL), the server's certificate verified against `--postgres-ca` (or
+//! the system's trust store) and the URL's host name or address; whatever
+//! `sslmode` the URL says, TLS is required. Only a URL whose hosts are all
+//! unix sockets (`host=/run/postgresql`) connects without TLS.
 
-use std::sync::{Condvar, Mutex};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Condvar, Mutex, OnceLock};
 
-use postgres::{Client, NoTls};
+use postgres::config::{Host, SslMode};
+use postgres::{Client, Config, NoTls};
+use postgres_openssl::MakeTlsConnector;
 
-use crate::store::{ObjectRow, StoreError, UserRecord};
+use crate::store::{ObjectRow, Rewrite, StoreError, UserRecord};
+use crate::vault::RecordKey;
 
 /// Handles reserved per `nextval`.
 pub const HANDLE_STEP: u64 = 256;
@@ -44,6 +56,11 @@ CREATE TABLE IF NOT EXISTS hsmlink_objects (
     record BYTEA NOT NULL
 );
 CREATE INDEX IF NOT EXISTS hsmlink_objects_owner_label ON hsmlink_objects (owner, label);
+CREATE TABLE IF NOT EXISTS hsmlink_accounts (
+    name TEXT PRIMARY KEY,
+    record BYTEA NOT NULL
+);
+CREATE SEQUENCE IF NOT EXISTS hsmlink_user_ids MINVALUE 1 START WITH 1;
 CREATE SEQUENCE IF NOT EXISTS hsmlink_handles
     INCREMENT BY 256 MINVALUE 1 MAXVALUE 2147483392 START WITH 1;
 ";
@@ -55,9 +72,19 @@ const SCHEMA_LOCK: i64 = 0x68736d6c696e6b;
 /// beyond wait for one to be free).
 const POOL_MAX: usize = 32;
 
+/// How to reach the database.
+enum Link {
+    /// TLS, the server's certificate verified.
+    Tls(MakeTlsConnector),
+    /// Unix sockets only.
+    Local,
+}
+
 /// A PostgreSQL store.
 pub struct PgStore {
-    url: String,
+    config: Box<Config>,
+    link: Link,
+    pub(crate) record_key: OnceLock<RecordKey>,
     pool: Mutex<Vec<Client>>,
     /// Connections in use or idle in `pool`.
     open: Mutex<usize>,
@@ -79,11 +106,61 @@ fn handle_i64(h: u64) -> Result<i64, StoreError> {
     i64::try_from(h).map_err(|_| StoreError("handle out of range".into()))
 }
 
+/// The TLS settings of the link to PostgreSQL.
+#[derive(Clone, Debug, Default)]
+pub struct PgTls {
+    /// PEM file of the certificate authorities that sign the database
+    /// server's certificate (default: the system's trust store).
+    pub ca: Option<PathBuf>,
+}
+
+fn tls_connector(ca: Option<&Path>) -> Result<MakeTlsConnector, StoreError> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let e = |what: &'static str| {
+        move |x: openssl::error::ErrorStack| StoreError(format!("{what}: {x}"))
+    };
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(e("TLS to PostgreSQL"))?;
+    b.set_min_proto_version(Some(openssl::ssl::SslVersion::TLS1_2))
+        .map_err(e("TLS to PostgreSQL"))?;
+    b.set_verify(SslVerifyMode::PEER);
+    if let Some(ca) = ca {
+        b.set_ca_file(ca).map_err(|x| {
+            StoreError(format!(
+                "--postgres-ca {}: not a readable PEM file of certificates ({x})",
+                ca.display()
+            ))
+        })?;
+    }
+    // The connector checks the host name (or IP address) of the URL
+    // against the certificate.
+    Ok(MakeTlsConnector::new(b.build()))
+}
+
 impl PgStore {
-    /// Connect and make the tables if needed.
-    pub fn connect(url: &str) -> Result<PgStore, StoreError> {
+    /// Connect (TLS, see the module's documentation) and make the tables if
+    /// needed.
+    pub fn connect(url: &str, tls: &PgTls) -> Result<PgStore, StoreError> {
+        let mut config = Config::from_str(url).map_err(|e| {
+            StoreError(format!(
+                "the PostgreSQL URL is not valid: {}",
+                e.to_string().replace(url, "URL")
+            ))
+        })?;
+        let local = !config.get_hosts().is_empty()
+            && config
+                .get_hosts()
+                .iter()
+                .all(|h| matches!(h, Host::Unix(_)));
+        let link = if local {
+            Link::Local
+        } else {
+            config.ssl_mode(SslMode::Require);
+            Link::Tls(tls_connector(tls.ca.as_deref())?)
+        };
         let s = PgStore {
-            url: url.to_string(),
+            config: Box::new(config),
+            link,
+            record_key: OnceLock::new(),
             pool: Mutex::new(Vec::new()),
             open: Mutex::new(0),
             freed: Condvar::new(),
@@ -113,7 +190,11 @@ impl PgStore {
             if *open < POOL_MAX {
                 *open += 1;
                 drop(open);
-                return Client::connect(&self.url, NoTls).inspect_err(|_| self.closed());
+                let c = match &self.link {
+                    Link::Tls(t) => self.config.connect(t.clone()),
+                    Link::Local => self.config.connect(NoTls),
+                };
+                return c.inspect_err(|_| self.closed());
             }
             let _unused = self
                 .freed
@@ -160,106 +241,127 @@ impl PgStore {
         }
     }
 
-    fn row_user(r: &postgres::Row) -> UserRecord {
-        UserRecord {
-            phc: r.get(0),
-            failures: u32::try_from(r.get::<_, i32>(1)).unwrap_or(0),
-            locked: r.get(2),
-        }
-    }
-
-    pub fn users(&self) -> Result<Vec<(String, UserRecord)>, StoreError> {
+    pub fn user_rows(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let rows = self
             .with(|c| {
                 c.query(
-                    "SELECT phc, failures, locked, name FROM hsmlink_users ORDER BY name",
+                    "SELECT name, record FROM hsmlink_accounts ORDER BY name",
                     &[],
                 )
             })
             .map_err(pg_err("read users"))?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get::<_, String>(3), Self::row_user(r)))
-            .collect())
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+    pub fn user_row(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let row = self
             .with(|c| {
                 c.query_opt(
-                    "SELECT phc, failures, locked FROM hsmlink_users WHERE name = $1",
+                    "SELECT record FROM hsmlink_accounts WHERE name = $1",
                     &[&name],
                 )
             })
             .map_err(pg_err("read user"))?;
-        Ok(row.as_ref().map(Self::row_user))
+        Ok(row.map(|r| r.get(0)))
     }
 
-    pub fn put_user(&self, name: &str, u: &UserRecord) -> Result<(), StoreError> {
-        let failures = i32::try_from(u.failures).unwrap_or(i32::MAX);
+    pub fn put_user_row(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO hsmlink_users (name, phc, failures, locked) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (name) DO UPDATE SET phc = $2, failures = $3, locked = $4",
-                &[&name, &u.phc, &failures, &u.locked],
+                "INSERT INTO hsmlink_accounts (name, record) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET record = $2",
+                &[&name, &bytes],
             )
         })
         .map_err(pg_err("write user"))?;
         Ok(())
     }
 
-    pub fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+    /// Read-modify-write of one user row (locked for the transaction);
+    /// whether it exists.
+    pub fn update_user_row(&self, name: &str, f: Rewrite<'_>) -> Result<bool, StoreError> {
+        let mut refused = None;
+        let found = self
+            .with(|c| {
+                let mut tx = c.transaction()?;
+                let Some(row) = tx.query_opt(
+                    "SELECT record FROM hsmlink_accounts WHERE name = $1 FOR UPDATE",
+                    &[&name],
+                )?
+                else {
+                    return Ok(false);
+                };
+                let cur: Vec<u8> = row.get(0);
+                match f(&cur) {
+                    Ok(bytes) => {
+                        tx.execute(
+                            "UPDATE hsmlink_accounts SET record = $2 WHERE name = $1",
+                            &[&name, &bytes],
+                        )?;
+                        tx.commit()?;
+                    }
+                    Err(e) => refused = Some(e),
+                }
+                Ok(true)
+            })
+            .map_err(pg_err("update user"))?;
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(found),
+        }
+    }
+
+    pub fn new_user_id(&self) -> Result<u64, StoreError> {
+        let v: i64 = self
+            .with(|c| c.query_one("SELECT nextval('hsmlink_user_ids')", &[]))
+            .map_err(pg_err("new user id"))?
+            .get(0);
+        u64::try_from(v).map_err(|_| StoreError("bad user id sequence".into()))
+    }
+
+    pub fn remove_user(&self, name: &str, owner: Option<&str>) -> Result<bool, StoreError> {
         self.with(|c| {
             let mut tx = c.transaction()?;
-            let n = tx.execute("DELETE FROM hsmlink_users WHERE name = $1", &[&name])?;
-            tx.execute("DELETE FROM hsmlink_objects WHERE owner = $1", &[&name])?;
+            let n = tx.execute("DELETE FROM hsmlink_accounts WHERE name = $1", &[&name])?;
+            if let Some(owner) = owner {
+                tx.execute("DELETE FROM hsmlink_objects WHERE owner = $1", &[&owner])?;
+            }
             tx.commit()?;
             Ok(n > 0)
         })
         .map_err(pg_err("remove user"))
     }
 
-    pub fn login_failed(&self, name: &str, max: u32) -> Result<Option<(u32, bool)>, StoreError> {
-        let max = i32::try_from(max).unwrap_or(i32::MAX);
-        let row = self
+    /// The users of the unauthenticated table of earlier versions.
+    pub fn legacy_users(&self) -> Result<Vec<(String, UserRecord)>, StoreError> {
+        let rows = self
             .with(|c| {
-                c.query_opt(
-                    "UPDATE hsmlink_users SET failures = failures + 1,
-                         locked = locked OR ($2 > 0 AND failures + 1 >= $2)
-                     WHERE name = $1 RETURNING failures, locked",
-                    &[&name, &max],
+                c.query(
+                    "SELECT name, phc, failures, locked FROM hsmlink_users ORDER BY name",
+                    &[],
                 )
             })
-            .map_err(pg_err("count failure"))?;
-        Ok(row.map(|r| {
-            (
-                u32::try_from(r.get::<_, i32>(0)).unwrap_or(0),
-                r.get::<_, bool>(1),
-            )
-        }))
+            .map_err(pg_err("read users"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    UserRecord {
+                        id: 0,
+                        phc: r.get(1),
+                        failures: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
+                        locked: r.get(3),
+                    },
+                )
+            })
+            .collect())
     }
 
-    pub fn login_succeeded(&self, name: &str) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE hsmlink_users SET failures = 0 WHERE name = $1 AND failures <> 0",
-                &[&name],
-            )
-        })
-        .map_err(pg_err("reset failures"))?;
+    pub fn drop_legacy_users(&self) -> Result<(), StoreError> {
+        self.with(|c| c.execute("DELETE FROM hsmlink_users", &[]))
+            .map_err(pg_err("clear legacy users"))?;
         Ok(())
-    }
-
-    pub fn unlock_user(&self, name: &str) -> Result<bool, StoreError> {
-        let n = self
-            .with(|c| {
-                c.execute(
-                    "UPDATE hsmlink_users SET failures = 0, locked = FALSE WHERE name = $1",
-                    &[&name],
-                )
-            })
-            .map_err(pg_err("unlock user"))?;
-        Ok(n > 0)
     }
 
     pub fn objects(

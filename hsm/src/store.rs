@@ -10,16 +10,22 @@
 //! a crash or `kill -9`.
 //!
 //! Object records reach the store already sealed ([`crate::vault`]): the
-//! store never sees a secret in clear. User records hold argon2id hashes and
-//! the login-failure state.
+//! store never sees a secret in clear. User records hold argon2id hashes,
+//! the login-failure state and the user's id; each is authenticated (HMAC)
+//! with a key derived from the master key ([`crate::vault::RecordKey`]),
+//! bound to the user's name, so that whoever can write the database cannot
+//! reset a password, clear a lock or move an id without the server
+//! refusing the record.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::pgstore::PgStore;
+use crate::vault::{RecordKey, RECORD_TAG_LEN};
 
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const OBJECTS: TableDefinition<u64, &[u8]> = TableDefinition::new("objects");
@@ -31,12 +37,21 @@ const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const NEXT_HANDLE: &str = "next_handle";
 /// Key of the keyring in `BLOBS`.
 const KEYRING: &str = "keyring";
+/// Key of the user id counter in `META`: ids are never reused.
+const NEXT_USER_ID: &str = "next_user_id";
 
 /// Format tag of records stored in clear (postcard): users, and objects
 /// written before encryption at rest.
 pub const FORMAT_PLAIN: u8 = 1;
-/// Format tag of user records with login-failure state.
+/// Format tag of user records with login-failure state, unauthenticated
+/// (read only by `hsmlink-hsm migrate`).
 const FORMAT_USER2: u8 = 3;
+/// Format tag of authenticated user records: tag ‖ postcard(UserRecord).
+const FORMAT_USER_SEALED: u8 = 4;
+/// Format tag of user records written before the store had a master key
+/// (`user add` before the first `serve`): unauthenticated, adopted (sealed)
+/// only by the start that makes the master key, refused afterwards.
+const FORMAT_USER_PENDING: u8 = 5;
 
 /// Name of the database file inside the data folder.
 pub const DB_FILE: &str = "hsmlink.redb";
@@ -60,11 +75,16 @@ pub(crate) fn err<E: fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Stor
 /// A user as stored.
 #[derive(Clone, Debug, Serialize, Deserialize, Default, PartialEq, Eq)]
 pub struct UserRecord {
+    /// The user's id, never reused: its objects belong to the id (through
+    /// [`crate::users::owner_key`]), so a new user of an old name inherits
+    /// nothing. 0 only in records of earlier versions (before `migrate`).
+    pub id: u64,
     /// The password hash as an argon2 PHC string.
     pub phc: String,
     /// Consecutive failed logins.
     pub failures: u32,
-    /// Locked after too many failures, until an admin unlocks it.
+    /// Locked after too many failures (or by an admin), until an admin
+    /// unlocks it.
     pub locked: bool,
 }
 
@@ -72,6 +92,14 @@ pub struct UserRecord {
 #[derive(Deserialize)]
 struct UserRecordV1 {
     phc: String,
+}
+
+/// The second user format (no id, no authentication).
+#[derive(Deserialize)]
+struct UserRecordV2 {
+    phc: String,
+    failures: u32,
+    locked: bool,
 }
 
 /// A token object's content, in clear (it is sealed before it is stored).
@@ -115,28 +143,125 @@ pub fn decode_plain(bytes: &[u8]) -> Result<ObjectRecord, StoreError> {
     }
 }
 
-/// Encode a user record.
-pub fn encode_user(u: &UserRecord) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![FORMAT_USER2];
-    out.extend(postcard::to_stdvec(u).map_err(err("encode"))?);
+/// Encode an object record in the clear format of earlier versions (what
+/// `hsmlink-hsm migrate` converts; tests plant such records to check that
+/// a server refuses them).
+pub fn encode_plain(rec: &ObjectRecord) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![FORMAT_PLAIN];
+    out.extend(postcard::to_stdvec(rec).map_err(err("encode"))?);
     Ok(out)
 }
 
-/// Decode a user record (either format).
-pub fn decode_user(bytes: &[u8]) -> Result<UserRecord, StoreError> {
+/// Encode user `name`'s record: authenticated with `key`, or, with no key
+/// (a store that has no master key yet), pending.
+pub fn encode_user(
+    name: &str,
+    u: &UserRecord,
+    key: Option<&RecordKey>,
+) -> Result<Vec<u8>, StoreError> {
+    let body = postcard::to_stdvec(u).map_err(err("encode"))?;
+    let mut out = Vec::with_capacity(1 + RECORD_TAG_LEN + body.len());
+    match key {
+        Some(k) => {
+            out.push(FORMAT_USER_SEALED);
+            out.extend_from_slice(&k.tag(name, &body).map_err(|e| StoreError(e.0))?);
+        }
+        None => out.push(FORMAT_USER_PENDING),
+    }
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// A user record as read, before any check: whether it is authenticated
+/// (and its tag verified against `key`, when given).
+pub enum UserBytes {
+    /// Authenticated, and the tag verifies (or no key was given to check it).
+    Sealed(UserRecord),
+    /// Authenticated format, but the tag does not verify.
+    Forged,
+    /// Unauthenticated: pending (written before the master key existed) or
+    /// of an earlier version.
+    Unsealed(UserRecord),
+}
+
+/// Decode user `name`'s record, whatever its format, checking its tag when
+/// `key` is given.
+pub fn read_user(
+    name: &str,
+    bytes: &[u8],
+    key: Option<&RecordKey>,
+) -> Result<UserBytes, StoreError> {
     match bytes.split_first() {
-        Some((&FORMAT_USER2, rest)) => postcard::from_bytes(rest).map_err(err("decode user")),
+        Some((&FORMAT_USER_SEALED, rest)) => {
+            if rest.len() < RECORD_TAG_LEN {
+                return Ok(UserBytes::Forged);
+            }
+            let (tag, body) = rest.split_at(RECORD_TAG_LEN);
+            if key.is_some_and(|k| !k.verify(name, body, tag)) {
+                return Ok(UserBytes::Forged);
+            }
+            match postcard::from_bytes(body) {
+                Ok(u) => Ok(UserBytes::Sealed(u)),
+                Err(_) if key.is_some() => Ok(UserBytes::Forged),
+                Err(e) => Err(err("decode user")(e)),
+            }
+        }
+        Some((&FORMAT_USER_PENDING, rest)) => Ok(UserBytes::Unsealed(
+            postcard::from_bytes(rest).map_err(err("decode user"))?,
+        )),
+        Some((&FORMAT_USER2, rest)) => {
+            let v2: UserRecordV2 = postcard::from_bytes(rest).map_err(err("decode user"))?;
+            Ok(UserBytes::Unsealed(UserRecord {
+                id: 0,
+                phc: v2.phc,
+                failures: v2.failures,
+                locked: v2.locked,
+            }))
+        }
         Some((&FORMAT_PLAIN, rest)) => {
             let v1: UserRecordV1 = postcard::from_bytes(rest).map_err(err("decode user"))?;
-            Ok(UserRecord {
+            Ok(UserBytes::Unsealed(UserRecord {
                 phc: v1.phc,
                 ..UserRecord::default()
-            })
+            }))
         }
         Some((tag, _)) => Err(StoreError(format!("unknown record format {tag}"))),
         None => Err(StoreError("empty record".into())),
     }
 }
+
+/// Decode user `name`'s record. With `key` (a server, or an admin command
+/// given the passphrase), only an authenticated record whose tag verifies
+/// is accepted; without (listings of a store whose key is not at hand),
+/// any format is read as is.
+pub fn decode_user(
+    name: &str,
+    bytes: &[u8],
+    key: Option<&RecordKey>,
+) -> Result<UserRecord, StoreError> {
+    match read_user(name, bytes, key)? {
+        UserBytes::Sealed(u) => Ok(u),
+        UserBytes::Unsealed(u) if key.is_none() => Ok(u),
+        UserBytes::Forged => Err(StoreError(format!(
+            "the record of user {name} fails its integrity check (edited in the database, or \
+             the keyring was replaced): refused"
+        ))),
+        UserBytes::Unsealed(_) => Err(StoreError(format!(
+            "the record of user {name} is not authenticated (planted in the database, or written \
+             by an earlier version: `hsmlink-hsm migrate` converts those): refused"
+        ))),
+    }
+}
+
+/// Every user, each record checked: a refused record is an `Err` in its place.
+pub type UserList = Vec<(String, Result<UserRecord, StoreError>)>;
+
+/// The read of one user: the outer `Err` is a failure to read the store,
+/// `None` an unknown user, the inner `Err` a refused record.
+pub type UserChecked = Option<Result<UserRecord, StoreError>>;
+
+/// The rewrite of one stored user record, inside its transaction.
+pub type Rewrite<'a> = &'a mut dyn FnMut(&[u8]) -> Result<Vec<u8>, StoreError>;
 
 /// One object to write: handle, owner, label (indexed by PostgreSQL) and
 /// the sealed record.
@@ -165,8 +290,8 @@ impl Store {
     }
 
     /// Connect to the PostgreSQL store at `url` (tables made if missing).
-    pub fn postgres(url: &str) -> Result<Store, StoreError> {
-        Ok(Store::Postgres(PgStore::connect(url)?))
+    pub fn postgres(url: &str, tls: &crate::pgstore::PgTls) -> Result<Store, StoreError> {
+        Ok(Store::Postgres(PgStore::connect(url, tls)?))
     }
 
     /// Whether other servers may write the same store (lookups then read
@@ -186,71 +311,218 @@ impl Store {
         }
     }
 
-    pub fn users(&self) -> Result<Vec<(String, UserRecord)>, StoreError> {
+    /// Set the key that authenticates user records (once the master key
+    /// is open). Without it, records are read as is (listings) and written
+    /// pending (a store that has no master key yet).
+    pub fn set_record_key(&self, key: RecordKey) {
+        let cell = match self {
+            Store::Redb(r) => &r.record_key,
+            Store::Postgres(p) => &p.record_key,
+        };
+        let _ = cell.set(key);
+    }
+
+    /// The key that authenticates user records, if set.
+    pub fn record_key(&self) -> Option<&RecordKey> {
         match self {
-            Store::Redb(r) => r.users(),
-            Store::Postgres(p) => p.users(),
+            Store::Redb(r) => r.record_key.get(),
+            Store::Postgres(p) => p.record_key.get(),
         }
     }
 
-    pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+    fn user_rows(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         match self {
-            Store::Redb(r) => r.user(name),
-            Store::Postgres(p) => p.user(name),
+            Store::Redb(r) => r.user_rows(),
+            Store::Postgres(p) => p.user_rows(),
         }
+    }
+
+    /// Every user, each record checked (see [`decode_user`]): a refused
+    /// record is an `Err` in its place.
+    pub fn users(&self) -> Result<UserList, StoreError> {
+        Ok(self
+            .user_rows()?
+            .into_iter()
+            .map(|(n, b)| {
+                let r = decode_user(&n, &b, self.record_key());
+                (n, r)
+            })
+            .collect())
+    }
+
+    /// User `name`'s record; an `Err` if it is refused (see [`decode_user`]).
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.user_checked(name)?.transpose()
+    }
+
+    /// User `name`'s record: the outer `Err` is a failure to read the
+    /// store, the inner one a refused record.
+    pub fn user_checked(&self, name: &str) -> Result<UserChecked, StoreError> {
+        let row = match self {
+            Store::Redb(r) => r.user_row(name)?,
+            Store::Postgres(p) => p.user_row(name)?,
+        };
+        Ok(row.map(|b| decode_user(name, &b, self.record_key())))
+    }
+
+    /// Set user `name`'s password hash (and unlock it): a new user gets a
+    /// new id, an existing one keeps its own (a record that is refused is
+    /// replaced, with a new id). Returns whether a record existed.
+    pub fn set_password(&self, name: &str, phc: String) -> Result<bool, StoreError> {
+        let existing = self.user_checked(name)?;
+        let id = match &existing {
+            Some(Ok(u)) if u.id != 0 => u.id,
+            _ => self.new_user_id()?,
+        };
+        self.put_user(
+            name,
+            &UserRecord {
+                id,
+                phc,
+                ..UserRecord::default()
+            },
+        )?;
+        Ok(existing.is_some())
     }
 
     /// Add or replace user `name`.
     pub fn put_user(&self, name: &str, rec: &UserRecord) -> Result<(), StoreError> {
+        let bytes = encode_user(name, rec, self.record_key())?;
         match self {
-            Store::Redb(r) => r.put_user(name, rec),
-            Store::Postgres(p) => p.put_user(name, rec),
+            Store::Redb(r) => r.put_user_row(name, &bytes),
+            Store::Postgres(p) => p.put_user_row(name, &bytes),
         }
     }
 
-    /// Remove user `name` and every token object it owns; returns whether the
-    /// user existed.
-    pub fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+    /// A new user id, never handed out before.
+    pub fn new_user_id(&self) -> Result<u64, StoreError> {
         match self {
-            Store::Redb(r) => r.remove_user(name),
-            Store::Postgres(p) => p.remove_user(name),
+            Store::Redb(r) => r.reserve_counter(NEXT_USER_ID, 1, 1),
+            Store::Postgres(p) => p.new_user_id(),
         }
+    }
+
+    /// Remove user `name` and every token object of `owner` (its owner
+    /// key, when known); returns whether the user existed.
+    pub fn remove_user(&self, name: &str, owner: Option<&str>) -> Result<bool, StoreError> {
+        match self {
+            Store::Redb(r) => r.remove_user(name, owner),
+            Store::Postgres(p) => p.remove_user(name, owner),
+        }
+    }
+
+    /// Read-modify-write of user `name`'s record in one transaction (the
+    /// record checked, and authenticated again when written); `None` for an
+    /// unknown user.
+    pub fn update_user<T>(
+        &self,
+        name: &str,
+        mut f: impl FnMut(&mut UserRecord) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        let key = self.record_key();
+        let mut out = None;
+        let mut g = |bytes: &[u8]| -> Result<Vec<u8>, StoreError> {
+            let mut u = decode_user(name, bytes, key)?;
+            out = Some(f(&mut u));
+            encode_user(name, &u, key)
+        };
+        let found = match self {
+            Store::Redb(r) => r.update_user_row(name, &mut g)?,
+            Store::Postgres(p) => p.update_user_row(name, &mut g)?,
+        };
+        Ok(if found { out } else { None })
     }
 
     /// Count a failed login of `name`: returns the consecutive failures and
     /// whether the user is now locked (locked when they reach `max`, if `max`
     /// is not 0), or `None` for an unknown user.
     pub fn login_failed(&self, name: &str, max: u32) -> Result<Option<(u32, bool)>, StoreError> {
-        match self {
-            Store::Redb(r) => r.update_user(name, |u| {
-                u.failures = u.failures.saturating_add(1);
-                if max > 0 && u.failures >= max {
-                    u.locked = true;
-                }
-                (u.failures, u.locked)
-            }),
-            Store::Postgres(p) => p.login_failed(name, max),
-        }
+        self.update_user(name, |u| {
+            u.failures = u.failures.saturating_add(1);
+            if max > 0 && u.failures >= max {
+                u.locked = true;
+            }
+            (u.failures, u.locked)
+        })
     }
 
     /// Reset the failure count of `name` after a successful login.
     pub fn login_succeeded(&self, name: &str) -> Result<(), StoreError> {
-        match self {
-            Store::Redb(r) => r.update_user(name, |u| u.failures = 0).map(|_| ()),
-            Store::Postgres(p) => p.login_succeeded(name),
-        }
+        self.update_user(name, |u| u.failures = 0).map(|_| ())
     }
 
     /// Unlock user `name` (and reset its failures); whether it exists.
     pub fn unlock_user(&self, name: &str) -> Result<bool, StoreError> {
+        self.update_user(name, |u| {
+            u.failures = 0;
+            u.locked = false;
+        })
+        .map(|o| o.is_some())
+    }
+
+    /// Lock user `name` (an admin's decision); whether it exists.
+    pub fn lock_user(&self, name: &str) -> Result<bool, StoreError> {
+        self.update_user(name, |u| u.locked = true)
+            .map(|o| o.is_some())
+    }
+
+    /// Seal the pending user records (written by `user add` before the
+    /// store had a master key) with the record key: done only by the start
+    /// that made the master key. Returns how many.
+    pub fn adopt_pending_users(&self) -> Result<usize, StoreError> {
+        if self.record_key().is_none() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for (name, bytes) in self.user_rows()? {
+            if bytes.first() == Some(&FORMAT_USER_PENDING) {
+                if let UserBytes::Unsealed(u) = read_user(&name, &bytes, None)? {
+                    self.put_user(&name, &u)?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Whether the store holds anything sealed under a master key (objects,
+    /// authenticated user records): then a missing keyring was deleted, and
+    /// a new one must not be made.
+    pub fn holds_sealed_records(&self) -> Result<bool, StoreError> {
+        if !self.objects()?.is_empty() {
+            return Ok(true);
+        }
+        Ok(self
+            .user_rows()?
+            .iter()
+            .any(|(_, b)| b.first() == Some(&FORMAT_USER_SEALED)))
+    }
+
+    /// The unauthenticated user records (pending, or of earlier versions),
+    /// for `hsmlink-hsm migrate`: `(name, record)`.
+    pub fn unsealed_users(&self) -> Result<Vec<(String, UserRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for (name, bytes) in self.user_rows()? {
+            if let UserBytes::Unsealed(u) = read_user(&name, &bytes, None)? {
+                out.push((name, u));
+            }
+        }
+        if let Store::Postgres(p) = self {
+            for (name, u) in p.legacy_users()? {
+                if !out.iter().any(|(n, _)| *n == name) {
+                    out.push((name, u));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// After `migrate` moved them: forget the users of the earlier
+    /// PostgreSQL table.
+    pub fn drop_legacy_users(&self) -> Result<(), StoreError> {
         match self {
-            Store::Redb(r) => r
-                .update_user(name, |u| {
-                    u.failures = 0;
-                    u.locked = false;
-                })
-                .map(|o| o.is_some()),
-            Store::Postgres(p) => p.unlock_user(name),
+            Store::Redb(_) => Ok(()),
+            Store::Postgres(p) => p.drop_legacy_users(),
         }
     }
 
@@ -326,7 +598,7 @@ impl Store {
     /// PostgreSQL, across servers) included.
     pub fn reserve_handles(&self, min: u64, count: u64) -> Result<u64, StoreError> {
         match self {
-            Store::Redb(r) => r.reserve_handles(min, count),
+            Store::Redb(r) => r.reserve_counter(NEXT_HANDLE, min, count),
             Store::Postgres(p) => p.reserve_handles(count),
         }
     }
@@ -371,6 +643,7 @@ impl Store {
 pub struct RedbStore {
     db: Database,
     path: Option<PathBuf>,
+    record_key: OnceLock<RecordKey>,
 }
 
 fn begin_write(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
@@ -421,72 +694,70 @@ impl RedbStore {
             tx.open_table(BLOBS).map_err(err("blobs table"))?;
         }
         tx.commit().map_err(err("commit"))?;
-        Ok(RedbStore { db, path })
+        Ok(RedbStore {
+            db,
+            path,
+            record_key: OnceLock::new(),
+        })
     }
 
-    fn users(&self) -> Result<Vec<(String, UserRecord)>, StoreError> {
+    fn user_rows(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let tx = self.db.begin_read().map_err(err("begin"))?;
         let t = tx.open_table(USERS).map_err(err("users table"))?;
         let mut out = Vec::new();
         for row in t.iter().map_err(err("read users"))? {
             let (k, v) = row.map_err(err("read users"))?;
-            out.push((k.value().to_string(), decode_user(v.value())?));
+            out.push((k.value().to_string(), v.value().to_vec()));
         }
         Ok(out)
     }
 
-    fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+    fn user_row(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read().map_err(err("begin"))?;
         let t = tx.open_table(USERS).map_err(err("users table"))?;
         let v = t.get(name).map_err(err("read user"))?;
-        v.map(|g| decode_user(g.value())).transpose()
+        Ok(v.map(|g| g.value().to_vec()))
     }
 
-    fn put_user(&self, name: &str, rec: &UserRecord) -> Result<(), StoreError> {
-        let bytes = encode_user(rec)?;
+    fn put_user_row(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let tx = begin_write(&self.db)?;
         {
             let mut t = tx.open_table(USERS).map_err(err("users table"))?;
-            t.insert(name, bytes.as_slice())
-                .map_err(err("write user"))?;
+            t.insert(name, bytes).map_err(err("write user"))?;
         }
         tx.commit().map_err(err("commit"))
     }
 
-    /// Read-modify-write of one user in one transaction.
-    fn update_user<T>(
-        &self,
-        name: &str,
-        f: impl FnOnce(&mut UserRecord) -> T,
-    ) -> Result<Option<T>, StoreError> {
+    /// Read-modify-write of one user row in one transaction; whether it exists.
+    fn update_user_row(&self, name: &str, f: Rewrite<'_>) -> Result<bool, StoreError> {
         let tx = begin_write(&self.db)?;
-        let out;
         {
             let mut t = tx.open_table(USERS).map_err(err("users table"))?;
             let cur = t
                 .get(name)
                 .map_err(err("read user"))?
-                .map(|g| decode_user(g.value()))
-                .transpose()?;
-            let Some(mut u) = cur else {
-                return Ok(None);
+                .map(|g| g.value().to_vec());
+            let Some(cur) = cur else {
+                return Ok(false);
             };
-            out = f(&mut u);
-            let bytes = encode_user(&u)?;
+            let bytes = f(&cur)?;
             t.insert(name, bytes.as_slice())
                 .map_err(err("write user"))?;
         }
         tx.commit().map_err(err("commit"))?;
-        Ok(Some(out))
+        Ok(true)
     }
 
-    fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
-        let owned: Vec<u64> = self
-            .objects()?
-            .into_iter()
-            .filter(|(_, b)| crate::vault::peek_object(b).is_ok_and(|so| so.owner == name))
-            .map(|(h, _)| h)
-            .collect();
+    fn remove_user(&self, name: &str, owner: Option<&str>) -> Result<bool, StoreError> {
+        let owned: Vec<u64> = match owner {
+            Some(owner) => self
+                .objects()?
+                .into_iter()
+                .filter(|(_, b)| crate::vault::peek_object(b).is_ok_and(|so| so.owner == owner))
+                .map(|(h, _)| h)
+                .collect(),
+            None => Vec::new(),
+        };
         let tx = begin_write(&self.db)?;
         let existed;
         {
@@ -555,21 +826,22 @@ impl RedbStore {
         Ok(existed)
     }
 
-    fn reserve_handles(&self, min: u64, count: u64) -> Result<u64, StoreError> {
+    /// Take `count` values of counter `key` (in `META`), at least `min`.
+    fn reserve_counter(&self, key: &str, min: u64, count: u64) -> Result<u64, StoreError> {
         let tx = begin_write(&self.db)?;
         let start;
         {
             let mut t = tx.open_table(META).map_err(err("meta table"))?;
             let cur = t
-                .get(NEXT_HANDLE)
+                .get(key)
                 .map_err(err("read meta"))?
                 .map(|g| g.value())
                 .unwrap_or(1);
             start = cur.max(min).max(1);
             let next = start
                 .checked_add(count)
-                .ok_or_else(|| StoreError("handle space exhausted".into()))?;
-            t.insert(NEXT_HANDLE, next).map_err(err("write meta"))?;
+                .ok_or_else(|| StoreError(format!("{key} exhausted")))?;
+            t.insert(key, next).map_err(err("write meta"))?;
         }
         tx.commit().map_err(err("commit"))?;
         Ok(start)
@@ -719,13 +991,105 @@ mod tests {
         assert!(!s.update_object(&row(8, b"x")).unwrap());
         assert!(s.update_object(&row(7, b"y")).unwrap());
         assert_eq!(s.object(7).unwrap().unwrap(), b"y");
-        assert!(s.remove_user("alice").unwrap());
-        assert!(!s.remove_user("alice").unwrap());
+        assert!(s.remove_user("alice", None).unwrap());
+        assert!(!s.remove_user("alice", None).unwrap());
+    }
+
+    fn keyed() -> Store {
+        let s = Store::in_memory().unwrap();
+        let m = crate::vault::MasterKey::generate().unwrap();
+        s.set_record_key(m.record_key().unwrap());
+        s
+    }
+
+    /// Overwrite user `name`'s stored bytes, as whoever can write the
+    /// database would.
+    fn plant(s: &Store, name: &str, bytes: &[u8]) {
+        match s {
+            Store::Redb(r) => r.put_user_row(name, bytes).unwrap(),
+            Store::Postgres(_) => unreachable!(),
+        }
+    }
+
+    fn raw(s: &Store, name: &str) -> Vec<u8> {
+        match s {
+            Store::Redb(r) => r.user_row(name).unwrap().unwrap(),
+            Store::Postgres(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn user_records_are_authenticated_and_bound_to_their_name() {
+        let s = keyed();
+        s.set_password("alice", "alice-phc".into()).unwrap();
+        s.set_password("bob", "bob-phc".into()).unwrap();
+        assert_eq!(s.user("alice").unwrap().unwrap().phc, "alice-phc");
+        // An edited byte (the lock flag is the last one): refused.
+        let mut edited = raw(&s, "alice");
+        s.lock_user("alice").unwrap();
+        let locked = raw(&s, "alice");
+        *edited.last_mut().unwrap() ^= 1;
+        plant(&s, "alice", &edited);
+        let e = s.user("alice").unwrap_err();
+        assert!(e.0.contains("integrity"), "{e}");
+        // The locked record's flag cleared by hand: refused too.
+        let mut unlocked = locked.clone();
+        *unlocked.last_mut().unwrap() = 0;
+        plant(&s, "alice", &unlocked);
+        assert!(s.user("alice").is_err());
+        // Bob's record copied onto alice: refused (the name is bound).
+        plant(&s, "alice", &raw(&s, "bob"));
+        assert!(s.user("alice").is_err());
+        // A record of the unauthenticated formats: refused by a keyed store,
+        // read as is without a key (listings).
+        let pending = encode_user("alice", &UserRecord::default(), None).unwrap();
+        plant(&s, "alice", &pending);
+        let e = s.user("alice").unwrap_err();
+        assert!(e.0.contains("not authenticated"), "{e}");
+        assert!(decode_user("alice", &pending, None).is_ok());
+        let mut v2 = vec![FORMAT_USER2];
+        v2.extend(postcard::to_stdvec(&("phc", 0u32, false)).unwrap());
+        plant(&s, "alice", &v2);
+        assert!(s.user("alice").is_err());
+        // A refused record is not updated (no failure count, no unlock).
+        assert!(s.login_failed("alice", 5).is_err());
+        assert!(s.unlock_user("alice").is_err());
+        assert_eq!(raw(&s, "alice"), v2);
+        // The bad records are listed as such.
+        let users = s.users().unwrap();
+        assert!(users.iter().any(|(n, r)| n == "alice" && r.is_err()));
+        assert!(users.iter().any(|(n, r)| n == "bob" && r.is_ok()));
+    }
+
+    #[test]
+    fn user_ids_are_never_reused_and_pending_users_are_adopted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        // Before the master key: pending records.
+        assert!(!s.set_password("alice", "p1".into()).unwrap());
+        let first = decode_user("alice", &raw(&s, "alice"), None).unwrap().id;
+        assert!(first > 0);
+        let m = crate::vault::MasterKey::generate().unwrap();
+        s.set_record_key(m.record_key().unwrap());
+        assert!(s.user("alice").is_err(), "pending: refused until adopted");
+        assert_eq!(s.adopt_pending_users().unwrap(), 1);
+        assert_eq!(s.user("alice").unwrap().unwrap().id, first);
+        assert_eq!(s.adopt_pending_users().unwrap(), 0);
+        // passwd keeps the id; remove + add gives a new one.
+        assert!(s.set_password("alice", "p2".into()).unwrap());
+        assert_eq!(s.user("alice").unwrap().unwrap().id, first);
+        assert!(s.remove_user("alice", None).unwrap());
+        s.set_password("alice", "p3".into()).unwrap();
+        let second = s.user("alice").unwrap().unwrap().id;
+        assert!(second > first);
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.new_user_id().unwrap() > second, "the counter persists");
     }
 
     #[test]
     fn login_failures_lock_and_unlock() {
-        let s = Store::in_memory().unwrap();
+        let s = keyed();
         s.put_user("u", &UserRecord::default()).unwrap();
         assert_eq!(s.login_failed("u", 3).unwrap(), Some((1, false)));
         assert_eq!(s.login_failed("u", 3).unwrap(), Some((2, false)));
@@ -744,7 +1108,7 @@ mod tests {
     fn old_user_records_still_read() {
         let mut v1 = vec![FORMAT_PLAIN];
         v1.extend(postcard::to_stdvec(&("phc-string",)).unwrap());
-        assert_eq!(decode_user(&v1).unwrap().phc, "phc-string");
+        assert_eq!(decode_user("u", &v1, None).unwrap().phc, "phc-string");
     }
 
     #[test]
@@ -773,9 +1137,10 @@ mod tests {
 
     #[test]
     fn garbage_records_are_errors() {
-        assert!(decode_user(&[]).is_err());
-        assert!(decode_user(&[9, 1]).is_err());
-        assert!(decode_user(&[1, 0xff, 0xff]).is_err());
+        assert!(decode_user("u", &[], None).is_err());
+        assert!(decode_user("u", &[9, 1], None).is_err());
+        assert!(decode_user("u", &[1, 0xff, 0xff], None).is_err());
+        assert!(decode_user("u", &[4, 1, 2], None).is_err());
         assert!(decode_plain(&[]).is_err());
     }
 }

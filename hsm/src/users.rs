@@ -60,6 +60,18 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The owner of user `name`'s objects: the name and the user's id, which
+/// is never reused (a name holds no `#`), so that a new user of an old name
+/// owns nothing of the old one's. Id 0 (records of earlier versions, before
+/// `hsmlink-hsm migrate`) owns by name.
+pub fn owner_key(name: &str, id: u64) -> String {
+    if id == 0 {
+        name.to_string()
+    } else {
+        format!("{name}#{id}")
+    }
+}
+
 /// Recent successful logins: user → keyed hash of the password (the key is
 /// random per process, so the cache is useless outside it).
 pub struct LoginCache {

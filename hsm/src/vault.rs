@@ -148,6 +148,69 @@ impl MasterKey {
     }
 }
 
+/// The key that authenticates user records (password hash, lock state,
+/// id, and whatever fields a record has): HKDF-SHA256 of the master key, so
+/// that whoever can write the database but has no master key cannot forge
+/// or edit one. Zeroed on drop, never printed.
+pub struct RecordKey(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for RecordKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecordKey(..)")
+    }
+}
+
+/// Length of a user record's tag.
+pub const RECORD_TAG_LEN: usize = 32;
+
+impl RecordKey {
+    fn mac(&self, name: &str, body: &[u8]) -> Option<hmac::Hmac<sha2::Sha256>> {
+        use hmac::Mac;
+        let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(self.0.as_slice()).ok()?;
+        m.update(b"hsmlink user record v1\0");
+        m.update(&(name.len() as u64).to_le_bytes());
+        m.update(name.as_bytes());
+        m.update(body);
+        Some(m)
+    }
+
+    /// The tag of user `name`'s encoded record `body` (the name is bound:
+    /// a record copied onto another user is refused).
+    pub fn tag(&self, name: &str, body: &[u8]) -> Result<[u8; RECORD_TAG_LEN], VaultError> {
+        use hmac::Mac;
+        let m = self.mac(name, body).ok_or_else(|| verr("record key"))?;
+        Ok(m.finalize().into_bytes().into())
+    }
+
+    /// Whether `tag` is user `name`'s record `body`'s (constant time).
+    pub fn verify(&self, name: &str, body: &[u8], tag: &[u8]) -> bool {
+        use hmac::Mac;
+        self.mac(name, body)
+            .is_some_and(|m| m.verify_slice(tag).is_ok())
+    }
+}
+
+impl MasterKey {
+    /// The key of user records (see [`RecordKey`]).
+    pub fn record_key(&self) -> Result<RecordKey, VaultError> {
+        let mut out = Zeroizing::new([0u8; 32]);
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"hsmlink records"), self.0.as_slice());
+        hk.expand(b"hsmlink user record key v1", out.as_mut_slice())
+            .map_err(|_| verr("record key derivation"))?;
+        Ok(RecordKey(out))
+    }
+
+    /// A value that identifies this master key without revealing it (kept
+    /// in the data folder, to notice a keyring replaced in the store).
+    pub fn check_value(&self) -> Result<[u8; 32], VaultError> {
+        let mut out = [0u8; 32];
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"hsmlink records"), self.0.as_slice());
+        hk.expand(b"hsmlink master key check v1", &mut out)
+            .map_err(|_| verr("check value derivation"))?;
+        Ok(out)
+    }
+}
+
 /// How the master key is protected in a stored keyring.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Protection {
@@ -379,8 +442,9 @@ pub fn peek_object(bytes: &[u8]) -> Result<SealedObject, VaultError> {
 }
 
 /// Open a stored object record: checks that it belongs to `handle` and was
-/// not altered. Records of the old clear format are read too (they are
-/// sealed again when the server starts).
+/// not altered. A record of the old clear format is refused: anyone who can
+/// write the database could plant one (only `hsmlink-hsm migrate` reads
+/// them, through [`open_legacy_object`]).
 pub fn open_object(
     master: &MasterKey,
     handle: u64,
@@ -404,10 +468,25 @@ pub fn open_object(
                 secret,
             })
         }
-        Some((&crate::store::FORMAT_PLAIN, _)) => {
-            crate::store::decode_plain(bytes).map_err(|e| verr(e.0))
-        }
+        Some((&crate::store::FORMAT_PLAIN, _)) => Err(verr(format!(
+            "object {handle} is a clear record: refused (records of the format before encryption \
+             at rest are read only by `hsmlink-hsm migrate`)"
+        ))),
         _ => Err(verr("unknown object record format")),
+    }
+}
+
+/// Open a stored object record, a clear one of the earlier format included
+/// (`hsmlink-hsm migrate` only).
+pub fn open_legacy_object(
+    master: &MasterKey,
+    handle: u64,
+    bytes: &[u8],
+) -> Result<ObjectRecord, VaultError> {
+    if is_plain(bytes) {
+        crate::store::decode_plain(bytes).map_err(|e| verr(e.0))
+    } else {
+        open_object(master, handle, bytes)
     }
 }
 

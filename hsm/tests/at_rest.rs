@@ -1,6 +1,7 @@
 //! The store as an attacker with the data folder sees it: sealed records,
-//! tampered records refused, old clear records sealed on start, a wrong
-//! passphrase refused.
+//! tampered records refused, clear records refused (sealed only by an
+//! explicit `migrate`), an unprotected keyring refused when a passphrase is
+//! given, a wrong passphrase refused.
 
 use hsmlink_core::attr;
 use hsmlink_core::ck::{cka, ckk, cko};
@@ -33,12 +34,14 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 #[test]
-fn clear_records_of_earlier_versions_are_sealed_on_start() {
+fn clear_records_are_refused_by_a_server_and_sealed_by_migrate() {
     let dir = tempfile::tempdir().unwrap();
+    // A store of an earlier version: a clear object owned by a bare name,
+    // a user record without id or tag, no keyring.
     {
         let s = Store::open(dir.path()).unwrap();
-        let mut plain = vec![FORMAT_PLAIN];
-        plain.extend(postcard::to_stdvec(&aes_record("alice")).unwrap());
+        let plain = hsmlink_hsm::store::encode_plain(&aes_record("alice")).unwrap();
+        assert_eq!(plain[0], FORMAT_PLAIN);
         s.put_objects(&[ObjectRow {
             handle: 9,
             owner: "alice",
@@ -46,22 +49,79 @@ fn clear_records_of_earlier_versions_are_sealed_on_start() {
             bytes: &plain,
         }])
         .unwrap();
+        s.put_user("alice", &hsmlink_hsm::store::UserRecord::default())
+            .unwrap();
     }
+    // A server does not make a master key over records it cannot account for.
+    let e = Hsm::open(
+        Store::open(dir.path()).unwrap(),
+        &pass("pp"),
+        Limits::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(e.contains("no keyring"), "{e}");
+    // `migrate`, once, explicitly.
+    let out = hsmlink_hsm::hsm::migrate(&Store::open(dir.path()).unwrap(), &pass("pp")).unwrap();
+    assert!(
+        out.contains("1 user records") && out.contains("1 clear object"),
+        "{out}"
+    );
+    let hsm = Hsm::open(
+        Store::open(dir.path()).unwrap(),
+        &pass("pp"),
+        Limits::default(),
+    )
+    .unwrap();
+    let id = hsm.store().user("alice").unwrap().unwrap().id;
+    assert!(id > 0);
+    let owner = hsmlink_hsm::users::owner_key("alice", id);
+    let o = hsm
+        .get(&owner, &[0; 16], 0, 9)
+        .expect("the object is served to its owner's id");
+    assert_eq!(o.get(cka::VALUE), Some(&KEY[..]));
+    let stored = hsm.store().object(9).unwrap().unwrap();
+    assert_eq!(stored[0], vault::FORMAT_SEALED);
+    assert!(!contains(&stored, KEY));
+    drop(hsm);
+    // A clear record planted afterwards is refused (not served), and so is
+    // a user record planted without a tag.
     {
-        let hsm = Hsm::open(
-            Store::open(dir.path()).unwrap(),
-            &pass("pp"),
-            Limits::default(),
-        )
+        let s = Store::open(dir.path()).unwrap();
+        let plain = hsmlink_hsm::store::encode_plain(&aes_record(&owner)).unwrap();
+        s.put_objects(&[ObjectRow {
+            handle: 10,
+            owner: &owner,
+            label: b"k",
+            bytes: &plain,
+        }])
         .unwrap();
-        let o = hsm
-            .get("alice", &[0; 16], 0, 9)
-            .expect("the object is served");
-        assert_eq!(o.get(cka::VALUE), Some(&KEY[..]));
-        let stored = hsm.store().object(9).unwrap().unwrap();
-        assert_eq!(stored[0], vault::FORMAT_SEALED);
-        assert!(!contains(&stored, KEY));
     }
+    let hsm = Hsm::open(
+        Store::open(dir.path()).unwrap(),
+        &pass("pp"),
+        Limits::default(),
+    )
+    .unwrap();
+    assert!(hsm.get(&owner, &[0; 16], 0, 10).is_none());
+    assert!(hsm.get(&owner, &[0; 16], 0, 9).is_some());
+    drop(hsm);
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.put_user("mallory", &hsmlink_hsm::store::UserRecord::default())
+            .unwrap();
+    }
+    let e = Hsm::open(
+        Store::open(dir.path()).unwrap(),
+        &pass("pp"),
+        Limits::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.contains("mallory") && e.contains("not authenticated"),
+        "{e}"
+    );
     // A wrong passphrase does not open it.
     let e = Hsm::open(
         Store::open(dir.path()).unwrap(),
@@ -116,23 +176,42 @@ fn a_tampered_record_is_refused() {
 }
 
 #[test]
-fn an_unprotected_master_key_is_protected_by_the_first_passphrase() {
+fn an_unprotected_keyring_is_refused_when_a_passphrase_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let open = |u: &Unlock| {
         let s = Store::open(dir.path()).unwrap();
         hsmlink_hsm::hsm::open_master(&s, u).map(|(m, r)| (m, r.protection.clone()))
     };
-    let (m0, p0) = open(&Unlock::Nothing).unwrap();
+    let (_, p0) = open(&Unlock::Nothing).unwrap();
     assert_eq!(p0, vault::Protection::Unprotected);
-    let (m1, p1) = open(&pass("now protected")).unwrap();
-    assert!(matches!(p1, vault::Protection::Passphrase { .. }));
-    // The same master key: what was sealed before still opens.
-    let sealed = vault::seal_object(&m0, 1, &aes_record("alice")).unwrap();
-    assert!(vault::open_object(&m1, 1, &sealed).is_ok());
-    // From now on the passphrase is needed, and only the right one.
-    assert!(open(&Unlock::Nothing).unwrap_err().contains("passphrase"));
-    assert!(open(&pass("other"))
-        .unwrap_err()
-        .contains("wrong passphrase"));
-    assert!(open(&pass("now protected")).is_ok());
+    // Not silently re-wrapped: an unprotected keyring may have been planted
+    // by whoever can write the database.
+    let e = open(&pass("now protected")).unwrap_err();
+    assert!(
+        e.contains("unprotected") && e.contains("keyring change"),
+        "{e}"
+    );
+    assert_eq!(
+        open(&Unlock::Nothing).unwrap().1,
+        vault::Protection::Unprotected
+    );
+
+    // A protected store whose keyring is replaced by an unprotected one
+    // (the attacker's master key): refused with the passphrase.
+    let dir2 = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir2.path()).unwrap();
+        hsmlink_hsm::hsm::open_master(&s, &pass("pp")).unwrap();
+        let theirs = vault::MasterKey::generate().unwrap();
+        let ring = vault::Keyring::wrap(&theirs, &Unlock::Nothing).unwrap();
+        s.replace_keyring(&ring.encode().unwrap()).unwrap();
+    }
+    let e = Hsm::open(
+        Store::open(dir2.path()).unwrap(),
+        &pass("pp"),
+        Limits::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(e.contains("unprotected"), "{e}");
 }

@@ -1,6 +1,8 @@
 //! A throwaway PostgreSQL server for tests: `initdb` into a temporary
 //! folder and `postgres` on a free loopback port, stopped and removed on
-//! drop. No system service is used.
+//! drop. No system service is used. It serves TLS with a certificate for
+//! 127.0.0.1 signed by a throwaway CA made here ([`Postgres::ca`]), and
+//! accepts TCP connections over TLS only (`hostssl` in `pg_hba.conf`).
 //!
 //! The binaries come from Debian's `postgresql` package
 //! (`/usr/lib/postgresql/<version>/bin`), or from `PATH`. PostgreSQL refuses
@@ -19,6 +21,84 @@ pub struct Postgres {
     port: u16,
     _dir: TempDir,
     bin: PathBuf,
+    ca: PathBuf,
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it (PEM):
+/// `(ca certificate, server certificate, server key)`.
+pub fn make_certificates(cn: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::{BigNum, MsbOption};
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
+    use openssl::x509::{X509NameBuilder, X509};
+    let key = || {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256");
+        PKey::from_ec_key(EcKey::generate(&group).expect("EC key")).expect("pkey")
+    };
+    let name = |cn: &str| {
+        let mut n = X509NameBuilder::new().expect("name");
+        n.append_entry_by_text("CN", cn).expect("CN");
+        n.build()
+    };
+    let serial = || {
+        let mut bn = BigNum::new().expect("bn");
+        bn.rand(64, MsbOption::MAYBE_ZERO, false).expect("rand");
+        bn.to_asn1_integer().expect("serial")
+    };
+    let ca_key = key();
+    let mut b = X509::builder().expect("x509");
+    b.set_version(2).expect("v3");
+    b.set_serial_number(&serial()).expect("serial");
+    let ca_name = name(&format!("{cn} test CA"));
+    b.set_subject_name(&ca_name).expect("subject");
+    b.set_issuer_name(&ca_name).expect("issuer");
+    b.set_pubkey(&ca_key).expect("pubkey");
+    b.set_not_before(&Asn1Time::days_from_now(0).expect("time"))
+        .expect("not before");
+    b.set_not_after(&Asn1Time::days_from_now(2).expect("time"))
+        .expect("not after");
+    b.append_extension(BasicConstraints::new().critical().ca().build().expect("bc"))
+        .expect("ext");
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()
+            .expect("ku"),
+    )
+    .expect("ext");
+    b.sign(&ca_key, MessageDigest::sha256()).expect("sign");
+    let ca = b.build();
+
+    let srv_key = key();
+    let mut b = X509::builder().expect("x509");
+    b.set_version(2).expect("v3");
+    b.set_serial_number(&serial()).expect("serial");
+    b.set_subject_name(&name(cn)).expect("subject");
+    b.set_issuer_name(ca.subject_name()).expect("issuer");
+    b.set_pubkey(&srv_key).expect("pubkey");
+    b.set_not_before(&Asn1Time::days_from_now(0).expect("time"))
+        .expect("not before");
+    b.set_not_after(&Asn1Time::days_from_now(2).expect("time"))
+        .expect("not after");
+    let san = SubjectAlternativeName::new()
+        .ip("127.0.0.1")
+        .dns("localhost")
+        .build(&b.x509v3_context(Some(&ca), None))
+        .expect("san");
+    b.append_extension(san).expect("ext");
+    b.sign(&ca_key, MessageDigest::sha256()).expect("sign");
+    let srv = b.build();
+    (
+        ca.to_pem().expect("pem"),
+        srv.to_pem().expect("pem"),
+        srv_key.private_key_to_pem_pkcs8().expect("pem"),
+    )
 }
 
 /// The folder holding `initdb` and `postgres`.
@@ -76,6 +156,23 @@ impl Postgres {
         let data = dir.path().join("data");
         let sockets = dir.path().join("sock");
         std::fs::create_dir_all(&sockets).expect("socket folder");
+        // TLS: a throwaway CA, the server's certificate and key (readable
+        // by the server's account only, as PostgreSQL demands).
+        let (ca_pem, cert_pem, key_pem) = make_certificates("hsmlink-test-postgres");
+        let ca = dir.path().join("ca.pem");
+        let cert = dir.path().join("server.crt");
+        let key = dir.path().join("server.key");
+        std::fs::write(&ca, &ca_pem).expect("write CA");
+        std::fs::write(&cert, &cert_pem).expect("write certificate");
+        std::fs::write(&key, &key_pem).expect("write key");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod key");
+            // The CA is read by the tests (and the servers they start).
+            std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o644))
+                .expect("chmod CA");
+        }
         if is_root() {
             let ok = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -109,6 +206,12 @@ impl Postgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        // TCP over TLS only; the unix socket (psql of the tests) as before.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .expect("write pg_hba.conf");
         let port = free_port();
         let child = as_db_user(&bin.join("postgres"))
             .arg("-D")
@@ -122,6 +225,10 @@ impl Postgres {
             ])
             .arg(format!("unix_socket_directories={}", sockets.display()))
             .args(["-c", "max_connections=200", "-c", "shared_buffers=16MB"])
+            .args(["-c", "ssl=on", "-c"])
+            .arg(format!("ssl_cert_file={}", cert.display()))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", key.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -132,6 +239,7 @@ impl Postgres {
             port,
             _dir: dir,
             bin,
+            ca,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -157,6 +265,12 @@ impl Postgres {
     /// The connection URL of database `postgres` as superuser `hsmlink`.
     pub fn url(&self) -> String {
         format!("postgres://hsmlink@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (for
+    /// `--postgres-ca`).
+    pub fn ca(&self) -> &Path {
+        &self.ca
     }
 
     /// Run SQL with `psql`; returns its unaligned, tuples-only output.

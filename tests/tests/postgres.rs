@@ -21,8 +21,13 @@ use openssl::nid::Nid;
 
 const AES_VALUE: [u8; 32] = *b"PGSECRET-aes-key-32-bytes-long!!";
 
-fn serve_pg(data: &TempDir, secrets: &Secrets, url: &str) -> Hsm {
-    serve(data.path(), secrets, &["--postgres", url])
+fn serve_pg(data: &TempDir, secrets: &Secrets, pg: &Postgres) -> Hsm {
+    let url = pg.url();
+    serve(
+        data.path(),
+        secrets,
+        &["--postgres", &url, "--postgres-ca", path_str(pg.ca())],
+    )
 }
 
 #[test]
@@ -30,12 +35,17 @@ fn postgres_two_servers_share_keys_handles_and_lockouts() {
     let t = token();
     let pg = Postgres::start();
     let url = pg.url();
+    let ca = path_str(pg.ca()).to_string();
     let secrets = Secrets::new();
-    add_user(&["--postgres", &url], "alice", "alice-pw");
-    add_user(&["--postgres", &url], "bob", "bob-pw");
+    add_user(
+        &["--postgres", &url, "--postgres-ca", &ca],
+        "alice",
+        "alice-pw",
+    );
+    add_user(&["--postgres", &url, "--postgres-ca", &ca], "bob", "bob-pw");
     let (data_a, data_b) = (TempDir::new("pg-a"), TempDir::new("pg-b"));
-    let a = serve_pg(&data_a, &secrets, &url);
-    let b = serve_pg(&data_b, &secrets, &url);
+    let a = serve_pg(&data_a, &secrets, &pg);
+    let b = serve_pg(&data_b, &secrets, &pg);
 
     // Generate through A.
     let s = login_at(&t, a.addr(), "alice", "alice-pw");
@@ -173,7 +183,35 @@ fn postgres_two_servers_share_keys_handles_and_lockouts() {
         RvError::PinLocked
     );
     drop(s);
-    cli_ok(&["user", "unlock", "--postgres", &url, "bob"], &[]);
+    // Directly on the database, a user record is written with the
+    // passphrase only (the record key comes from the master key).
+    let err = cli_err(
+        &[
+            "user",
+            "unlock",
+            "--postgres",
+            &url,
+            "--postgres-ca",
+            &ca,
+            "bob",
+        ],
+        &[],
+    );
+    assert!(err.contains("passphrase"), "{err}");
+    cli_ok(
+        &[
+            "user",
+            "unlock",
+            "--postgres",
+            &url,
+            "--postgres-ca",
+            &ca,
+            "--passphrase-file",
+            path_str(&secrets.passphrase_file()),
+            "bob",
+        ],
+        &[],
+    );
     drop(login_at(&t, b.addr(), "bob", "bob-pw"));
 
     // The database holds no secret in clear: not the AES value, not the EC
@@ -189,13 +227,25 @@ fn postgres_two_servers_share_keys_handles_and_lockouts() {
     // Admin commands given a fleet server's data folder go through that
     // server to the database.
     add_user(&["--data", path_str(data_a.path())], "carol", "carol-pw");
-    let users = cli_ok(&["user", "list", "--postgres", &url], &[]);
+    let users = cli_ok(
+        &["user", "list", "--postgres", &url, "--postgres-ca", &ca],
+        &[],
+    );
     assert!(users.contains("carol\tactive"), "{users}");
     drop(login_at(&t, b.addr(), "carol", "carol-pw"));
 
     // Admin listing through the database.
     let list = cli_ok(
-        &["objects", "list", "--postgres", &url, "--user", "alice"],
+        &[
+            "objects",
+            "list",
+            "--postgres",
+            &url,
+            "--postgres-ca",
+            &ca,
+            "--user",
+            "alice",
+        ],
         &[],
     );
     assert!(
@@ -265,6 +315,8 @@ fn postgres_two_servers_share_keys_handles_and_lockouts() {
             "127.0.0.1:0",
             "--postgres",
             &url,
+            "--postgres-ca",
+            &ca,
             "--passphrase-file",
             path_str(&secrets.wrong_file()),
         ],
@@ -279,10 +331,15 @@ fn postgres_private_key_value_not_in_the_database() {
     let t = token();
     let pg = Postgres::start();
     let url = pg.url();
+    let ca = path_str(pg.ca()).to_string();
     let secrets = Secrets::new();
-    add_user(&["--postgres", &url], "alice", "alice-pw");
+    add_user(
+        &["--postgres", &url, "--postgres-ca", &ca],
+        "alice",
+        "alice-pw",
+    );
     let data = TempDir::new("pg-one");
-    let a = serve_pg(&data, &secrets, &url);
+    let a = serve_pg(&data, &secrets, &pg);
     let s = login_at(&t, a.addr(), "alice", "alice-pw");
     // An extractable EC key: its private value can be read, then searched for.
     let (_, private) = s
