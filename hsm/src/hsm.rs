@@ -234,6 +234,10 @@ pub struct Hsm {
     probes: Mutex<HashMap<u64, Probe>>,
     /// Logged-in connections, by connection id.
     live: Mutex<HashMap<u64, Live>>,
+    /// Owner keys of the users removed through this server: a request of
+    /// theirs that was already running when the user was removed cannot
+    /// store an object afterwards (checked under `writer`).
+    gone: Mutex<std::collections::HashSet<String>>,
     pub limits: Limits,
     pub stats: Stats,
 }
@@ -383,6 +387,7 @@ impl Hsm {
             next_conn: std::sync::atomic::AtomicU64::new(1),
             probes: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
+            gone: Mutex::new(std::collections::HashSet::new()),
             limits,
             stats: Stats::new(),
         })
@@ -439,6 +444,7 @@ impl Hsm {
         let existed = self.store.remove_user(name, owner.as_deref())?;
         self.logins.forget(name);
         if let Some(owner) = &owner {
+            lock(&self.gone).insert(owner.clone());
             let mut t = write(&self.table);
             let doomed: Vec<u64> = t
                 .by_owner
@@ -853,6 +859,7 @@ impl Hsm {
     /// store (one durable transaction) before any of them is visible.
     fn put_all(&self, objs: Vec<Object>) -> Result<Vec<Arc<Object>>, Rv> {
         let _w = lock(&self.writer);
+        self.owners_not_gone(&objs)?;
         let mut sealed = Vec::new();
         for o in objs.iter().filter(|o| o.is_token()) {
             sealed.push((o.handle, self.seal(o)?));
@@ -887,6 +894,16 @@ impl Hsm {
         Ok(out)
     }
 
+    /// `CKR_USER_NOT_LOGGED_IN` if an object's owner was removed (a request
+    /// that raced the removal); called under `writer`.
+    fn owners_not_gone(&self, objs: &[Object]) -> Result<(), Rv> {
+        let gone = lock(&self.gone);
+        if objs.iter().any(|o| gone.contains(&o.owner)) {
+            return Err(ckr::USER_NOT_LOGGED_IN);
+        }
+        Ok(())
+    }
+
     /// Insert a new object; token objects are committed to the store first.
     pub fn put(&self, o: Object) -> Result<Arc<Object>, Rv> {
         self.put_all(vec![o])?.pop().ok_or(ckr::GENERAL_ERROR)
@@ -896,6 +913,7 @@ impl Hsm {
     /// object destroyed meanwhile stays destroyed.
     pub fn replace(&self, o: Object) -> Result<Arc<Object>, Rv> {
         let _w = lock(&self.writer);
+        self.owners_not_gone(std::slice::from_ref(&o))?;
         let local = read(&self.table).objects.contains_key(&o.handle);
         if !(local || (self.shared && o.is_token())) {
             return Err(ckr::OBJECT_HANDLE_INVALID);

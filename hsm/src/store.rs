@@ -394,6 +394,23 @@ impl Store {
         }
     }
 
+    /// User `name`'s record as stored, unchecked (tests plant edited
+    /// records with [`Store::put_raw_user`] to check they are refused).
+    pub fn raw_user(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Redb(r) => r.user_row(name),
+            Store::Postgres(p) => p.user_row(name),
+        }
+    }
+
+    /// Store `bytes` as user `name`'s record, as is.
+    pub fn put_raw_user(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Store::Redb(r) => r.put_user_row(name, bytes),
+            Store::Postgres(p) => p.put_user_row(name, bytes),
+        }
+    }
+
     /// A new user id, never handed out before.
     pub fn new_user_id(&self) -> Result<u64, StoreError> {
         match self {
