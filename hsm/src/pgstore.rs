@@ -94,10 +94,20 @@ pub struct PgStore {
 /// Connection errors never carry the URL (it may hold a password).
 fn pg_err(what: &'static str) -> impl FnOnce(postgres::Error) -> StoreError {
     move |e| {
-        let detail = e
-            .as_db_error()
-            .map(|d| d.message().to_string())
-            .unwrap_or_else(|| e.to_string());
+        let detail = match e.as_db_error() {
+            Some(d) => d.message().to_string(),
+            None => {
+                // The cause too (a TLS failure says why: "certificate
+                // verify failed", ...); never the URL, which no cause holds.
+                let mut text = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    text.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                text
+            }
+        };
         StoreError(format!("postgres {what}: {detail}"))
     }
 }

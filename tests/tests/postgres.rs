@@ -383,3 +383,102 @@ fn postgres_private_key_value_not_in_the_database() {
     }
     t.reinitialize(&[]).expect("back to the defaults");
 }
+
+/// Waits up to `limit` for `s` to answer `CKR_USER_NOT_LOGGED_IN`: how long it took.
+#[track_caller]
+fn revoked_within(
+    s: &cryptoki::session::Session,
+    limit: std::time::Duration,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    loop {
+        match s.find_objects(&[]) {
+            Err(e) => {
+                assert_eq!(rv_of::<()>(Err(e)), RvError::UserNotLoggedIn);
+                return start.elapsed();
+            }
+            Ok(_) => {
+                assert!(
+                    start.elapsed() < limit,
+                    "the session still works {limit:?} after the revocation"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+#[test]
+fn revocation_across_a_postgres_fleet() {
+    let t = token();
+    let pg = Postgres::start();
+    let url = pg.url();
+    let ca = path_str(pg.ca()).to_string();
+    let secrets = Secrets::new();
+    add_user(
+        &["--postgres", &url, "--postgres-ca", &ca],
+        "alice",
+        "alice-pw",
+    );
+    add_user(&["--postgres", &url, "--postgres-ca", &ca], "bob", "bob-pw");
+    let (data_a, data_b) = (TempDir::new("pg-rev-a"), TempDir::new("pg-rev-b"));
+    let a = serve_pg(&data_a, &secrets, &pg);
+    let b = serve_pg(&data_b, &secrets, &pg);
+    let through_a = ["--data", path_str(data_a.path())];
+
+    // Alice works through B; the admin removes her through A.
+    let s = login_at(&t, b.addr(), "alice", "alice-pw");
+    let old = s
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Label(b"alice-fleet".to_vec()),
+        ])
+        .expect("token object through B");
+    let mut args = vec!["user", "remove"];
+    args.extend_from_slice(&through_a);
+    args.push("alice");
+    cli_ok(&args, &[]);
+    let took = revoked_within(&s, std::time::Duration::from_secs(5));
+    eprintln!("revocation: removal through A seen by B's session after {took:?}");
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    drop(s);
+    // A new alice (through A) sees nothing of the old one's through B.
+    add_user(&through_a, "alice", "alice-new-pw");
+    let s = login_at(&t, b.addr(), "alice", "alice-new-pw");
+    assert!(s.find_objects(&[]).expect("find").is_empty());
+    assert_eq!(
+        rv_of(s.get_attributes(old, &[AttributeType::Label])),
+        RvError::ObjectHandleInvalid
+    );
+    drop(s);
+
+    // Bob's password changes through A: his session through B ends.
+    let s = login_at(&t, b.addr(), "bob", "bob-pw");
+    let mut args = vec!["user", "passwd"];
+    args.extend_from_slice(&through_a);
+    args.extend_from_slice(&["--password-env", "NEWPW", "bob"]);
+    cli_ok(&args, &[("NEWPW", "bob-new-pw")]);
+    let took = revoked_within(&s, std::time::Duration::from_secs(5));
+    eprintln!("revocation: passwd through A seen by B's session after {took:?}");
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    drop(s);
+    // And a lock through A.
+    let s = login_at(&t, b.addr(), "bob", "bob-new-pw");
+    let mut args = vec!["user", "lock"];
+    args.extend_from_slice(&through_a);
+    args.push("bob");
+    cli_ok(&args, &[]);
+    let took = revoked_within(&s, std::time::Duration::from_secs(5));
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    drop(s);
+    let log = b.stderr();
+    assert!(
+        log.contains("reason=removed")
+            && log.contains("reason=changed")
+            && log.contains("reason=locked"),
+        "{log}"
+    );
+    drop(a);
+    t.reinitialize(&[]).expect("back to the defaults");
+}
