@@ -186,7 +186,7 @@ const SERVE_HELP: &str = "Examples:\n  \
     the key file. The first start fixes the protection; later starts with a wrong passphrase are \
     refused. Without any of --passphrase-env, --passphrase-file, --key-file (and no HSMLINK_PASSPHRASE) \
     the master key is stored unprotected: for development only, the server warns at every start; \
-    the first start with a passphrase or key file protects it from then on.\n\n\
+    `hsmlink-hsm keyring change --new-passphrase-env VAR` (server stopped) protects it.\n\n\
     Limits: one PKCS#11 session per connection; --max-connections connections; frames up to 64 KiB \
     (longer ones close the connection); --max-session-objects session objects per connection; \
     --max-inflight-bytes buffered by a connection's running operations; connections idle for \
