@@ -341,6 +341,13 @@ impl Hsm {
         if store.record_key().is_none() {
             store.set_record_key(master.record_key().map_err(|e| e.to_string())?);
         }
+        let legacy = store.legacy_user_count().map_err(|e| e.to_string())?;
+        if legacy > 0 {
+            return Err(format!(
+                "the store holds {legacy} user(s) of an earlier version's unauthenticated table: \
+                 run `hsmlink-hsm migrate` (server stopped) first"
+            ));
+        }
         let refused = refused_users(&store)?;
         if !refused.is_empty() {
             return Err(format!(
@@ -560,21 +567,33 @@ impl Hsm {
 
     /// One pass of [`Hsm::watch_revocations`].
     pub fn check_revocations(&self) {
-        let names: BTreeSet<Arc<str>> = lock(&self.live).values().map(|l| l.name.clone()).collect();
-        for name in names {
-            let now = match self.store.user_checked(&name) {
-                Ok(Some(Ok(u))) => Some(Stamp::of(&u)),
-                Ok(Some(Err(e))) => {
-                    log::error!("event=user_refused user={name:?} reason={:?}", e.0);
-                    None
-                }
-                Ok(None) => None,
+        let names: Vec<String> = lock(&self.live)
+            .values()
+            .map(|l| l.name.to_string())
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let mut records: HashMap<String, Result<UserRecord, StoreError>> =
+            match self.store.users_named(&names) {
+                Ok(v) => v.into_iter().collect(),
                 // The database is out of reach: nothing is known to have
                 // changed (requests that need it fail on their own).
                 Err(e) => {
                     log::error!("event=store_error error={:?}", e.0);
-                    continue;
+                    return;
                 }
+            };
+        for name in names {
+            let now = match records.remove(&name) {
+                Some(Ok(u)) => Some(Stamp::of(&u)),
+                Some(Err(e)) => {
+                    log::error!("event=user_refused user={name:?} reason={:?}", e.0);
+                    None
+                }
+                None => None,
             };
             let reason = match &now {
                 None => "removed",

@@ -68,6 +68,10 @@ CREATE SEQUENCE IF NOT EXISTS hsmlink_handles
 /// Advisory lock key for schema creation ("hsmlink" in ASCII).
 const SCHEMA_LOCK: i64 = 0x68736d6c696e6b;
 
+/// Seconds a connection to the database may take, unless the URL says
+/// (`connect_timeout`).
+const CONNECT_TIMEOUT_SECS: u64 = 10;
+
 /// Most connections one server opens to the database at once (requests
 /// beyond wait for one to be free).
 const POOL_MAX: usize = 32;
@@ -161,6 +165,10 @@ impl PgStore {
                 .get_hosts()
                 .iter()
                 .all(|h| matches!(h, Host::Unix(_)));
+        // A database that does not answer must not hold a login forever.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(CONNECT_TIMEOUT_SECS));
+        }
         let link = if local {
             Link::Local
         } else {
@@ -257,6 +265,19 @@ impl PgStore {
                 c.query(
                     "SELECT name, record FROM hsmlink_accounts ORDER BY name",
                     &[],
+                )
+            })
+            .map_err(pg_err("read users"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub fn user_rows_named(&self, names: &[String]) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let names = names.to_vec();
+        let rows = self
+            .with(|c| {
+                c.query(
+                    "SELECT name, record FROM hsmlink_accounts WHERE name = ANY($1)",
+                    &[&names],
                 )
             })
             .map_err(pg_err("read users"))?;

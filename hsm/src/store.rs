@@ -365,6 +365,39 @@ impl Store {
         Ok(row.map(|b| decode_user(name, &b, self.record_key())))
     }
 
+    /// The records of users `names` (absent ones left out), each checked,
+    /// in one read.
+    pub fn users_named(&self, names: &[String]) -> Result<UserList, StoreError> {
+        let rows = match self {
+            Store::Redb(r) => {
+                let mut out = Vec::new();
+                for n in names {
+                    if let Some(b) = r.user_row(n)? {
+                        out.push((n.clone(), b));
+                    }
+                }
+                out
+            }
+            Store::Postgres(p) => p.user_rows_named(names)?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(n, b)| {
+                let r = decode_user(&n, &b, self.record_key());
+                (n, r)
+            })
+            .collect())
+    }
+
+    /// How many users the unauthenticated PostgreSQL table of earlier
+    /// versions still holds (`hsmlink-hsm migrate` moves them).
+    pub fn legacy_user_count(&self) -> Result<usize, StoreError> {
+        match self {
+            Store::Redb(_) => Ok(0),
+            Store::Postgres(p) => Ok(p.legacy_users()?.len()),
+        }
+    }
+
     /// Set user `name`'s password hash (and unlock it): a new user gets a
     /// new id, an existing one keeps its own (a record that is refused is
     /// replaced, with a new id). Returns whether a record existed.

@@ -215,3 +215,53 @@ fn an_unprotected_keyring_is_refused_when_a_passphrase_is_given() {
     .unwrap();
     assert!(e.contains("unprotected"), "{e}");
 }
+
+#[test]
+fn migrate_moves_sealed_objects_of_an_earlier_version_to_their_owners_id() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The version before user ids: a keyring, a sealed object owned by
+        // a bare name, a user record without id or tag.
+        let s = Store::open(dir.path()).unwrap();
+        let (m, _) = hsmlink_hsm::hsm::open_master(&s, &pass("pp")).unwrap();
+        let sealed = vault::seal_object(&m, 5, &aes_record("bob")).unwrap();
+        s.put_objects(&[ObjectRow {
+            handle: 5,
+            owner: "bob",
+            label: b"k",
+            bytes: &sealed,
+        }])
+        .unwrap();
+        let mut v2 = vec![3u8];
+        v2.extend(postcard::to_stdvec(&("bob-phc", 2u32, false)).unwrap());
+        s.put_raw_user("bob", &v2).unwrap();
+    }
+    let e = Hsm::open(
+        Store::open(dir.path()).unwrap(),
+        &pass("pp"),
+        Limits::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(e.contains("user bob") && e.contains("migrate"), "{e}");
+    let out = hsmlink_hsm::hsm::migrate(&Store::open(dir.path()).unwrap(), &pass("pp")).unwrap();
+    assert!(out.contains("1 objects moved"), "{out}");
+    let hsm = Hsm::open(
+        Store::open(dir.path()).unwrap(),
+        &pass("pp"),
+        Limits::default(),
+    )
+    .unwrap();
+    let bob = hsm.store().user("bob").unwrap().unwrap();
+    assert_eq!((bob.phc.as_str(), bob.failures), ("bob-phc", 2));
+    let owner = hsmlink_hsm::users::owner_key("bob", bob.id);
+    assert!(hsm.get(&owner, &[0; 16], 0, 5).is_some());
+    assert!(hsm.get("bob", &[0; 16], 0, 5).is_none());
+    // Once is enough: a second run converts nothing.
+    drop(hsm);
+    let out = hsmlink_hsm::hsm::migrate(&Store::open(dir.path()).unwrap(), &pass("pp")).unwrap();
+    assert!(
+        out.contains("0 user records") && out.contains("0 objects moved"),
+        "{out}"
+    );
+}

@@ -482,3 +482,85 @@ fn revocation_across_a_postgres_fleet() {
     drop(a);
     t.reinitialize(&[]).expect("back to the defaults");
 }
+
+/// A database written by an earlier version: users in the unauthenticated
+/// `hsmlink_users` table, an object record in clear. A server refuses it
+/// until `migrate` converts it, once; then the user logs in and reads its
+/// object.
+#[test]
+fn postgres_migrate_converts_a_store_of_an_earlier_version() {
+    use hsmlink_core::attr;
+    use hsmlink_core::ck::{cka, cko};
+    let t = token();
+    let pg = Postgres::start();
+    let url = pg.url();
+    let ca = path_str(pg.ca()).to_string();
+    let secrets = Secrets::new();
+    let pass_file = path_str(&secrets.passphrase_file()).to_string();
+    // Make the tables (a listing is enough), then write as the old version.
+    cli_ok(
+        &["user", "list", "--postgres", &url, "--postgres-ca", &ca],
+        &[],
+    );
+    let phc = hsmlink_hsm::users::hash_password(b"old-pw").expect("hash");
+    pg.psql(&format!(
+        "INSERT INTO hsmlink_users (name, phc, failures, locked) VALUES ('olduser', '{phc}', 0, false)"
+    ));
+    let mut attrs = hsmlink_hsm::object::Attrs::new();
+    attrs.insert(cka::CLASS, attr::ulong(cko::DATA).to_vec());
+    attrs.insert(cka::TOKEN, vec![1]);
+    attrs.insert(cka::LABEL, b"old-object".to_vec());
+    attrs.insert(cka::VALUE, b"old value".to_vec());
+    let rec = hsmlink_hsm::object::Object::new(77, "olduser".into(), None, attrs).to_record();
+    let bytes = hsmlink_hsm::store::encode_plain(&rec).expect("encode");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    pg.psql(&format!(
+        "INSERT INTO hsmlink_objects (handle, owner, label, record) \
+         VALUES (77, 'olduser', 'old-object'::bytea, '\\x{hex}')"
+    ));
+    let data = TempDir::new("pg-migrate");
+    let pg_args = [
+        "--postgres",
+        url.as_str(),
+        "--postgres-ca",
+        ca.as_str(),
+        "--passphrase-file",
+        pass_file.as_str(),
+    ];
+    let mut serve_args = vec![
+        "serve",
+        "--data",
+        path_str(data.path()),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    serve_args.extend_from_slice(&pg_args);
+    let err = cli_err(&serve_args, &[]);
+    assert!(
+        err.contains("no keyring") || err.contains("migrate"),
+        "{err}"
+    );
+    let mut args = vec!["migrate"];
+    args.extend_from_slice(&pg_args);
+    let out = cli_ok(&args, &[]);
+    assert!(
+        out.contains("1 user records") && out.contains("1 clear object records sealed"),
+        "{out}"
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM hsmlink_users").trim(), "0");
+    let dump = pg.dump();
+    assert!(!contains(&dump, b"old value"));
+    let hsm = serve(data.path(), &secrets, &pg_args[..4]);
+    let s = login_at(&t, hsm.addr(), "olduser", "old-pw");
+    let found = s
+        .find_objects(&[Attribute::Label(b"old-object".to_vec())])
+        .expect("find");
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        s.get_attributes(found[0], &[AttributeType::Value])
+            .expect("read")[0],
+        Attribute::Value(b"old value".to_vec())
+    );
+    drop(s);
+    t.reinitialize(&[]).expect("back to the defaults");
+}
