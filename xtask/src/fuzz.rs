@@ -36,6 +36,7 @@ pub const TARGETS: &[&str] = &[
     "template",
     "token_model",
     "server",
+    "store_records",
 ];
 
 /// An input that runs longer than this is a hang.
@@ -198,6 +199,8 @@ fn fuzz_one(
     let work = fuzz_dir.join("target/work-corpus").join(target);
     let seeds = fuzz_dir.join("corpus").join(target);
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    // A target with no recorded seeds (`store_records`) starts from nothing.
+    fs::create_dir_all(&seeds).map_err(|e| format!("{}: {e}", seeds.display()))?;
     let out = fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let err = out
         .try_clone()
