@@ -187,13 +187,18 @@ fn list_objects(store: &Store, user: Option<&str>) -> Result<String, String> {
 
 fn list_users(store: &Store) -> Result<String, String> {
     let mut out = String::new();
+    // Read directly from a store without its passphrase, the records are
+    // shown as stored, their tags not checked.
+    let unverified =
+        store.record_key().is_none() && store.keyring().map_err(|e| e.to_string())?.is_some();
     for (name, u) in store.users().map_err(|e| e.to_string())? {
         match u {
             Ok(u) => out.push_str(&format!(
-                "{name}\t{}\tfailures={}\tid={}\n",
+                "{name}\t{}\tfailures={}\tid={}{}\n",
                 if u.locked { "locked" } else { "active" },
                 u.failures,
-                u.id
+                u.id,
+                if unverified { "\tunverified" } else { "" }
             )),
             Err(e) => out.push_str(&format!("{name}\trefused\t({e})\n")),
         }

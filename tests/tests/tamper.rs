@@ -249,8 +249,13 @@ fn tamper_postgres_keyring_clear_record_user_row_and_tls_are_refused() {
         .lines()
         .find(|l| l.starts_with("alice\t"))
         .and_then(|l| l.split("id=").nth(1))
+        .and_then(|v| v.split('\t').next())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no id of alice in {list}"));
+    assert!(
+        list.contains("unverified"),
+        "a listing without the passphrase says its records are unchecked: {list}"
+    );
 
     // 1. A clear record planted for alice in the table: never served.
     let owner = owner_key("alice", id);
