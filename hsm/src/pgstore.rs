@@ -72,6 +72,10 @@ const SCHEMA_LOCK: i64 = 0x68736d6c696e6b;
 /// (`connect_timeout`).
 const CONNECT_TIMEOUT_SECS: u64 = 10;
 
+/// Seconds data sent to the database may stay unacknowledged (Linux
+/// `TCP_USER_TIMEOUT`), unless the URL says (`tcp_user_timeout`).
+const TCP_USER_TIMEOUT_SECS: u64 = 30;
+
 /// Most connections one server opens to the database at once (requests
 /// beyond wait for one to be free).
 const POOL_MAX: usize = 32;
@@ -168,6 +172,11 @@ impl PgStore {
         // A database that does not answer must not hold a login forever.
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(CONNECT_TIMEOUT_SECS));
+        }
+        // Nor a database host that vanished mid-request (data sent and
+        // never acknowledged: the connection fails, and is replaced).
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(std::time::Duration::from_secs(TCP_USER_TIMEOUT_SECS));
         }
         let link = if local {
             Link::Local
