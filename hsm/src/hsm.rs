@@ -234,6 +234,10 @@ pub struct Hsm {
     probes: Mutex<HashMap<u64, Probe>>,
     /// Logged-in connections, by connection id.
     live: Mutex<HashMap<u64, Live>>,
+    /// Revocations per user name (bumped before the logins are ended), so
+    /// that a login whose password check raced a revocation is not
+    /// registered with what was revoked.
+    epochs: Mutex<HashMap<String, u64>>,
     /// Owner keys of the users removed through this server: a request of
     /// theirs that was already running when the user was removed cannot
     /// store an object afterwards (checked under `writer`).
@@ -394,6 +398,7 @@ impl Hsm {
             next_conn: std::sync::atomic::AtomicU64::new(1),
             probes: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
+            epochs: Mutex::new(HashMap::new()),
             gone: Mutex::new(std::collections::HashSet::new()),
             limits,
             stats: Stats::new(),
@@ -492,7 +497,16 @@ impl Hsm {
     /// (`CKR_USER_NOT_LOGGED_IN`), and their session objects are destroyed
     /// now. Returns how many connections.
     pub fn revoke_user(&self, name: &str, reason: &str) -> usize {
+        {
+            let mut e = lock(&self.epochs);
+            let v = e.entry(name.to_string()).or_insert(0);
+            *v = v.wrapping_add(1);
+        }
         self.revoke_where(reason, |l| &*l.name == name)
+    }
+
+    fn epoch(&self, name: &str) -> u64 {
+        lock(&self.epochs).get(name).copied().unwrap_or(0)
     }
 
     fn revoke_where(&self, reason: &str, pick: impl Fn(&Live) -> bool) -> usize {
@@ -640,21 +654,38 @@ impl Hsm {
         peer: Option<IpAddr>,
         conn: u64,
     ) -> Result<Grant, Rv> {
-        let rec = self.check_login(user, password, peer)?;
-        let grant = Grant {
-            owner: Arc::from(users::owner_key(user, rec.id)),
-            revoked: Arc::new(AtomicBool::new(false)),
-        };
-        lock(&self.live).insert(
-            conn,
-            Live {
-                name: Arc::from(user),
-                owner: grant.owner.clone(),
-                stamp: Stamp::of(&rec),
-                revoked: grant.revoked.clone(),
-            },
-        );
-        Ok(grant)
+        // A revocation of the user between the password check and the
+        // registration (a `passwd` that lands just then): the check is done
+        // again on the new record, once.
+        for _ in 0..2 {
+            let epoch = self.epoch(user);
+            let rec = self.check_login(user, password, peer)?;
+            let grant = Grant {
+                owner: Arc::from(users::owner_key(user, rec.id)),
+                revoked: Arc::new(AtomicBool::new(false)),
+            };
+            let prev = lock(&self.live).insert(
+                conn,
+                Live {
+                    name: Arc::from(user),
+                    owner: grant.owner.clone(),
+                    stamp: Stamp::of(&rec),
+                    revoked: grant.revoked.clone(),
+                },
+            );
+            // Registered first, compared second: a revocation bumped after
+            // this comparison finds the registration and ends it.
+            if self.epoch(user) == epoch {
+                return Ok(grant);
+            }
+            lock(&self.live).remove(&conn);
+            // The connection's earlier login (the same user: a login again)
+            // was revoked as well, whether or not the revocation saw it.
+            if let Some(p) = prev {
+                p.revoked.store(true, Ordering::SeqCst);
+            }
+        }
+        Err(ckr::PIN_INCORRECT)
     }
 
     /// The password check of [`Hsm::login`]: the user's record on success.
