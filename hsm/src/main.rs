@@ -842,7 +842,11 @@ fn run(cli: Cli) -> Res {
                     return Err("stop the server first: migrate runs offline".into())
                 }
             };
-            print!("{}", hsmlink_hsm::hsm::migrate(&st, &store.key.unlock()?)?);
+            let unlock = store.key.unlock()?;
+            if st.is_shared() && matches!(unlock, Unlock::Nothing) {
+                return Err("migrating a PostgreSQL store needs its passphrase or key file".into());
+            }
+            print!("{}", hsmlink_hsm::hsm::migrate(&st, &unlock)?);
             Ok(())
         }
         Cmd::User(UserCmd::List { store }) => admin_run(&store, AdminRequest::UserList),
