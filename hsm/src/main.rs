@@ -102,7 +102,7 @@ enum Cmd {
         #[command(flatten)]
         key: KeyArgs,
     },
-    /// Manage users: add, passwd, remove, unlock, list.
+    /// Manage users: add, passwd, lock, unlock, remove, list.
     #[command(
         subcommand,
         after_help = "Examples:\n  echo secret | hsmlink-hsm user add --data /var/lib/hsmlink alice\n  \
@@ -313,7 +313,8 @@ enum UserCmd {
         /// User name: letters, digits, '.', '_' or '-'.
         name: String,
     },
-    /// Change a user's password (this also unlocks it).
+    /// Change a user's password (this also unlocks it); its live sessions end
+    /// at once.
     #[command(
         after_help = "Example:\n  echo 'new secret' | hsmlink-hsm user passwd --data /var/lib/hsmlink alice"
     )]
@@ -340,7 +341,8 @@ enum UserCmd {
         store: StoreArgs,
         name: String,
     },
-    /// List users: name, state (active or locked), consecutive failed logins.
+    /// List users: name, state (active, locked, or refused: a record that fails its
+    /// integrity check), consecutive failed logins, id.
     #[command(after_help = "Example:\n  hsmlink-hsm user list --data /var/lib/hsmlink")]
     List {
         #[command(flatten)]
