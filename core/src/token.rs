@@ -486,22 +486,36 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             // Authenticated under an older login: start afresh.
             inner.link = None;
         }
-        if let Err(rv) = self.ensure_connected(inner, host_of(&cred)) {
-            if rv == ckr::SESSION_CLOSED {
-                inner.session = None;
-                drop_link(inner);
-                slot.handle.store(0, Ordering::Release);
+        // The HSM closes a connection that has not logged in within its
+        // login deadline: one kept from an earlier call (a failed login, say)
+        // may be gone, and is then replaced once. The HSM never handles a
+        // request on a connection it ended, so the attempt counts once.
+        let mut tries = if inner.link.is_some() { 2 } else { 1 };
+        let reply = loop {
+            tries -= 1;
+            if let Err(rv) = self.ensure_connected(inner, host_of(&cred)) {
+                if rv == ckr::SESSION_CLOSED {
+                    inner.session = None;
+                    drop_link(inner);
+                    slot.handle.store(0, Ordering::Release);
+                }
+                return Err(rv);
             }
-            return Err(rv);
-        }
-        let reply = call(
-            inner,
-            &Request::Login {
-                user: &cred.user,
-                password: Secret(cred.password()),
-            },
-        );
-        match reply.map(|r| matches!(r, Response::Ok)) {
+            let reply = call(
+                inner,
+                &Request::Login {
+                    user: &cred.user,
+                    password: Secret(cred.password()),
+                },
+            )
+            .map(|r| matches!(r, Response::Ok));
+            let lost = inner.link.is_none() && inner.last_error == Some(crate::link::LinkError::Io);
+            if reply.is_ok() || !lost || tries == 0 {
+                break reply;
+            }
+            warn!("the HSM closed the connection before login; reconnecting once");
+        };
+        match reply {
             Ok(true) => {}
             Ok(false) => return Err(self.broken(inner)),
             Err(rv) => return Err(rv),

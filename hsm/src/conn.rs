@@ -195,6 +195,11 @@ impl Drop for Connection {
 impl Connection {
     pub fn new(hsm: Arc<Hsm>) -> Self {
         let id = hsm.connection_id();
+        Self::with_id(hsm, id)
+    }
+
+    /// A connection with an id from [`Hsm::connection_id`] taken already.
+    pub fn with_id(hsm: Arc<Hsm>, id: u64) -> Self {
         Connection {
             hsm,
             id,
@@ -221,6 +226,11 @@ impl Connection {
     /// This connection's id (for [`Hsm::register_probe`]).
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The user logged in, if any.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
     }
 
     /// Whether the connection must be closed after the last reply.
@@ -494,8 +504,18 @@ impl Connection {
                 conn: self.id,
             })
         };
-        let h = self.hsm.alloc_handle()?;
-        Ok(Object::new(h, s.user.to_string(), session, attrs))
+        let mut o = Object::new(0, s.user.to_string(), session, attrs);
+        if !self.hsm.fits_quota(&o, None) {
+            log::warn!(
+                "event=quota user={:?} conn={} reason={}",
+                s.user,
+                self.id,
+                if token { "user_bytes" } else { "session_bytes" }
+            );
+            return Err(ckr::DEVICE_MEMORY);
+        }
+        o.handle = self.hsm.alloc_handle()?;
+        Ok(o)
     }
 
     fn create(&mut self, s: &Ctx<'_>, t: &[Attribute<'_>]) -> Result<Reply, Rv> {
@@ -1096,6 +1116,10 @@ fn set_attributes(s: &Ctx<'_>, h: u64, t: &[Attribute<'_>]) -> Result<Reply, Rv>
     let o = s.object(h)?;
     let attrs = object::apply(&o.attrs, t, false)?;
     let n = Object::new(o.handle, o.owner.clone(), o.session, attrs);
+    if !s.hsm.fits_quota(&n, Some(&o)) {
+        log::warn!("event=quota user={:?} reason=object_grows", s.user);
+        return Err(ckr::DEVICE_MEMORY);
+    }
     s.hsm.replace(n)?;
     Ok(Reply::Ok)
 }

@@ -23,13 +23,39 @@ const VERIFY_STRIPES: usize = 64;
 /// Handles reserved in the store at a time.
 const HANDLE_BLOCK: u64 = 256;
 
+/// Bytes counted for an object beyond its attributes (table entry,
+/// indexes, parsed key), in the byte quotas.
+pub const OBJECT_OVERHEAD: usize = 512;
+
+/// Bytes an object counts for in the byte quotas.
+pub fn quota_bytes(o: &Object) -> usize {
+    usize::try_from(o.size())
+        .unwrap_or(usize::MAX)
+        .saturating_add(OBJECT_OVERHEAD)
+}
+
 /// Limits of the server.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Simultaneous connections.
     pub max_connections: usize,
+    /// Simultaneous connections that have not logged in (yet): past it,
+    /// one of them is ended to make room (see [`crate::registry`]).
+    pub max_unauthenticated: usize,
+    /// Simultaneous connections from one client address.
+    pub max_connections_per_address: usize,
+    /// Milliseconds from a connection's accept to its successful login
+    /// (TLS handshake, `Hello`, `Login`).
+    pub login_timeout_ms: u64,
+    /// Milliseconds from the first byte of a request frame to its last.
+    pub frame_timeout_ms: u64,
     /// Session objects one connection may create.
     pub max_session_objects: usize,
+    /// Bytes the session objects of one connection may hold together
+    /// (as `C_GetObjectSize` counts them, plus [`OBJECT_OVERHEAD`] each).
+    pub max_session_bytes: usize,
+    /// Bytes the token objects of one user may hold together (same count).
+    pub max_user_bytes: usize,
     /// Objects (token and session) one user may hold on this server: past
     /// it, creating a token object is `CKR_DEVICE_MEMORY`.
     pub max_objects_per_user: usize,
@@ -51,7 +77,13 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 256,
+            max_unauthenticated: 64,
+            max_connections_per_address: 128,
+            login_timeout_ms: 5_000,
+            frame_timeout_ms: 5_000,
             max_session_objects: 4096,
+            max_session_bytes: 4 << 20,
+            max_user_bytes: 64 << 20,
             max_objects_per_user: 100_000,
             max_find: 100_000,
             idle_secs: 300,
@@ -96,6 +128,24 @@ struct Table {
     /// (an object without the attribute is under the empty value: a
     /// superset of what a search for it must consider).
     by_value: HashMap<IndexKey, BTreeSet<u64>>,
+    /// Quota bytes (see [`quota_bytes`]) of the token objects by owner,
+    /// and of the session objects by the connection that made them.
+    bytes: HashMap<QuotaKey, usize>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum QuotaKey {
+    Owner(String),
+    Conn(u64),
+}
+
+impl QuotaKey {
+    fn of(o: &Object) -> QuotaKey {
+        match &o.session {
+            None => QuotaKey::Owner(o.owner.clone()),
+            Some(s) => QuotaKey::Conn(s.conn),
+        }
+    }
 }
 
 /// Attributes searches are indexed by: labels (how most applications name
@@ -124,10 +174,19 @@ impl Table {
                 .or_default()
                 .insert(o.handle);
         }
+        let b = self.bytes.entry(QuotaKey::of(&o)).or_default();
+        *b = b.saturating_add(quota_bytes(&o));
         self.objects.insert(o.handle, o);
     }
 
     fn unindex(&mut self, o: &Object) {
+        let k = QuotaKey::of(o);
+        if let Some(b) = self.bytes.get_mut(&k) {
+            *b = b.saturating_sub(quota_bytes(o));
+            if *b == 0 {
+                self.bytes.remove(&k);
+            }
+        }
         if let Some(s) = self.by_owner.get_mut(&o.owner) {
             s.remove(&o.handle);
             if s.is_empty() {
@@ -194,6 +253,8 @@ pub struct Hsm {
     next_conn: std::sync::atomic::AtomicU64,
     /// Liveness probes of the connections served over sockets.
     probes: Mutex<HashMap<u64, Probe>>,
+    /// The live connections of the server serving this HSM.
+    pub connections: Arc<crate::registry::Registry>,
     pub limits: Limits,
     pub stats: Stats,
 }
@@ -319,6 +380,7 @@ impl Hsm {
             }),
             next_conn: std::sync::atomic::AtomicU64::new(1),
             probes: Mutex::new(HashMap::new()),
+            connections: Arc::new(crate::registry::Registry::new()),
             limits,
             stats: Stats::new(),
         })
@@ -480,6 +542,38 @@ impl Hsm {
     /// Objects `user` holds in this server's table.
     pub fn object_count(&self, user: &str) -> usize {
         read(&self.table).by_owner.get(user).map_or(0, |s| s.len())
+    }
+
+    /// Quota bytes of the token objects `user` holds in this server's table
+    /// (see [`quota_bytes`]).
+    pub fn token_bytes(&self, user: &str) -> usize {
+        let k = QuotaKey::Owner(user.to_string());
+        read(&self.table).bytes.get(&k).copied().unwrap_or(0)
+    }
+
+    /// Quota bytes of the live session objects connection `conn` made.
+    pub fn session_bytes(&self, conn: u64) -> usize {
+        read(&self.table)
+            .bytes
+            .get(&QuotaKey::Conn(conn))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether `o`, new or replacing `old`, fits in the byte quota of its
+    /// owner (token object) or of the connection that made it (session
+    /// object); a change that does not grow it always fits.
+    pub fn fits_quota(&self, o: &Object, old: Option<&Object>) -> bool {
+        let new = quota_bytes(o);
+        let old = old.map_or(0, quota_bytes);
+        if new <= old {
+            return true;
+        }
+        let (used, max) = match &o.session {
+            None => (self.token_bytes(&o.owner), self.limits.max_user_bytes),
+            Some(s) => (self.session_bytes(s.conn), self.limits.max_session_bytes),
+        };
+        used.saturating_sub(old).saturating_add(new) <= max
     }
 
     /// A fresh handle, never handed out before.

@@ -50,6 +50,7 @@ pub mod hsm;
 pub mod keys;
 pub mod object;
 pub mod pgstore;
+pub mod registry;
 pub mod server;
 pub mod store;
 pub mod tls;

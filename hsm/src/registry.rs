@@ -1,0 +1,383 @@
+//! The live connections of a server: who they come from, whether they have
+//! logged in, and a handle on their socket to end them.
+//!
+//! It enforces what a peer that never logs in may hold (see
+//! [`Registry::admit`]) and the deadlines (see [`Registry::reap`]): the TLS
+//! handshake, `Hello` and `Login` within [`Limits::login_timeout_ms`] of
+//! the connection; each frame complete within [`Limits::frame_timeout_ms`]
+//! of its first byte. A connection is ended by shutting its socket down,
+//! which wakes its thread from any read; that thread then cleans up
+//! (session objects, the entry) as for any closed connection.
+//!
+//! [`Limits::login_timeout_ms`]: crate::hsm::Limits::login_timeout_ms
+//! [`Limits::frame_timeout_ms`]: crate::hsm::Limits::frame_timeout_ms
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::hsm::Limits;
+
+/// How often deadlines are checked (and the coarse clock ticks).
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// One live connection, shared by its thread and the registry.
+pub struct ConnState {
+    id: u64,
+    peer: Option<IpAddr>,
+    /// Milliseconds of the registry's clock when it was accepted.
+    since: u64,
+    /// A handle on the socket, to shut it down (`None`: not a socket).
+    socket: Option<TcpStream>,
+    clock: Arc<AtomicU64>,
+    /// Logged in at least once: no longer under the login deadline and
+    /// never evicted to make room.
+    authenticated: AtomicBool,
+    /// Handling a request (a login may take its throttle delay).
+    busy: AtomicBool,
+    /// Ended by the registry; its thread is on its way out.
+    evicted: AtomicBool,
+    /// Clock when the last request was completed (or the connection made).
+    progress: AtomicU64,
+    /// Clock when the first byte of the frame being read came (0: none).
+    frame_started: AtomicU64,
+    /// The user logged in (for those who must end a user's connections).
+    user: Mutex<Option<Arc<str>>>,
+}
+
+impl ConnState {
+    /// A connection outside any registry (in-process use): no deadlines.
+    pub fn detached(id: u64) -> Arc<ConnState> {
+        Arc::new(ConnState {
+            id,
+            peer: None,
+            since: 1,
+            socket: None,
+            clock: Arc::new(AtomicU64::new(1)),
+            authenticated: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            progress: AtomicU64::new(1),
+            frame_started: AtomicU64::new(0),
+            user: Mutex::new(None),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn peer(&self) -> Option<IpAddr> {
+        self.peer
+    }
+
+    /// The user logged in on this connection, if any.
+    pub fn user(&self) -> Option<Arc<str>> {
+        lock(&self.user).clone()
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Relaxed)
+    }
+
+    /// Record that `user` logged in on this connection.
+    pub fn logged_in(&self, user: Arc<str>) {
+        *lock(&self.user) = Some(user);
+        self.authenticated.store(true, Ordering::SeqCst);
+    }
+
+    /// A request is about to be handled; `false` if the connection was
+    /// ended meanwhile (the request must then not be handled).
+    pub fn begin_request(&self) -> bool {
+        self.busy.store(true, Ordering::SeqCst);
+        !self.evicted.load(Ordering::SeqCst)
+    }
+
+    /// The request is answered.
+    pub fn end_request(&self) {
+        self.progress
+            .store(self.clock.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.busy.store(false, Ordering::SeqCst);
+    }
+
+    /// A frame was handed out whole: its deadline is over.
+    pub fn frame_done(&self) {
+        if self.frame_started.load(Ordering::Relaxed) != 0 {
+            self.frame_started.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes came from the peer: a frame's deadline starts with the first.
+    fn bytes_came(&self) {
+        if self.frame_started.load(Ordering::Relaxed) == 0 {
+            self.frame_started
+                .store(self.clock.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the registry ended this connection.
+    pub fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::SeqCst)
+    }
+
+    /// End the connection: its socket is shut down, its thread wakes up
+    /// and closes it. Ends it even while a request is being handled (the
+    /// reply is then lost).
+    pub fn end(&self) {
+        self.evicted.store(true, Ordering::SeqCst);
+        if let Some(s) = &self.socket {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// End the connection unless a request is being handled (then it is
+    /// left alone, and `false`): a request is never half done.
+    fn end_if_idle(&self) -> bool {
+        self.evicted.store(true, Ordering::SeqCst);
+        if self.busy.load(Ordering::SeqCst) {
+            self.evicted.store(false, Ordering::SeqCst);
+            return false;
+        }
+        if let Some(s) = &self.socket {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        true
+    }
+}
+
+/// Why a connection is refused or ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every connection slot is held by logged-in connections (or by ones
+    /// still closing).
+    ConnectionLimit,
+    /// This address holds its share, all logged in.
+    AddressLimit,
+}
+
+/// The registry of live connections.
+pub struct Registry {
+    conns: Mutex<HashMap<u64, Arc<ConnState>>>,
+    epoch: Instant,
+    /// Milliseconds since `epoch` (plus one, so that 0 means "none"),
+    /// advanced every [`TICK`] by the reaper.
+    clock: Arc<AtomicU64>,
+    reaper: std::sync::Once,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry {
+            conns: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+            clock: Arc::new(AtomicU64::new(1)),
+            reaper: std::sync::Once::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        let ms = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.clock.store(ms, Ordering::Relaxed);
+        ms
+    }
+
+    /// Live connections (those ended but not yet closed included).
+    pub fn len(&self) -> usize {
+        lock(&self.conns).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every live connection (to end some of them, say).
+    pub fn connections(&self) -> Vec<Arc<ConnState>> {
+        lock(&self.conns).values().cloned().collect()
+    }
+
+    /// Admit a new connection from `peer` under `limits`, making room if
+    /// it must by ending a connection that has not logged in:
+    /// - at most `max_connections + max_unauthenticated` entries at all
+    ///   (the threads: ended connections still closing count);
+    /// - at most `max_connections_per_address` live ones from one address:
+    ///   past it, the address's own least active unauthenticated one goes;
+    /// - at most `max_unauthenticated` live unauthenticated ones and
+    ///   `max_connections` live ones: past either, the least active
+    ///   unauthenticated one of the address holding the most goes.
+    ///
+    /// "Least active": idle before busy, then the oldest last progress
+    /// (a completed request), so that a client going through its
+    /// handshake briskly is not the one ended for a silent socket.
+    pub fn admit(
+        &self,
+        id: u64,
+        peer: IpAddr,
+        socket: &TcpStream,
+        limits: &Limits,
+    ) -> Result<Arc<ConnState>, Refusal> {
+        let now = self.now();
+        let max_conn = limits.max_connections.max(1);
+        let max_pending = limits.max_unauthenticated.clamp(1, max_conn);
+        let per_addr = limits.max_connections_per_address.max(1);
+        let mut conns = lock(&self.conns);
+        if conns.len() >= max_conn + max_pending {
+            return Err(Refusal::ConnectionLimit);
+        }
+        let live: Vec<&Arc<ConnState>> = conns.values().filter(|c| !c.is_evicted()).collect();
+        let from_peer = live.iter().filter(|c| c.peer == Some(peer)).count();
+        if from_peer >= per_addr {
+            let victim = pick_victim(live.iter().filter(|c| c.peer == Some(peer)).copied());
+            match victim {
+                Some(v) => {
+                    log::warn!(
+                        "event=evicted conn={} peer={peer} reason=address_limit",
+                        v.id
+                    );
+                    v.end();
+                }
+                None => return Err(Refusal::AddressLimit),
+            }
+        }
+        let live: Vec<&Arc<ConnState>> = conns.values().filter(|c| !c.is_evicted()).collect();
+        let pending = live.iter().filter(|c| !c.is_authenticated()).count();
+        if pending >= max_pending || live.len() >= max_conn {
+            // The address with the most unauthenticated connections gives one.
+            let mut per: HashMap<Option<IpAddr>, usize> = HashMap::new();
+            for c in live.iter().filter(|c| !c.is_authenticated()) {
+                *per.entry(c.peer).or_default() += 1;
+            }
+            let top = per.into_iter().max_by_key(|(_, n)| *n).map(|(ip, _)| ip);
+            let victim =
+                top.and_then(|ip| pick_victim(live.iter().filter(|c| c.peer == ip).copied()));
+            match victim {
+                Some(v) => {
+                    log::warn!(
+                        "event=evicted conn={} peer={} reason=connection_limit",
+                        v.id,
+                        v.peer.map(|p| p.to_string()).unwrap_or_default()
+                    );
+                    v.end();
+                }
+                None => return Err(Refusal::ConnectionLimit),
+            }
+        }
+        let socket = socket.try_clone().ok();
+        let state = Arc::new(ConnState {
+            id,
+            peer: Some(peer),
+            since: now,
+            socket,
+            clock: self.clock.clone(),
+            authenticated: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            progress: AtomicU64::new(now),
+            frame_started: AtomicU64::new(0),
+            user: Mutex::new(None),
+        });
+        conns.insert(id, state.clone());
+        Ok(state)
+    }
+
+    /// Forget a closed connection.
+    pub fn remove(&self, id: u64) {
+        lock(&self.conns).remove(&id);
+    }
+
+    /// End the connections past a deadline; returns how many.
+    pub fn reap(&self, limits: &Limits) -> usize {
+        let now = self.now();
+        let login = limits.login_timeout_ms.max(1);
+        let frame = limits.frame_timeout_ms.max(1);
+        let conns = lock(&self.conns);
+        let mut n = 0;
+        for c in conns.values().filter(|c| !c.is_evicted()) {
+            let started = c.frame_started.load(Ordering::Relaxed);
+            let reason = if !c.is_authenticated() && now.saturating_sub(c.since) > login {
+                "login_timeout"
+            } else if started != 0 && now.saturating_sub(started) > frame {
+                "frame_timeout"
+            } else {
+                continue;
+            };
+            if c.end_if_idle() {
+                n += 1;
+                log::warn!(
+                    "event=evicted conn={} peer={} reason={reason}",
+                    c.id,
+                    c.peer.map(|p| p.to_string()).unwrap_or_default()
+                );
+            }
+        }
+        n
+    }
+
+    /// Start the thread that enforces the deadlines (once).
+    pub fn start_reaper(self: &Arc<Self>, limits: Limits) {
+        let me = self.clone();
+        self.reaper.call_once(move || {
+            let spawned =
+                std::thread::Builder::new()
+                    .name("deadlines".into())
+                    .spawn(move || loop {
+                        std::thread::sleep(TICK);
+                        me.reap(&limits);
+                    });
+            if let Err(e) = spawned {
+                log::error!(
+                    "event=spawn_failed what=deadlines error={:?}",
+                    e.to_string()
+                );
+            }
+        });
+    }
+}
+
+/// The unauthenticated connection to end first among `cands`.
+fn pick_victim<'a>(cands: impl Iterator<Item = &'a Arc<ConnState>>) -> Option<&'a Arc<ConnState>> {
+    cands.filter(|c| !c.is_authenticated()).min_by_key(|c| {
+        (
+            c.busy.load(Ordering::Relaxed),
+            c.progress.load(Ordering::Relaxed),
+        )
+    })
+}
+
+/// A socket whose reads start the deadline of the frame they bring.
+pub struct Watched {
+    pub sock: TcpStream,
+    pub state: Arc<ConnState>,
+}
+
+impl Read for Watched {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        if n > 0 {
+            self.state.bytes_came();
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Watched {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sock.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
+}
