@@ -174,10 +174,17 @@ fn list_objects(store: &Store, user: Option<&str>) -> Result<String, String> {
 
 fn list_users(store: &Store) -> Result<String, String> {
     let mut out = String::new();
+    let now = crate::store::unix_now_ms();
     for (name, u) in store.users().map_err(|e| e.to_string())? {
+        // A lock that ends by itself shows the seconds it has left.
+        let left = if u.is_locked(now) && u.locked_until != 0 {
+            format!("\tlocked_for={}s", (u.locked_until - now).div_ceil(1000))
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "{name}\t{}\tfailures={}\n",
-            if u.locked { "locked" } else { "active" },
+            "{name}\t{}\tfailures={}{left}\n",
+            if u.is_locked(now) { "locked" } else { "active" },
             u.failures
         ));
     }

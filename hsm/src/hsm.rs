@@ -12,7 +12,7 @@ use hsmlink_core::ck::{cka, ckr, Rv};
 use hsmlink_core::wire::Attribute;
 
 use crate::object::Object;
-use crate::store::{ObjectRow, Store, StoreError, UserRecord};
+use crate::store::{LockRule, ObjectRow, Store, StoreError, UserRecord};
 use crate::users::{self, LoginPolicy};
 use crate::vault::{self, Keyring, MasterKey, Unlock};
 
@@ -244,6 +244,7 @@ pub struct Hsm {
     verify_locks: [Mutex<()>; VERIFY_STRIPES],
     stripe_keys: std::collections::hash_map::RandomState,
     phantoms: users::PhantomFailures,
+    known: users::KnownAddresses,
     table: RwLock<Table>,
     /// Token objects read from a shared store: handle → (stored bytes, object).
     cache: Mutex<HashMap<u64, Cached>>,
@@ -370,6 +371,7 @@ impl Hsm {
             verify_locks: std::array::from_fn(|_| Mutex::new(())),
             stripe_keys: std::collections::hash_map::RandomState::new(),
             phantoms: users::PhantomFailures::new(),
+            known: users::KnownAddresses::new(),
             table: RwLock::new(table),
             cache: Mutex::new(HashMap::new()),
             writer: Mutex::new(()),
@@ -428,6 +430,7 @@ impl Hsm {
             },
         )?;
         self.logins.forget(name);
+        self.known.forget(name);
         Ok(())
     }
 
@@ -436,6 +439,7 @@ impl Hsm {
         let _w = lock(&self.writer);
         let existed = self.store.remove_user(name)?;
         self.logins.forget(name);
+        self.known.forget(name);
         let mut t = write(&self.table);
         let doomed: Vec<u64> = t
             .by_owner
@@ -474,14 +478,41 @@ impl Hsm {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The lock rule of the login policy at `now` (Unix milliseconds).
+    fn lock_rule(&self, now: u64) -> LockRule {
+        let p = &self.limits.login;
+        LockRule {
+            max: p.max_failures,
+            now,
+            base_ms: if p.lock.is_zero() {
+                0
+            } else {
+                (p.lock.as_millis() as u64).max(1)
+            },
+            max_ms: p.max_lock.as_millis() as u64,
+        }
+    }
+
     /// Check a user's password: `CKR_PIN_INCORRECT` for an unknown user or a
     /// wrong password alike, after the same work; `CKR_PIN_LOCKED` for a
     /// user locked by too many consecutive failures (an unknown name locks
     /// too, in memory, so that locking reveals nothing). Failed attempts are
     /// rate-limited per user and per client address `peer`.
+    ///
+    /// A lock lasts [`LoginPolicy::lock`], doubling for each failure after
+    /// it lapsed, up to [`LoginPolicy::max_lock`] (or until `user unlock`
+    /// when `lock` is zero). While a lock lasts (not a permanent one), an
+    /// address the user logged in from lately and that has failed nothing
+    /// since is still heard (see [`users::KnownAddresses`]): strangers'
+    /// guesses cannot lock the owner out of its usual places.
     pub fn login(&self, user: &str, password: &[u8], peer: Option<IpAddr>) -> Result<(), Rv> {
         let peer_s = peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-        let wait = match self.throttle.reserve(user, peer) {
+        let policy = &self.limits.login;
+        let trusted = !policy.lock.is_zero()
+            && peer.is_some_and(|ip| {
+                self.known.contains(user, ip) && self.throttle.address_failures(ip) == 0
+            });
+        let wait = match self.throttle.reserve(user, peer, trusted) {
             Ok(w) => w,
             Err(users::Throttled) => {
                 self.stats.logins_failed.fetch_add(1, Ordering::Relaxed);
@@ -496,13 +527,13 @@ impl Hsm {
         // each see the failures counted by the ones before, so no burst gets
         // more than `max_failures` guesses in before the lock.
         let _turn = lock(&self.verify_locks[self.verify_stripe(user)]);
-        let max = self.limits.login.max_failures;
+        let rule = self.lock_rule(crate::store::unix_now_ms());
         let rec = self.store.user(user).map_err(dev_err)?;
         let locked = match &rec {
-            Some(r) => r.locked,
-            None => max > 0 && self.phantoms.get(user) >= max,
+            Some(r) => r.is_locked(rule.now),
+            None => self.phantoms.is_locked(user, &rule),
         };
-        if locked {
+        if locked && !trusted {
             self.stats.logins_failed.fetch_add(1, Ordering::Relaxed);
             self.throttle.failed(user, peer);
             log::warn!("event=login_failed user={user:?} peer={peer_s} reason=locked");
@@ -514,7 +545,14 @@ impl Hsm {
         if let (true, Some(h)) = (ok, phc) {
             self.logins.remember(user, h, password);
             self.throttle.succeeded(user, peer);
-            if rec.as_ref().is_some_and(|r| r.failures > 0) {
+            if let Some(ip) = peer {
+                self.known.remember(user, ip);
+            }
+            if locked {
+                // Heard through its known address: the strangers' lock on
+                // the others stays.
+                log::info!("event=login_while_locked user={user:?} peer={peer_s}");
+            } else if rec.as_ref().is_some_and(|r| r.failures > 0 || r.locked) {
                 self.store.login_succeeded(user).map_err(dev_err)?;
             }
             self.stats.logins_ok.fetch_add(1, Ordering::Relaxed);
@@ -522,12 +560,10 @@ impl Hsm {
         }
         self.stats.logins_failed.fetch_add(1, Ordering::Relaxed);
         self.throttle.failed(user, peer);
-        let (failures, now_locked) = match self.store.login_failed(user, max).map_err(dev_err)? {
+        let counted = self.store.login_failed(user, &rule).map_err(dev_err)?;
+        let (failures, now_locked) = match counted {
             Some(x) => x,
-            None => {
-                let n = self.phantoms.bump(user);
-                (n, max > 0 && n >= max)
-            }
+            None => self.phantoms.bump(user, &rule),
         };
         if now_locked {
             self.logins.forget(user);

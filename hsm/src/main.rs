@@ -252,6 +252,20 @@ struct NetArgs {
     /// client address); it doubles with each further failure, up to 5 s.
     #[arg(long, value_name = "MS", default_value_t = 250)]
     login_delay_ms: u64,
+    /// How long a lock after --max-login-failures lasts. Each failure after
+    /// a lock lapsed locks again for twice as long, up to --max-lock-secs;
+    /// a success or `user unlock` ends it. While locked, a user can still
+    /// log in from an address it logged in from lately that has failed
+    /// nothing since.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    lock_secs: u64,
+    /// The longest a lock lasts.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    max_lock_secs: u64,
+    /// Locks last until `user unlock` (or `user passwd`), from every
+    /// address: anyone who can guess user names can then lock them out.
+    #[arg(long)]
+    permanent_lock: bool,
     /// Serve plain TCP only (no TLS). Plain TCP is otherwise accepted from
     /// loopback peers only.
     #[arg(long)]
@@ -436,6 +450,12 @@ fn limits(n: &NetArgs) -> Limits {
     };
     l.login.max_failures = n.max_login_failures;
     l.login.base_delay = std::time::Duration::from_millis(n.login_delay_ms);
+    l.login.lock = if n.permanent_lock {
+        std::time::Duration::ZERO
+    } else {
+        std::time::Duration::from_secs(n.lock_secs.max(1))
+    };
+    l.login.max_lock = std::time::Duration::from_secs(n.max_lock_secs.max(n.lock_secs).max(1));
     l
 }
 

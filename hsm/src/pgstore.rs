@@ -3,7 +3,7 @@
 //!
 //! Tables (made on first connection, under an advisory lock so that servers
 //! starting together do not race):
-//! - `hsmlink_users(name, phc, failures, locked)`: argon2id hashes and the
+//! - `hsmlink_users(name, phc, failures, locked, locked_until)`: argon2id hashes and the
 //!   login-failure state (shared, so a lockout holds on every server);
 //! - `hsmlink_objects(handle, owner, label, record)`: `record` is the sealed
 //!   object ([`crate::vault`]): secrets reach the database encrypted under the
@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS hsmlink_objects (
     record BYTEA NOT NULL
 );
 CREATE INDEX IF NOT EXISTS hsmlink_objects_owner_label ON hsmlink_objects (owner, label);
+ALTER TABLE hsmlink_users ADD COLUMN IF NOT EXISTS locked_until BIGINT NOT NULL DEFAULT 0;
 CREATE SEQUENCE IF NOT EXISTS hsmlink_handles
     INCREMENT BY 256 MINVALUE 1 MAXVALUE 2147483392 START WITH 1;
 ";
@@ -165,6 +166,7 @@ impl PgStore {
             phc: r.get(0),
             failures: u32::try_from(r.get::<_, i32>(1)).unwrap_or(0),
             locked: r.get(2),
+            locked_until: u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
         }
     }
 
@@ -172,14 +174,14 @@ impl PgStore {
         let rows = self
             .with(|c| {
                 c.query(
-                    "SELECT phc, failures, locked, name FROM hsmlink_users ORDER BY name",
+                    "SELECT phc, failures, locked, locked_until, name FROM hsmlink_users ORDER BY name",
                     &[],
                 )
             })
             .map_err(pg_err("read users"))?;
         Ok(rows
             .iter()
-            .map(|r| (r.get::<_, String>(3), Self::row_user(r)))
+            .map(|r| (r.get::<_, String>(4), Self::row_user(r)))
             .collect())
     }
 
@@ -187,7 +189,7 @@ impl PgStore {
         let row = self
             .with(|c| {
                 c.query_opt(
-                    "SELECT phc, failures, locked FROM hsmlink_users WHERE name = $1",
+                    "SELECT phc, failures, locked, locked_until FROM hsmlink_users WHERE name = $1",
                     &[&name],
                 )
             })
@@ -197,11 +199,14 @@ impl PgStore {
 
     pub fn put_user(&self, name: &str, u: &UserRecord) -> Result<(), StoreError> {
         let failures = i32::try_from(u.failures).unwrap_or(i32::MAX);
+        let until = i64::try_from(u.locked_until).unwrap_or(i64::MAX);
         self.with(|c| {
             c.execute(
-                "INSERT INTO hsmlink_users (name, phc, failures, locked) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (name) DO UPDATE SET phc = $2, failures = $3, locked = $4",
-                &[&name, &u.phc, &failures, &u.locked],
+                "INSERT INTO hsmlink_users (name, phc, failures, locked, locked_until)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (name) DO UPDATE
+                 SET phc = $2, failures = $3, locked = $4, locked_until = $5",
+                &[&name, &u.phc, &failures, &u.locked, &until],
             )
         })
         .map_err(pg_err("write user"))?;
@@ -219,15 +224,33 @@ impl PgStore {
         .map_err(pg_err("remove user"))
     }
 
-    pub fn login_failed(&self, name: &str, max: u32) -> Result<Option<(u32, bool)>, StoreError> {
-        let max = i32::try_from(max).unwrap_or(i32::MAX);
+    pub fn login_failed(
+        &self,
+        name: &str,
+        rule: &crate::store::LockRule,
+    ) -> Result<Option<(u32, bool)>, StoreError> {
+        let max = i32::try_from(rule.max).unwrap_or(i32::MAX);
+        let (now, base, cap) = (
+            i64::try_from(rule.now).unwrap_or(i64::MAX),
+            i64::try_from(rule.base_ms).unwrap_or(i64::MAX),
+            i64::try_from(rule.max_ms.max(rule.base_ms)).unwrap_or(i64::MAX),
+        );
+        // As `LockRule::until`, in one statement: a failure past the
+        // threshold locks until now + min(base * 2^(failures - max), cap),
+        // or for good when base is 0.
         let row = self
             .with(|c| {
                 c.query_opt(
                     "UPDATE hsmlink_users SET failures = failures + 1,
-                         locked = locked OR ($2 > 0 AND failures + 1 >= $2)
+                         locked = locked OR ($2 > 0 AND failures + 1 >= $2),
+                         locked_until = CASE
+                             WHEN NOT ($2 > 0 AND failures + 1 >= $2) THEN locked_until
+                             WHEN $4::BIGINT = 0 THEN 0
+                             ELSE $3::BIGINT + LEAST($5::BIGINT,
+                                 $4::BIGINT * power(2, LEAST(failures + 1 - $2, 30))::BIGINT)
+                         END
                      WHERE name = $1 RETURNING failures, locked",
-                    &[&name, &max],
+                    &[&name, &max, &now, &base, &cap],
                 )
             })
             .map_err(pg_err("count failure"))?;
@@ -242,7 +265,8 @@ impl PgStore {
     pub fn login_succeeded(&self, name: &str) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "UPDATE hsmlink_users SET failures = 0 WHERE name = $1 AND failures <> 0",
+                "UPDATE hsmlink_users SET failures = 0, locked = FALSE, locked_until = 0
+                 WHERE name = $1 AND (failures <> 0 OR locked)",
                 &[&name],
             )
         })
@@ -254,7 +278,8 @@ impl PgStore {
         let n = self
             .with(|c| {
                 c.execute(
-                    "UPDATE hsmlink_users SET failures = 0, locked = FALSE WHERE name = $1",
+                    "UPDATE hsmlink_users SET failures = 0, locked = FALSE, locked_until = 0
+                     WHERE name = $1",
                     &[&name],
                 )
             })

@@ -37,6 +37,16 @@ const KEYRING: &str = "keyring";
 pub const FORMAT_PLAIN: u8 = 1;
 /// Format tag of user records with login-failure state.
 const FORMAT_USER2: u8 = 3;
+/// Format tag of user records with a lock that ends by itself.
+const FORMAT_USER3: u8 = 4;
+
+/// The user format of tag [`FORMAT_USER2`].
+#[derive(Deserialize)]
+struct UserRecordV2 {
+    phc: String,
+    failures: u32,
+    locked: bool,
+}
 
 /// Name of the database file inside the data folder.
 pub const DB_FILE: &str = "hsmlink.redb";
@@ -64,8 +74,55 @@ pub struct UserRecord {
     pub phc: String,
     /// Consecutive failed logins.
     pub failures: u32,
-    /// Locked after too many failures, until an admin unlocks it.
+    /// Locked after too many failures, until an admin unlocks it or
+    /// `locked_until` passes.
     pub locked: bool,
+    /// When a lock ends by itself (milliseconds since the Unix epoch); 0:
+    /// only an admin's `unlock` (or `passwd`) ends it.
+    pub locked_until: u64,
+}
+
+impl UserRecord {
+    /// Whether the user is locked at `now` (milliseconds since the Unix
+    /// epoch).
+    pub fn is_locked(&self, now: u64) -> bool {
+        self.locked && (self.locked_until == 0 || now < self.locked_until)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How a failed login locks: after `max` consecutive failures (0: never),
+/// until [`LockRule::until`] (milliseconds since the Unix epoch).
+#[derive(Clone, Copy)]
+pub struct LockRule {
+    pub max: u32,
+    pub now: u64,
+    /// Lock length (ms) for the first lock; doubled for each failure past
+    /// `max` (a failure once a lock has lapsed locks again, for twice as
+    /// long), up to `max_ms`. 0: permanent.
+    pub base_ms: u64,
+    pub max_ms: u64,
+}
+
+impl LockRule {
+    /// When a lock after `failures` consecutive failures ends (0: never).
+    pub fn until(&self, failures: u32) -> u64 {
+        if self.base_ms == 0 {
+            return 0;
+        }
+        let n = failures.saturating_sub(self.max).min(30);
+        let ms = self
+            .base_ms
+            .saturating_mul(1u64 << n)
+            .min(self.max_ms.max(self.base_ms));
+        self.now.saturating_add(ms)
+    }
 }
 
 /// The first user format (a PHC string only).
@@ -117,7 +174,7 @@ pub fn decode_plain(bytes: &[u8]) -> Result<ObjectRecord, StoreError> {
 
 /// Encode a user record.
 pub fn encode_user(u: &UserRecord) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![FORMAT_USER2];
+    let mut out = vec![FORMAT_USER3];
     out.extend(postcard::to_stdvec(u).map_err(err("encode"))?);
     Ok(out)
 }
@@ -125,7 +182,16 @@ pub fn encode_user(u: &UserRecord) -> Result<Vec<u8>, StoreError> {
 /// Decode a user record (either format).
 pub fn decode_user(bytes: &[u8]) -> Result<UserRecord, StoreError> {
     match bytes.split_first() {
-        Some((&FORMAT_USER2, rest)) => postcard::from_bytes(rest).map_err(err("decode user")),
+        Some((&FORMAT_USER3, rest)) => postcard::from_bytes(rest).map_err(err("decode user")),
+        Some((&FORMAT_USER2, rest)) => {
+            let v2: UserRecordV2 = postcard::from_bytes(rest).map_err(err("decode user"))?;
+            Ok(UserRecord {
+                phc: v2.phc,
+                failures: v2.failures,
+                locked: v2.locked,
+                locked_until: 0,
+            })
+        }
         Some((&FORMAT_PLAIN, rest)) => {
             let v1: UserRecordV1 = postcard::from_bytes(rest).map_err(err("decode user"))?;
             Ok(UserRecord {
@@ -218,25 +284,38 @@ impl Store {
     }
 
     /// Count a failed login of `name`: returns the consecutive failures and
-    /// whether the user is now locked (locked when they reach `max`, if `max`
-    /// is not 0), or `None` for an unknown user.
-    pub fn login_failed(&self, name: &str, max: u32) -> Result<Option<(u32, bool)>, StoreError> {
+    /// whether the user is now locked (locked when they reach `rule.max`,
+    /// if not 0, until `rule.until(failures)`), or `None` for an unknown
+    /// user.
+    pub fn login_failed(
+        &self,
+        name: &str,
+        rule: &LockRule,
+    ) -> Result<Option<(u32, bool)>, StoreError> {
         match self {
             Store::Redb(r) => r.update_user(name, |u| {
                 u.failures = u.failures.saturating_add(1);
-                if max > 0 && u.failures >= max {
+                if rule.max > 0 && u.failures >= rule.max {
                     u.locked = true;
+                    u.locked_until = rule.until(u.failures);
                 }
                 (u.failures, u.locked)
             }),
-            Store::Postgres(p) => p.login_failed(name, max),
+            Store::Postgres(p) => p.login_failed(name, rule),
         }
     }
 
-    /// Reset the failure count of `name` after a successful login.
+    /// Reset the failure count (and a lapsed lock) of `name` after a
+    /// successful login.
     pub fn login_succeeded(&self, name: &str) -> Result<(), StoreError> {
         match self {
-            Store::Redb(r) => r.update_user(name, |u| u.failures = 0).map(|_| ()),
+            Store::Redb(r) => r
+                .update_user(name, |u| {
+                    u.failures = 0;
+                    u.locked = false;
+                    u.locked_until = 0;
+                })
+                .map(|_| ()),
             Store::Postgres(p) => p.login_succeeded(name),
         }
     }
@@ -248,6 +327,7 @@ impl Store {
                 .update_user(name, |u| {
                     u.failures = 0;
                     u.locked = false;
+                    u.locked_until = 0;
                 })
                 .map(|o| o.is_some()),
             Store::Postgres(p) => p.unlock_user(name),
@@ -727,16 +807,39 @@ mod tests {
     fn login_failures_lock_and_unlock() {
         let s = Store::in_memory().unwrap();
         s.put_user("u", &UserRecord::default()).unwrap();
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((1, false)));
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((2, false)));
+        let r = LockRule {
+            max: 3,
+            now: 1000,
+            base_ms: 60,
+            max_ms: 200,
+        };
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((1, false)));
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((2, false)));
         s.login_succeeded("u").unwrap();
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((1, false)));
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((2, false)));
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((3, true)));
-        assert!(s.user("u").unwrap().unwrap().locked);
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((1, false)));
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((2, false)));
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((3, true)));
+        let u = s.user("u").unwrap().unwrap();
+        assert_eq!(u.locked_until, 1060, "the first lock: 60 ms");
+        assert!(u.is_locked(1059) && !u.is_locked(1060));
+        // A failure once it lapsed locks again, twice as long, up to 200 ms.
+        let later = LockRule { now: 1060, ..r };
+        assert_eq!(s.login_failed("u", &later).unwrap(), Some((4, true)));
+        assert_eq!(s.user("u").unwrap().unwrap().locked_until, 1180);
+        assert_eq!(s.login_failed("u", &later).unwrap(), Some((5, true)));
+        assert_eq!(s.user("u").unwrap().unwrap().locked_until, 1260);
         assert!(s.unlock_user("u").unwrap());
         assert_eq!(s.user("u").unwrap().unwrap(), UserRecord::default());
-        assert_eq!(s.login_failed("nobody", 3).unwrap(), None);
+        // Permanent locks: no end.
+        let permanent = LockRule { base_ms: 0, ..r };
+        for _ in 0..3 {
+            s.login_failed("u", &permanent).unwrap();
+        }
+        let u = s.user("u").unwrap().unwrap();
+        assert!(u.locked && u.locked_until == 0 && u.is_locked(u64::MAX));
+        s.login_succeeded("u").unwrap();
+        assert_eq!(s.user("u").unwrap().unwrap(), UserRecord::default());
+        assert_eq!(s.login_failed("nobody", &r).unwrap(), None);
         assert!(!s.unlock_user("nobody").unwrap());
     }
 
@@ -745,6 +848,11 @@ mod tests {
         let mut v1 = vec![FORMAT_PLAIN];
         v1.extend(postcard::to_stdvec(&("phc-string",)).unwrap());
         assert_eq!(decode_user(&v1).unwrap().phc, "phc-string");
+        let mut v2 = vec![FORMAT_USER2];
+        v2.extend(postcard::to_stdvec(&("phc", 4u32, true)).unwrap());
+        let u = decode_user(&v2).unwrap();
+        assert_eq!((u.failures, u.locked, u.locked_until), (4, true, 0));
+        assert_eq!(decode_user(&encode_user(&u).unwrap()).unwrap(), u);
     }
 
     #[test]
