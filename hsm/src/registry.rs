@@ -44,7 +44,8 @@ pub struct ConnState {
     progress: AtomicU64,
     /// Clock when the first byte of the frame being read came (0: none).
     frame_started: AtomicU64,
-    /// The user logged in (for those who must end a user's connections).
+    /// The user last logged in on it (for those who must end a user's
+    /// connections; kept after a logout: the connection was that user's).
     user: Mutex<Option<Arc<str>>>,
 }
 
@@ -219,8 +220,9 @@ impl Registry {
     ///   unauthenticated one of the address holding the most goes.
     ///
     /// "Least active": idle before busy, then the oldest last progress
-    /// (a completed request), so that a client going through its
-    /// handshake briskly is not the one ended for a silent socket.
+    /// (a completed request), then the oldest connection, so that a client
+    /// going through its handshake briskly is not the one ended for a
+    /// silent socket.
     pub fn admit(
         &self,
         id: u64,
@@ -352,6 +354,7 @@ fn pick_victim<'a>(cands: impl Iterator<Item = &'a Arc<ConnState>>) -> Option<&'
         (
             c.busy.load(Ordering::Relaxed),
             c.progress.load(Ordering::Relaxed),
+            c.id,
         )
     })
 }
@@ -379,5 +382,129 @@ impl Write for Watched {
 
     fn flush(&mut self) -> io::Result<()> {
         self.sock.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        (c, s)
+    }
+
+    fn limits(conns: usize, pending: usize, per_addr: usize) -> Limits {
+        Limits {
+            max_connections: conns,
+            max_unauthenticated: pending,
+            max_connections_per_address: per_addr,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn room_is_made_by_the_least_active_unauthenticated_connection() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let r = Registry::new();
+        let lim = limits(4, 2, 4);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let mut keep = Vec::new();
+        let mut admit = |id, ip| {
+            let (c, s) = pair(&l);
+            let st = r.admit(id, ip, &s, &lim);
+            keep.push((c, s));
+            st
+        };
+        let first = admit(1, a).unwrap();
+        let second = admit(2, a).unwrap();
+        // The first one made progress later than the second was accepted.
+        std::thread::sleep(Duration::from_millis(5));
+        r.now();
+        first.end_request();
+        // A third unauthenticated one: the second (least active) goes.
+        let third = admit(3, b).unwrap();
+        assert!(second.is_evicted() && !first.is_evicted() && !third.is_evicted());
+        // Logged-in connections are never ended to make room.
+        first.logged_in(Arc::from("u"));
+        third.logged_in(Arc::from("u"));
+        let fourth = admit(4, a).unwrap();
+        let fifth = admit(5, a).unwrap();
+        assert!(!fifth.is_evicted());
+        // Four live (first, third, fourth, fifth): the cap of 4 is reached;
+        // a new one ends an unauthenticated one (fourth, the older).
+        let sixth = admit(6, b).unwrap();
+        assert!(fourth.is_evicted() && !sixth.is_evicted());
+        fifth.logged_in(Arc::from("u"));
+        sixth.logged_in(Arc::from("u"));
+        // All live ones logged in: refused.
+        assert_eq!(admit(7, a).err(), Some(Refusal::ConnectionLimit));
+        // Ended ones still count against the thread bound until removed.
+        assert_eq!(r.len(), 6);
+        r.remove(2);
+        r.remove(4);
+        assert_eq!(r.len(), 4);
+    }
+
+    #[test]
+    fn an_address_at_its_cap_gives_up_its_own_connection_only() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let r = Registry::new();
+        let lim = limits(10, 10, 2);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let mut keep = Vec::new();
+        let mut admit = |id, ip| {
+            let (c, s) = pair(&l);
+            let st = r.admit(id, ip, &s, &lim);
+            keep.push((c, s));
+            st
+        };
+        let other = admit(1, b).unwrap();
+        let a1 = admit(2, a).unwrap();
+        let a2 = admit(3, a).unwrap();
+        let a3 = admit(4, a).unwrap();
+        assert!(a1.is_evicted() && !a2.is_evicted() && !a3.is_evicted());
+        assert!(!other.is_evicted());
+        a2.logged_in(Arc::from("u"));
+        a3.logged_in(Arc::from("u"));
+        assert_eq!(admit(5, a).err(), Some(Refusal::AddressLimit));
+    }
+
+    #[test]
+    fn deadlines_end_idle_connections_only() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let r = Registry::new();
+        let lim = Limits {
+            login_timeout_ms: 30,
+            frame_timeout_ms: 30,
+            ..Limits::default()
+        };
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let (_c1, s1) = pair(&l);
+        let (_c2, s2) = pair(&l);
+        let (_c3, s3) = pair(&l);
+        let silent = r.admit(1, a, &s1, &lim).unwrap();
+        let busy = r.admit(2, a, &s2, &lim).unwrap();
+        let user = r.admit(3, a, &s3, &lim).unwrap();
+        user.logged_in(Arc::from("u"));
+        assert!(busy.begin_request());
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(r.reap(&lim), 1);
+        assert!(silent.is_evicted() && !busy.is_evicted() && !user.is_evicted());
+        // Done with its request, the busy one goes at the next check.
+        busy.end_request();
+        assert_eq!(r.reap(&lim), 1);
+        assert!(busy.is_evicted());
+        // A logged-in connection goes only with a frame begun too long ago.
+        user.bytes_came();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(r.reap(&lim), 1);
+        assert!(user.is_evicted());
+        // A request arriving on an ended connection is not handled.
+        assert!(!user.begin_request());
     }
 }

@@ -273,6 +273,7 @@ fn serve_frames<S: FrameStream>(
     let mut spins = SpinHistory::default();
     // Connection ids start at 1; a party is never 0.
     let who = conn.id().max(1);
+    let mut last_user: Option<Arc<str>> = None;
     loop {
         let wait = (!input.has_unread() && !stream.has_buffered())
             .then(|| spins.await_readable(socket, spin, &CONNECTIONS, who));
@@ -285,7 +286,15 @@ fn serve_frames<S: FrameStream>(
         state.frame_done();
         conn_requests(conn).fetch_add(1, Ordering::Relaxed);
         let reply = if state.is_authenticated() {
-            conn.handle_body(body)
+            let reply = conn.handle_body(body);
+            // Logged out and in again as someone else: the registry follows.
+            if let Some(u) = conn.user() {
+                if !last_user.as_ref().is_some_and(|l| Arc::ptr_eq(l, u)) {
+                    state.logged_in(u.clone());
+                    last_user = Some(u.clone());
+                }
+            }
+            reply
         } else {
             // Before login the registry may end the connection at any time;
             // a request it ended is not handled at all (a login attempt is
@@ -297,6 +306,7 @@ fn serve_frames<S: FrameStream>(
             let reply = conn.handle_body(body);
             if let Some(u) = conn.user() {
                 state.logged_in(u.clone());
+                last_user = Some(u.clone());
             }
             state.end_request();
             reply
