@@ -175,6 +175,9 @@ pub struct Connection {
     closing: bool,
     /// The client's address (login rate limits, logs).
     peer: Option<std::net::IpAddr>,
+    /// Its entry in the server's registry (a login waiting its turn shows
+    /// there that it may be ended, and gives up when it is).
+    state: Option<Arc<crate::registry::ConnState>>,
 }
 
 fn op_index(op: Op) -> usize {
@@ -210,7 +213,13 @@ impl Connection {
             session_objects: BTreeSet::new(),
             closing: false,
             peer: None,
+            state: None,
         }
+    }
+
+    /// Its entry in the server's registry.
+    pub fn set_state(&mut self, state: Arc<crate::registry::ConnState>) {
+        self.state = Some(state);
     }
 
     /// Set the client's address (failed logins are rate-limited per address).
@@ -437,7 +446,10 @@ impl Connection {
                 return Reply::Error(ckr::USER_ANOTHER_ALREADY_LOGGED_IN);
             }
         }
-        match self.hsm.login(user, password, self.peer) {
+        match self
+            .hsm
+            .login_unless(user, password, self.peer, self.state.as_deref())
+        {
             Ok(()) => {
                 if self.user.is_none() {
                     log::info!("event=login conn={} user={user:?}", self.id);
@@ -446,7 +458,12 @@ impl Connection {
                 Reply::Ok
             }
             // The failure is logged (with the reason) by `Hsm::login`.
-            Err(e) => Reply::Error(e),
+            Err(e) => {
+                if let Some(s) = &self.state {
+                    s.login_failed();
+                }
+                Reply::Error(e)
+            }
         }
     }
 

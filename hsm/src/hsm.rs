@@ -506,6 +506,22 @@ impl Hsm {
     /// since is still heard (see [`users::KnownAddresses`]): strangers'
     /// guesses cannot lock the owner out of its usual places.
     pub fn login(&self, user: &str, password: &[u8], peer: Option<IpAddr>) -> Result<(), Rv> {
+        self.login_unless(user, password, peer, None)
+    }
+
+    /// [`Hsm::login`] on connection `conn` of the server's registry: while
+    /// the attempt waits its turn (after failures, it may wait seconds)
+    /// the connection counts as idle there, so that it may be ended (to
+    /// make room, or at its login deadline); if it is, the attempt is not
+    /// made and counts nothing.
+    pub fn login_unless(
+        &self,
+        user: &str,
+        password: &[u8],
+        peer: Option<IpAddr>,
+        conn: Option<&crate::registry::ConnState>,
+    ) -> Result<(), Rv> {
+        let peer = peer.map(crate::registry::address_group);
         let peer_s = peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         let policy = &self.limits.login;
         let trusted = !policy.lock.is_zero()
@@ -521,7 +537,25 @@ impl Hsm {
             }
         };
         if !wait.is_zero() {
-            std::thread::sleep(wait);
+            // (A logged-in connection logging in again is not under the
+            // registry's request bracket: nothing to pause.)
+            let conn = conn.filter(|c| !c.is_authenticated());
+            let until = std::time::Instant::now() + wait;
+            if let Some(c) = conn {
+                c.pause_request();
+            }
+            loop {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() || conn.is_some_and(|c| c.is_evicted()) {
+                    break;
+                }
+                // Parked, so that ending the connection wakes it at once
+                // (see `registry::ConnState::end`).
+                std::thread::park_timeout(left.min(std::time::Duration::from_millis(50)));
+            }
+            if conn.is_some_and(|c| !c.begin_request()) {
+                return Err(ckr::PIN_INCORRECT);
+            }
         }
         // One password check at a time per user: attempts sent in parallel
         // each see the failures counted by the ones before, so no burst gets

@@ -40,10 +40,15 @@ pub struct ConnState {
     busy: AtomicBool,
     /// Ended by the registry; its thread is on its way out.
     evicted: AtomicBool,
+    /// A login failed on it: the first to go when room is needed.
+    failed_login: AtomicBool,
     /// Clock when the last request was completed (or the connection made).
     progress: AtomicU64,
     /// Clock when the first byte of the frame being read came (0: none).
     frame_started: AtomicU64,
+    /// The thread serving it, woken when the connection is ended (a login
+    /// waiting its turn parks).
+    thread: Mutex<Option<std::thread::Thread>>,
     /// The user last logged in on it (for those who must end a user's
     /// connections; kept after a logout: the connection was that user's).
     user: Mutex<Option<Arc<str>>>,
@@ -61,8 +66,10 @@ impl ConnState {
             authenticated: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
+            failed_login: AtomicBool::new(false),
             progress: AtomicU64::new(1),
             frame_started: AtomicU64::new(0),
+            thread: Mutex::new(None),
             user: Mutex::new(None),
         })
     }
@@ -73,6 +80,17 @@ impl ConnState {
 
     pub fn peer(&self) -> Option<IpAddr> {
         self.peer
+    }
+
+    /// Record the thread serving this connection (woken when it is ended).
+    pub fn served_by(&self, t: std::thread::Thread) {
+        *lock(&self.thread) = Some(t);
+    }
+
+    fn wake(&self) {
+        if let Some(t) = lock(&self.thread).as_ref() {
+            t.unpark();
+        }
     }
 
     /// The user logged in on this connection, if any.
@@ -95,6 +113,18 @@ impl ConnState {
     pub fn begin_request(&self) -> bool {
         self.busy.store(true, Ordering::SeqCst);
         !self.evicted.load(Ordering::SeqCst)
+    }
+
+    /// A login failed on this connection.
+    pub fn login_failed(&self) {
+        self.failed_login.store(true, Ordering::Relaxed);
+    }
+
+    /// The request waits (a login waiting its turn): meanwhile the
+    /// connection may be ended as if idle; [`ConnState::begin_request`]
+    /// resumes it (or says it was ended).
+    pub fn pause_request(&self) {
+        self.busy.store(false, Ordering::SeqCst);
     }
 
     /// The request is answered.
@@ -132,6 +162,7 @@ impl ConnState {
         if let Some(s) = &self.socket {
             let _ = s.shutdown(Shutdown::Both);
         }
+        self.wake();
     }
 
     /// End the connection unless a request is being handled (then it is
@@ -145,6 +176,7 @@ impl ConnState {
         if let Some(s) = &self.socket {
             let _ = s.shutdown(Shutdown::Both);
         }
+        self.wake();
         true
     }
 }
@@ -209,20 +241,22 @@ impl Registry {
         lock(&self.conns).values().cloned().collect()
     }
 
-    /// Admit a new connection from `peer` under `limits`, making room if
-    /// it must by ending a connection that has not logged in:
+    /// Admit a new connection from `peer` (counted under its
+    /// [`address_group`]) under `limits`, making room if it must by ending
+    /// a connection that has not logged in:
     /// - at most `max_connections + max_unauthenticated` entries at all
     ///   (the threads: ended connections still closing count);
     /// - at most `max_connections_per_address` live ones from one address:
     ///   past it, the address's own least active unauthenticated one goes;
     /// - at most `max_unauthenticated` live unauthenticated ones and
     ///   `max_connections` live ones: past either, the least active
-    ///   unauthenticated one of the address holding the most goes.
+    ///   unauthenticated one of the addresses holding the most goes.
     ///
-    /// "Least active": idle before busy, then the oldest last progress
-    /// (a completed request), then the oldest connection, so that a client
-    /// going through its handshake briskly is not the one ended for a
-    /// silent socket.
+    /// "Least active": one where a login failed first, idle before busy
+    /// (handling a request; a login waiting its turn is idle), then the
+    /// oldest last progress (a completed request), then the oldest
+    /// connection, so that a client going through its handshake briskly is
+    /// not the one ended for a silent socket or a guesser.
     pub fn admit(
         &self,
         id: u64,
@@ -234,6 +268,7 @@ impl Registry {
         let max_conn = limits.max_connections.max(1);
         let max_pending = limits.max_unauthenticated.clamp(1, max_conn);
         let per_addr = limits.max_connections_per_address.max(1);
+        let peer = address_group(peer);
         let mut conns = lock(&self.conns);
         if conns.len() >= max_conn + max_pending {
             return Err(Refusal::ConnectionLimit);
@@ -256,14 +291,19 @@ impl Registry {
         let live: Vec<&Arc<ConnState>> = conns.values().filter(|c| !c.is_evicted()).collect();
         let pending = live.iter().filter(|c| !c.is_authenticated()).count();
         if pending >= max_pending || live.len() >= max_conn {
-            // The address with the most unauthenticated connections gives one.
+            // An address with the most unauthenticated connections gives
+            // one; among addresses holding as many, the least active
+            // connection goes.
             let mut per: HashMap<Option<IpAddr>, usize> = HashMap::new();
             for c in live.iter().filter(|c| !c.is_authenticated()) {
                 *per.entry(c.peer).or_default() += 1;
             }
-            let top = per.into_iter().max_by_key(|(_, n)| *n).map(|(ip, _)| ip);
-            let victim =
-                top.and_then(|ip| pick_victim(live.iter().filter(|c| c.peer == ip).copied()));
+            let most = per.values().copied().max().unwrap_or(0);
+            let victim = pick_victim(
+                live.iter()
+                    .filter(|c| per.get(&c.peer) == Some(&most))
+                    .copied(),
+            );
             match victim {
                 Some(v) => {
                     log::warn!(
@@ -286,8 +326,10 @@ impl Registry {
             authenticated: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
+            failed_login: AtomicBool::new(false),
             progress: AtomicU64::new(now),
             frame_started: AtomicU64::new(0),
+            thread: Mutex::new(None),
             user: Mutex::new(None),
         });
         conns.insert(id, state.clone());
@@ -348,10 +390,27 @@ impl Registry {
     }
 }
 
+/// The address a client is counted under: an IPv4 address (also when
+/// IPv4-mapped), or the /64 network of an IPv6 address (one host usually
+/// holds a whole /64).
+pub fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 /// The unauthenticated connection to end first among `cands`.
 fn pick_victim<'a>(cands: impl Iterator<Item = &'a Arc<ConnState>>) -> Option<&'a Arc<ConnState>> {
     cands.filter(|c| !c.is_authenticated()).min_by_key(|c| {
         (
+            !c.failed_login.load(Ordering::Relaxed),
             c.busy.load(Ordering::Relaxed),
             c.progress.load(Ordering::Relaxed),
             c.id,
@@ -472,6 +531,15 @@ mod tests {
         a2.logged_in(Arc::from("u"));
         a3.logged_in(Arc::from("u"));
         assert_eq!(admit(5, a).err(), Some(Refusal::AddressLimit));
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let g = |s: &str| address_group(s.parse().unwrap()).to_string();
+        assert_eq!(g("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(g("2001:db8:1:2:bbbb::7"), "2001:db8:1:2::");
+        assert_eq!(g("::ffff:192.0.2.1"), "192.0.2.1");
+        assert_eq!(g("192.0.2.1"), "192.0.2.1");
     }
 
     #[test]

@@ -101,6 +101,7 @@ impl Server {
                     log::info!("event=connected peer={peer} conn={id}");
                     let h = hsm.clone();
                     let st = state.clone();
+                    state.served_by(std::thread::current());
                     let r = catch_unwind(AssertUnwindSafe(|| {
                         serve_secured(h, stream, peer, &security, st)
                     }));
@@ -253,6 +254,7 @@ fn serve_stream<S: FrameStream>(
     if let Some(p) = peer {
         conn.set_peer(p.ip());
     }
+    conn.set_state(state.clone());
     let probe = ProbeGuard::new(&hsm, conn.id(), socket);
     let r = serve_frames(&mut conn, socket, stream, &state);
     // Session objects go before the probe does: another connection asking
