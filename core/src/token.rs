@@ -1700,13 +1700,25 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         if inner.link_generation != 0 {
             drop_link(inner);
         }
-        self.ensure_connected(inner, host_of(cred))?;
         let request = Request::Login {
             user: &cred.user,
             password: Secret(cred.password()),
         };
         let generation = shared.generation;
-        match call(inner, &request).map(|r| matches!(r, Response::Ok)) {
+        // A link kept from before login may have been closed by the HSM at
+        // its login deadline: replaced once, as in `login`.
+        let mut tries = if inner.link.is_some() { 2 } else { 1 };
+        let reply = loop {
+            tries -= 1;
+            self.ensure_connected(inner, host_of(cred))?;
+            let reply = call(inner, &request).map(|r| matches!(r, Response::Ok));
+            let lost = inner.link.is_none() && inner.last_error == Some(crate::link::LinkError::Io);
+            if reply.is_ok() || !lost || tries == 0 {
+                break reply;
+            }
+            warn!("the HSM closed the connection before login; reconnecting once");
+        };
+        match reply {
             Ok(true) => {
                 inner.link_generation = generation;
                 Ok(())

@@ -566,3 +566,40 @@ fn slowloris_login_attempts_waiting_their_turn_do_not_hold_threads() {
     assert!(took < Duration::from_secs(2), "took {took:?}");
     t.reinitialize(&[]).expect("back to the defaults");
 }
+
+#[test]
+fn slowloris_a_session_used_before_login_still_works_after_the_login_deadline() {
+    let t = token();
+    let hsm = Hsm::start(&[
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--user",
+        USER,
+        "--password",
+        PIN,
+        "--login-timeout-ms",
+        "500",
+    ]);
+    let b = session_at(&t, hsm.addr(), USER);
+    // A call before login connects session B (random numbers need no login).
+    b.generate_random_vec(16)
+        .expect("C_GenerateRandom before login");
+    let a = t.pkcs11.open_rw_session(t.slot).expect("session A");
+    // B's connection has not logged in: the server closes it at 500 ms.
+    std::thread::sleep(Duration::from_millis(1000));
+    a.login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .expect("C_Login on session A");
+    // B logs in on its next call, over a new connection.
+    let (_, key) = b
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[Attribute::EcParams(P256.to_vec())],
+            &[Attribute::Sign(true)],
+        )
+        .expect("session B after its first connection was closed");
+    b.sign(&Mechanism::Ecdsa, key, &[1u8; 32]).expect("sign");
+    assert!(hsm.stderr().contains("reason=login_timeout"));
+    drop((a, b));
+    t.reinitialize(&[]).expect("back to the defaults");
+}
