@@ -9,15 +9,12 @@
 
 mod hsm_service;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use cryptoki::error::RvError;
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use hsm_service::*;
-use hsmlink_core::wire::{self, Request, Response, Secret, PROTOCOL_VERSION};
 use hsmlink_pkcs11::ffi::testing as raw;
 use hsmlink_tests::{rv_of, token, TempDir};
 
@@ -178,49 +175,6 @@ fn lockout_of_unknown_names_and_a_configurable_threshold() {
     assert!(status.contains("lockouts=2"), "{status}");
     t.reinitialize(&[]).expect("back to the defaults");
 }
-
-/// A login from loopback address `from` (127.0.0.2, ...), speaking the wire
-/// protocol directly: the server's answer (`CKR_OK` as 0).
-fn login_from(addr: &str, from: &str, user: &str, password: &str) -> u64 {
-    let to: SocketAddr = addr.parse().expect("address");
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let local: SocketAddr = format!("{from}:0").parse().unwrap();
-    sock.bind(&local.into()).expect("bind a loopback address");
-    sock.connect(&to.into()).expect("connect");
-    let mut s: TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut ask = |r: &Request<'_>| -> u64 {
-        let mut buf = vec![0u8; 1024];
-        let n = wire::encode_frame(r, &mut buf).unwrap();
-        s.write_all(&buf[..n]).unwrap();
-        let mut h = [0u8; 4];
-        s.read_exact(&mut h).expect("a reply");
-        let mut body = vec![0u8; u32::from_le_bytes(h) as usize];
-        s.read_exact(&mut body).unwrap();
-        let rv = match wire::decode::<Response<'_>>(&body).unwrap() {
-            Response::Ok | Response::Hello { .. } => 0,
-            Response::Error(rv) => rv,
-            other => panic!("unexpected {other:?}"),
-        };
-        rv
-    };
-    assert_eq!(
-        ask(&Request::Hello {
-            version: PROTOCOL_VERSION,
-            max_frame: 65536,
-            app: [3; 16],
-        }),
-        0
-    );
-    ask(&Request::Login {
-        user,
-        password: Secret(password.as_bytes()),
-    })
-}
-
-const CKR_OK: u64 = 0;
-const CKR_PIN_INCORRECT: u64 = 0xa0;
-const CKR_PIN_LOCKED: u64 = 0xa4;
 
 #[test]
 fn lockout_expires_and_doubles_with_each_relock() {
