@@ -542,6 +542,9 @@ impl Hsm {
             let conn = conn.filter(|c| !c.is_authenticated());
             let until = std::time::Instant::now() + wait;
             if let Some(c) = conn {
+                // It waits because of failures (its user's or its
+                // address's): among the first to make room.
+                c.login_failed();
                 c.pause_request();
             }
             loop {

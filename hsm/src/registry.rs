@@ -40,7 +40,8 @@ pub struct ConnState {
     busy: AtomicBool,
     /// Ended by the registry; its thread is on its way out.
     evicted: AtomicBool,
-    /// A login failed on it: the first to go when room is needed.
+    /// A login failed on it, or waits its turn behind failures: the first
+    /// to go when room is needed.
     failed_login: AtomicBool,
     /// Clock when the last request was completed (or the connection made).
     progress: AtomicU64,
@@ -115,7 +116,7 @@ impl ConnState {
         !self.evicted.load(Ordering::SeqCst)
     }
 
-    /// A login failed on this connection.
+    /// A login failed on this connection (or waits behind failures).
     pub fn login_failed(&self) {
         self.failed_login.store(true, Ordering::Relaxed);
     }
@@ -245,14 +246,18 @@ impl Registry {
     /// [`address_group`]) under `limits`, making room if it must by ending
     /// a connection that has not logged in:
     /// - at most `max_connections + max_unauthenticated` entries at all
-    ///   (the threads: ended connections still closing count);
+    ///   (the threads: ended connections still closing count), or twice
+    ///   `max_unauthenticated` over for an address with no ended
+    ///   connection still closing (so that one churning address cannot
+    ///   keep the others out);
     /// - at most `max_connections_per_address` live ones from one address:
     ///   past it, the address's own least active unauthenticated one goes;
     /// - at most `max_unauthenticated` live unauthenticated ones and
     ///   `max_connections` live ones: past either, the least active
     ///   unauthenticated one of the addresses holding the most goes.
     ///
-    /// "Least active": one where a login failed first, idle before busy
+    /// "Least active": one where a login failed (or waits its turn behind
+    /// failures) first, idle before busy
     /// (handling a request; a login waiting its turn is idle), then the
     /// oldest last progress (a completed request), then the oldest
     /// connection, so that a client going through its handshake briskly is
@@ -271,7 +276,15 @@ impl Registry {
         let peer = address_group(peer);
         let mut conns = lock(&self.conns);
         if conns.len() >= max_conn + max_pending {
-            return Err(Refusal::ConnectionLimit);
+            // Connections ended a moment ago still hold their threads: the
+            // last `max_pending` places are for addresses with none of
+            // those (not the one churning).
+            let churning = conns
+                .values()
+                .any(|c| c.peer == Some(peer) && c.is_evicted());
+            if churning || conns.len() >= max_conn + 2 * max_pending {
+                return Err(Refusal::ConnectionLimit);
+            }
         }
         let live: Vec<&Arc<ConnState>> = conns.values().filter(|c| !c.is_evicted()).collect();
         let from_peer = live.iter().filter(|c| c.peer == Some(peer)).count();
