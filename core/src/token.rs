@@ -486,22 +486,36 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             // Authenticated under an older login: start afresh.
             inner.link = None;
         }
-        if let Err(rv) = self.ensure_connected(inner, host_of(&cred)) {
-            if rv == ckr::SESSION_CLOSED {
-                inner.session = None;
-                drop_link(inner);
-                slot.handle.store(0, Ordering::Release);
+        // The HSM closes a connection that has not logged in within its
+        // login deadline: one kept from an earlier call (a failed login, say)
+        // may be gone, and is then replaced once. The HSM never handles a
+        // request on a connection it ended, so the attempt counts once.
+        let mut tries = if inner.link.is_some() { 2 } else { 1 };
+        let reply = loop {
+            tries -= 1;
+            if let Err(rv) = self.ensure_connected(inner, host_of(&cred)) {
+                if rv == ckr::SESSION_CLOSED {
+                    inner.session = None;
+                    drop_link(inner);
+                    slot.handle.store(0, Ordering::Release);
+                }
+                return Err(rv);
             }
-            return Err(rv);
-        }
-        let reply = call(
-            inner,
-            &Request::Login {
-                user: &cred.user,
-                password: Secret(cred.password()),
-            },
-        );
-        match reply.map(|r| matches!(r, Response::Ok)) {
+            let reply = call(
+                inner,
+                &Request::Login {
+                    user: &cred.user,
+                    password: Secret(cred.password()),
+                },
+            )
+            .map(|r| matches!(r, Response::Ok));
+            let lost = inner.link.is_none() && inner.last_error == Some(crate::link::LinkError::Io);
+            if reply.is_ok() || !lost || tries == 0 {
+                break reply;
+            }
+            warn!("the HSM closed the connection before login; reconnecting once");
+        };
+        match reply {
             Ok(true) => {}
             Ok(false) => return Err(self.broken(inner)),
             Err(rv) => return Err(rv),
@@ -1686,13 +1700,25 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         if inner.link_generation != 0 {
             drop_link(inner);
         }
-        self.ensure_connected(inner, host_of(cred))?;
         let request = Request::Login {
             user: &cred.user,
             password: Secret(cred.password()),
         };
         let generation = shared.generation;
-        match call(inner, &request).map(|r| matches!(r, Response::Ok)) {
+        // A link kept from before login may have been closed by the HSM at
+        // its login deadline: replaced once, as in `login`.
+        let mut tries = if inner.link.is_some() { 2 } else { 1 };
+        let reply = loop {
+            tries -= 1;
+            self.ensure_connected(inner, host_of(cred))?;
+            let reply = call(inner, &request).map(|r| matches!(r, Response::Ok));
+            let lost = inner.link.is_none() && inner.last_error == Some(crate::link::LinkError::Io);
+            if reply.is_ok() || !lost || tries == 0 {
+                break reply;
+            }
+            warn!("the HSM closed the connection before login; reconnecting once");
+        };
+        match reply {
             Ok(true) => {
                 inner.link_generation = generation;
                 Ok(())

@@ -179,6 +179,9 @@ pub struct Connection {
     closing: bool,
     /// The client's address (login rate limits, logs).
     peer: Option<std::net::IpAddr>,
+    /// Its entry in the server's registry (a login waiting its turn shows
+    /// there that it may be ended, and gives up when it is).
+    state: Option<Arc<crate::registry::ConnState>>,
 }
 
 fn op_index(op: Op) -> usize {
@@ -202,6 +205,11 @@ impl Drop for Connection {
 impl Connection {
     pub fn new(hsm: Arc<Hsm>) -> Self {
         let id = hsm.connection_id();
+        Self::with_id(hsm, id)
+    }
+
+    /// A connection with an id from [`Hsm::connection_id`] taken already.
+    pub fn with_id(hsm: Arc<Hsm>, id: u64) -> Self {
         Connection {
             hsm,
             id,
@@ -213,7 +221,13 @@ impl Connection {
             session_objects: BTreeSet::new(),
             closing: false,
             peer: None,
+            state: None,
         }
+    }
+
+    /// Its entry in the server's registry.
+    pub fn set_state(&mut self, state: Arc<crate::registry::ConnState>) {
+        self.state = Some(state);
     }
 
     /// Set the client's address (failed logins are rate-limited per address).
@@ -229,6 +243,11 @@ impl Connection {
     /// This connection's id (for [`Hsm::register_probe`]).
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The user logged in, if any.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
     }
 
     /// Whether the connection must be closed after the last reply.
@@ -445,7 +464,10 @@ impl Connection {
                 return Reply::Error(ckr::USER_ANOTHER_ALREADY_LOGGED_IN);
             }
         }
-        match self.hsm.login_session(user, password, self.peer, self.id) {
+        match self
+            .hsm
+            .login_session(user, password, self.peer, self.id, self.state.as_deref())
+        {
             Ok(grant) => {
                 if self.user.is_none() {
                     log::info!("event=login conn={} user={user:?}", self.id);
@@ -462,7 +484,12 @@ impl Connection {
                 Reply::Ok
             }
             // The failure is logged (with the reason) by `Hsm::login`.
-            Err(e) => Reply::Error(e),
+            Err(e) => {
+                if let Some(s) = &self.state {
+                    s.login_failed();
+                }
+                Reply::Error(e)
+            }
         }
     }
 
@@ -523,8 +550,18 @@ impl Connection {
                 conn: self.id,
             })
         };
-        let h = self.hsm.alloc_handle()?;
-        Ok(Object::new(h, s.user.to_string(), session, attrs))
+        let mut o = Object::new(0, s.user.to_string(), session, attrs);
+        if !self.hsm.fits_quota(&o, None) {
+            log::warn!(
+                "event=quota user={:?} conn={} reason={}",
+                s.user,
+                self.id,
+                if token { "user_bytes" } else { "session_bytes" }
+            );
+            return Err(ckr::DEVICE_MEMORY);
+        }
+        o.handle = self.hsm.alloc_handle()?;
+        Ok(o)
     }
 
     fn create(&mut self, s: &Ctx<'_>, t: &[Attribute<'_>]) -> Result<Reply, Rv> {
@@ -1125,6 +1162,10 @@ fn set_attributes(s: &Ctx<'_>, h: u64, t: &[Attribute<'_>]) -> Result<Reply, Rv>
     let o = s.object(h)?;
     let attrs = object::apply(&o.attrs, t, false)?;
     let n = Object::new(o.handle, o.owner.clone(), o.session, attrs);
+    if !s.hsm.fits_quota(&n, Some(&o)) {
+        log::warn!("event=quota user={:?} reason=object_grows", s.user);
+        return Err(ckr::DEVICE_MEMORY);
+    }
     s.hsm.replace(n)?;
     Ok(Reply::Ok)
 }

@@ -392,6 +392,7 @@ impl PgStore {
                         phc: r.get(1),
                         failures: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
                         locked: r.get(3),
+                        locked_until: 0,
                     },
                 )
             })

@@ -83,9 +83,55 @@ pub struct UserRecord {
     pub phc: String,
     /// Consecutive failed logins.
     pub failures: u32,
-    /// Locked after too many failures (or by an admin), until an admin
-    /// unlocks it.
+    /// Locked: after too many failures (until `locked_until` passes, or an
+    /// admin unlocks it), or by an admin (`user lock`: until `unlock`).
     pub locked: bool,
+    /// When a lock ends by itself (milliseconds since the Unix epoch); 0:
+    /// only an admin's `unlock` (or `passwd`) ends it.
+    pub locked_until: u64,
+}
+
+impl UserRecord {
+    /// Whether the user is locked at `now` (milliseconds since the Unix
+    /// epoch).
+    pub fn is_locked(&self, now: u64) -> bool {
+        self.locked && (self.locked_until == 0 || now < self.locked_until)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How a failed login locks: after `max` consecutive failures (0: never),
+/// until [`LockRule::until`] (milliseconds since the Unix epoch).
+#[derive(Clone, Copy)]
+pub struct LockRule {
+    pub max: u32,
+    pub now: u64,
+    /// Lock length (ms) for the first lock; doubled for each failure past
+    /// `max` (a failure once a lock has lapsed locks again, for twice as
+    /// long), up to `max_ms`. 0: permanent.
+    pub base_ms: u64,
+    pub max_ms: u64,
+}
+
+impl LockRule {
+    /// When a lock after `failures` consecutive failures ends (0: never).
+    pub fn until(&self, failures: u32) -> u64 {
+        if self.base_ms == 0 {
+            return 0;
+        }
+        let n = failures.saturating_sub(self.max).min(30);
+        let ms = self
+            .base_ms
+            .saturating_mul(1u64 << n)
+            .min(self.max_ms.max(self.base_ms));
+        self.now.saturating_add(ms)
+    }
 }
 
 /// The first user format (a PHC string only).
@@ -216,6 +262,7 @@ pub fn read_user(
                 phc: v2.phc,
                 failures: v2.failures,
                 locked: v2.locked,
+                locked_until: 0,
             }))
         }
         Some((&FORMAT_PLAIN, rest)) => {
@@ -484,21 +531,37 @@ impl Store {
     }
 
     /// Count a failed login of `name`: returns the consecutive failures and
-    /// whether the user is now locked (locked when they reach `max`, if `max`
-    /// is not 0), or `None` for an unknown user.
-    pub fn login_failed(&self, name: &str, max: u32) -> Result<Option<(u32, bool)>, StoreError> {
+    /// whether the user is now locked (locked when they reach `rule.max`,
+    /// if not 0, until `rule.until(failures)`), or `None` for an unknown
+    /// user.
+    pub fn login_failed(
+        &self,
+        name: &str,
+        rule: &LockRule,
+    ) -> Result<Option<(u32, bool)>, StoreError> {
         self.update_user(name, |u| {
             u.failures = u.failures.saturating_add(1);
-            if max > 0 && u.failures >= max {
+            // An admin's lock (no end) stays as it is.
+            if rule.max > 0 && u.failures >= rule.max && !(u.locked && u.locked_until == 0) {
                 u.locked = true;
+                u.locked_until = rule.until(u.failures);
             }
             (u.failures, u.locked)
         })
     }
 
-    /// Reset the failure count of `name` after a successful login.
+    /// Reset the failure count (and a lapsed lock) of `name` after a
+    /// successful login.
     pub fn login_succeeded(&self, name: &str) -> Result<(), StoreError> {
-        self.update_user(name, |u| u.failures = 0).map(|_| ())
+        self.update_user(name, |u| {
+            u.failures = 0;
+            // A lock that lapsed is over; an admin's lock (no end) stays.
+            if u.locked && u.locked_until != 0 {
+                u.locked = false;
+                u.locked_until = 0;
+            }
+        })
+        .map(|_| ())
     }
 
     /// Unlock user `name` (and reset its failures); whether it exists.
@@ -506,14 +569,18 @@ impl Store {
         self.update_user(name, |u| {
             u.failures = 0;
             u.locked = false;
+            u.locked_until = 0;
         })
         .map(|o| o.is_some())
     }
 
     /// Lock user `name` (an admin's decision); whether it exists.
     pub fn lock_user(&self, name: &str) -> Result<bool, StoreError> {
-        self.update_user(name, |u| u.locked = true)
-            .map(|o| o.is_some())
+        self.update_user(name, |u| {
+            u.locked = true;
+            u.locked_until = 0;
+        })
+        .map(|o| o.is_some())
     }
 
     /// Seal the pending user records (written by `user add` before the
@@ -1074,17 +1141,19 @@ mod tests {
         s.set_password("alice", "alice-phc".into()).unwrap();
         s.set_password("bob", "bob-phc".into()).unwrap();
         assert_eq!(s.user("alice").unwrap().unwrap().phc, "alice-phc");
-        // An edited byte (the lock flag is the last one): refused.
+        // An edited byte (the lock flag is the one before `locked_until`,
+        // 0 here, the last): refused.
         let mut edited = raw(&s, "alice");
         s.lock_user("alice").unwrap();
         let locked = raw(&s, "alice");
-        *edited.last_mut().unwrap() ^= 1;
+        let flag = edited.len() - 2;
+        edited[flag] ^= 1;
         plant(&s, "alice", &edited);
         let e = s.user("alice").unwrap_err();
         assert!(e.0.contains("integrity"), "{e}");
         // The locked record's flag cleared by hand: refused too.
         let mut unlocked = locked.clone();
-        *unlocked.last_mut().unwrap() = 0;
+        unlocked[flag] = 0;
         plant(&s, "alice", &unlocked);
         assert!(s.user("alice").is_err());
         // Bob's record copied onto alice: refused (the name is bound).
@@ -1102,7 +1171,13 @@ mod tests {
         plant(&s, "alice", &v2);
         assert!(s.user("alice").is_err());
         // A refused record is not updated (no failure count, no unlock).
-        assert!(s.login_failed("alice", 5).is_err());
+        let rule = LockRule {
+            max: 5,
+            now: 0,
+            base_ms: 0,
+            max_ms: 0,
+        };
+        assert!(s.login_failed("alice", &rule).is_err());
         assert!(s.unlock_user("alice").is_err());
         assert_eq!(raw(&s, "alice"), v2);
         // The bad records are listed as such.
@@ -1141,16 +1216,44 @@ mod tests {
     fn login_failures_lock_and_unlock() {
         let s = keyed();
         s.put_user("u", &UserRecord::default()).unwrap();
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((1, false)));
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((2, false)));
+        let r = LockRule {
+            max: 3,
+            now: 1000,
+            base_ms: 60,
+            max_ms: 200,
+        };
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((1, false)));
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((2, false)));
         s.login_succeeded("u").unwrap();
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((1, false)));
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((2, false)));
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((3, true)));
-        assert!(s.user("u").unwrap().unwrap().locked);
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((1, false)));
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((2, false)));
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((3, true)));
+        let u = s.user("u").unwrap().unwrap();
+        assert_eq!(u.locked_until, 1060, "the first lock: 60 ms");
+        assert!(u.is_locked(1059) && !u.is_locked(1060));
+        // A failure once it lapsed locks again, twice as long, up to 200 ms.
+        let later = LockRule { now: 1060, ..r };
+        assert_eq!(s.login_failed("u", &later).unwrap(), Some((4, true)));
+        assert_eq!(s.user("u").unwrap().unwrap().locked_until, 1180);
+        assert_eq!(s.login_failed("u", &later).unwrap(), Some((5, true)));
+        assert_eq!(s.user("u").unwrap().unwrap().locked_until, 1260);
         assert!(s.unlock_user("u").unwrap());
         assert_eq!(s.user("u").unwrap().unwrap(), UserRecord::default());
-        assert_eq!(s.login_failed("nobody", 3).unwrap(), None);
+        // Permanent locks: no end.
+        let permanent = LockRule { base_ms: 0, ..r };
+        for _ in 0..3 {
+            s.login_failed("u", &permanent).unwrap();
+        }
+        let u = s.user("u").unwrap().unwrap();
+        assert!(u.locked && u.locked_until == 0 && u.is_locked(u64::MAX));
+        // A permanent lock (or an admin's) is not lifted by a login that
+        // got through (only `unlock` or `passwd` lift it).
+        s.login_succeeded("u").unwrap();
+        let u = s.user("u").unwrap().unwrap();
+        assert!(u.locked && u.failures == 0 && u.is_locked(u64::MAX));
+        assert!(s.unlock_user("u").unwrap());
+        assert_eq!(s.user("u").unwrap().unwrap(), UserRecord::default());
+        assert_eq!(s.login_failed("nobody", &r).unwrap(), None);
         assert!(!s.unlock_user("nobody").unwrap());
     }
 
@@ -1159,6 +1262,10 @@ mod tests {
         let mut v1 = vec![FORMAT_PLAIN];
         v1.extend(postcard::to_stdvec(&("phc-string",)).unwrap());
         assert_eq!(decode_user("u", &v1, None).unwrap().phc, "phc-string");
+        let mut v2 = vec![FORMAT_USER2];
+        v2.extend(postcard::to_stdvec(&("phc", 4u32, true)).unwrap());
+        let u = decode_user("u", &v2, None).unwrap();
+        assert_eq!((u.failures, u.locked, u.locked_until), (4, true, 0));
     }
 
     #[test]

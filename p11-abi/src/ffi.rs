@@ -595,6 +595,14 @@ cfn!(C_SetOperationState(hSession: CK_SESSION_HANDLE, pOperationState: *mut CK_B
 
 cfn!(C_Login(hSession: CK_SESSION_HANDLE, userType: CK_USER_TYPE, pPin: *mut CK_UTF8CHAR, ulPinLen: CK_ULONG) {
     let m = module::module()?;
+    // A NULL pPin asks for the protected authentication path (v2.40 §5.6),
+    // which this token does not have (no CKF_PROTECTED_AUTHENTICATION_PATH):
+    // an argument error, never sent to the HSM as an empty PIN (which would
+    // count as a failed login). An empty PIN (non-NULL, length 0) is a PIN.
+    if pPin.is_null() {
+        m.token.session_info(hSession as u64)?;
+        return Err(ckr::ARGUMENTS_BAD);
+    }
     let pin = bytes(pPin, ulPinLen)?;
     m.token.login(hSession as u64, userType as u64, pin)
 });

@@ -423,6 +423,16 @@ impl Raw {
         ))
     }
 
+    /// `C_Login` with a NULL `pPin` and length `len`.
+    pub fn login_null_pin(
+        &self,
+        session: CK_SESSION_HANDLE,
+        user_type: CK_ULONG,
+        len: CK_ULONG,
+    ) -> CK_RV {
+        call!(self.C_Login(session, user_type, std::ptr::null_mut(), len))
+    }
+
     /// `C_SignInit` with any mechanism type and parameter structure.
     pub fn sign_init<P>(
         &self,
