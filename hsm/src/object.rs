@@ -600,20 +600,8 @@ fn defaults(class: u64, key_type: Option<u64>) -> Attrs {
         // No restriction unless the application gives a list.
         a.insert(cka::ALLOWED_MECHANISMS, Vec::new());
         let on = match class {
-            cko::PUBLIC_KEY => &[
-                cka::ENCRYPT,
-                cka::VERIFY,
-                cka::VERIFY_RECOVER,
-                cka::WRAP,
-                cka::DERIVE,
-            ][..],
-            cko::PRIVATE_KEY => &[
-                cka::DECRYPT,
-                cka::SIGN,
-                cka::SIGN_RECOVER,
-                cka::UNWRAP,
-                cka::DERIVE,
-            ][..],
+            cko::PUBLIC_KEY => &[cka::ENCRYPT, cka::VERIFY, cka::VERIFY_RECOVER, cka::WRAP][..],
+            cko::PRIVATE_KEY => &[cka::DECRYPT, cka::SIGN, cka::SIGN_RECOVER, cka::UNWRAP][..],
             _ => &[
                 cka::ENCRYPT,
                 cka::DECRYPT,
@@ -621,12 +609,14 @@ fn defaults(class: u64, key_type: Option<u64>) -> Attrs {
                 cka::VERIFY,
                 cka::WRAP,
                 cka::UNWRAP,
-                cka::DERIVE,
             ][..],
         };
         for ty in on {
             set_bool(&mut a, *ty, true);
         }
+        // v2.40 (common key attributes): CKA_DERIVE defaults to false; the
+        // other usages are token-specific (true here, as before).
+        set_bool(&mut a, cka::DERIVE, false);
         if class == cko::PUBLIC_KEY || class == cko::SECRET_KEY {
             set_bool(&mut a, cka::TRUSTED, false);
         }
@@ -658,6 +648,43 @@ fn change_allowed(p: Policy, ty: u64, old: Option<&[u8]>, new: &[u8], copy: bool
     }
 }
 
+/// Usage flags: what a key may be used for.
+pub const USAGES: [u64; 9] = [
+    cka::ENCRYPT,
+    cka::DECRYPT,
+    cka::SIGN,
+    cka::VERIFY,
+    cka::SIGN_RECOVER,
+    cka::VERIFY_RECOVER,
+    cka::WRAP,
+    cka::UNWRAP,
+    cka::DERIVE,
+];
+
+/// Whether setting `ty` from `old` to `new` lets a key do more: a usage
+/// flag turned on, or a `CKA_ALLOWED_MECHANISMS` list that admits a
+/// mechanism the old one did not (an empty list admits every mechanism).
+fn widens(ty: u64, old: Option<&[u8]>, new: &[u8]) -> bool {
+    if USAGES.contains(&ty) {
+        let was = old.and_then(|v| attr::read_bool(v).ok()).unwrap_or(false);
+        return attr::read_bool(new).unwrap_or(true) && !was;
+    }
+    if ty == cka::ALLOWED_MECHANISMS {
+        let list = |v: &[u8]| -> Vec<u64> {
+            v.chunks_exact(8)
+                .filter_map(|c| attr::read_ulong(c).ok())
+                .collect()
+        };
+        let old = list(old.unwrap_or(&[]));
+        let new = list(new);
+        if old.is_empty() {
+            return false;
+        }
+        return new.is_empty() || new.iter().any(|m| !old.contains(m));
+    }
+    false
+}
+
 /// Apply a `SetAttributes` (or, with `copy`, a `CopyObject`) template to a
 /// copy of `attrs`, checking every rule.
 pub fn apply(attrs: &Attrs, template: &[Attribute<'_>], copy: bool) -> Result<Attrs, Rv> {
@@ -672,8 +699,15 @@ pub fn apply(attrs: &Attrs, template: &[Attribute<'_>], copy: bool) -> Result<At
     if !copy && !get_flag(attrs, cka::MODIFIABLE) {
         return Err(ckr::ACTION_PROHIBITED);
     }
+    // The key policy (docs/security.md): the usages of a key whose secret
+    // never leaves the token only narrow, so that no change (and no copy)
+    // adds a use its owner did not give it when it was made.
+    let sealed = has_secrets(Some(class)) && !exportable(attrs);
     let mut out = attrs.clone();
     for (ty, v) in &t {
+        if sealed && widens(*ty, attrs.get(ty).map(Vec::as_slice), v) {
+            return Err(ckr::ATTRIBUTE_READ_ONLY);
+        }
         let p = if token_only(*ty) {
             Policy::TokenOnly
         } else {
