@@ -522,7 +522,7 @@ impl Connection {
             let attrs = object::apply(&src.attrs, t, true)?;
             let o = self.new_object(s, attrs)?;
             let session = !o.is_token();
-            if let Some(o) = self.hsm.put_if_current(&src, o)? {
+            if let Some(o) = self.hsm.put_if_current(&[&src], o)? {
                 if session {
                     self.session_objects.insert(o.handle);
                 }
@@ -727,7 +727,16 @@ impl Connection {
             | ckm::XOR_BASE_AND_DATA
             | ckm::EXTRACT_KEY_FROM_KEY
             | ckm::AES_ECB_ENCRYPT_DATA
-            | ckm::AES_CBC_ENCRYPT_DATA => self.derive_secret(s, m, base, t),
+            | ckm::AES_CBC_ENCRYPT_DATA => {
+                // As `copy`: the new key is inserted only if the base keys
+                // are still the versions it was made from.
+                for _ in 0..CAS_TRIES {
+                    if let Some(r) = self.derive_secret(s, m, base, t)? {
+                        return Ok(r);
+                    }
+                }
+                Err(ckr::FUNCTION_FAILED)
+            }
             _ => Err(ckr::MECHANISM_INVALID),
         }
     }
@@ -744,7 +753,7 @@ impl Connection {
         m: &Mechanism<'_>,
         base: u64,
         t: &[Attribute<'_>],
-    ) -> Result<Reply, Rv> {
+    ) -> Result<Option<Reply>, Rv> {
         use wire::MechParam;
         let b = s.key(base)?;
         if b.class() != Some(cko::SECRET_KEY) {
@@ -922,8 +931,16 @@ impl Connection {
         object::set_bool(&mut attrs, cka::LOCAL, false);
         object::set_bool(&mut attrs, cka::ALWAYS_SENSITIVE, always_sensitive);
         object::set_bool(&mut attrs, cka::NEVER_EXTRACTABLE, never_extractable);
-        let o = self.insert(s, attrs)?;
-        Ok(Reply::Object(o.handle))
+        let o = self.new_object(s, attrs)?;
+        let session = !o.is_token();
+        let srcs: Vec<&Arc<Object>> = std::iter::once(&b).chain(other.as_ref()).collect();
+        let Some(o) = self.hsm.put_if_current(&srcs, o)? else {
+            return Ok(None);
+        };
+        if session {
+            self.session_objects.insert(o.handle);
+        }
+        Ok(Some(Reply::Object(o.handle)))
     }
 
     /// `C_DeriveKey` with `CKM_ECDH1_DERIVE` (and the cofactor variant,

@@ -775,16 +775,24 @@ impl Hsm {
         Ok(Some(o))
     }
 
-    /// Insert `o`, made from `src`, only if `src` is still the current
-    /// version of its object (`C_CopyObject`: a copy is never of a version
-    /// another session has already changed). `Ok(None)`: read again.
-    pub fn put_if_current(&self, src: &Arc<Object>, o: Object) -> Result<Option<Arc<Object>>, Rv> {
+    /// Insert `o`, made from the objects `srcs`, only if each is still the
+    /// current version of its object (`C_CopyObject`, `C_DeriveKey`: a new
+    /// object is never made of a version another session has already
+    /// changed). `Ok(None)`: read again.
+    pub fn put_if_current(
+        &self,
+        srcs: &[&Arc<Object>],
+        o: Object,
+    ) -> Result<Option<Arc<Object>>, Rv> {
         let _w = lock(&self.writer);
-        match self.version(src)? {
-            Version::Gone => Err(ckr::OBJECT_HANDLE_INVALID),
-            Version::Changed => Ok(None),
-            Version::Current(_) => Ok(self.put_all_locked(vec![o])?.pop()),
+        for src in srcs {
+            match self.version(src)? {
+                Version::Gone => return Err(ckr::OBJECT_HANDLE_INVALID),
+                Version::Changed => return Ok(None),
+                Version::Current(_) => {}
+            }
         }
+        Ok(self.put_all_locked(vec![o])?.pop())
     }
 
     /// Insert two objects (a key pair) at once: both or neither.
@@ -953,7 +961,10 @@ mod tests {
             // A writer that read v0 loses, and so does a copy of v0.
             assert!(hsm.replace_if(&v0, obj(h, b"late")).unwrap().is_none());
             let c = hsm.alloc_handle().unwrap();
-            assert!(hsm.put_if_current(&v0, obj(c, b"copy")).unwrap().is_none());
+            assert!(hsm
+                .put_if_current(&[&v0], obj(c, b"copy"))
+                .unwrap()
+                .is_none());
             assert!(hsm.get("alice", &app, 1, c).is_none());
             let now = hsm.get("alice", &app, 1, h).unwrap();
             assert_eq!(now.get(cka::LABEL), Some(&b"v1"[..]));
@@ -964,7 +975,10 @@ mod tests {
                 let o = Object::from_record(h, &rec);
                 assert_eq!(o.get(cka::LABEL), Some(&b"v1"[..]));
             }
-            assert!(hsm.put_if_current(&v1, obj(c, b"copy")).unwrap().is_some());
+            assert!(hsm
+                .put_if_current(&[&v1], obj(c, b"copy"))
+                .unwrap()
+                .is_some());
             hsm.remove(h).unwrap();
             assert_eq!(
                 hsm.replace_if(&v1, obj(h, b"gone")).err(),
