@@ -19,6 +19,8 @@
 //!
 //! `docs/security.md` names each attack and the test that covers it.
 
+mod hsm_service;
+
 // In a module so that every test's path has "attacks" in it:
 // `cargo test -p hsmlink-tests -- attacks` selects exactly this suite.
 mod attacks {
@@ -485,6 +487,111 @@ mod attacks {
         for k in keys {
             setup.destroy_object(k).unwrap();
         }
+    }
+
+    /// The same race across a fleet: two `serve` processes on one
+    /// PostgreSQL database, one session on each (the module spreads
+    /// sessions over `HSMLINK_ADDR` round robin). The compare-and-swap is
+    /// the database's conditional UPDATE.
+    #[test]
+    fn issue13_fleet_relabel_never_undoes_sensitive() {
+        use super::hsm_service::{add_user, serve, Secrets};
+        use cryptoki::session::UserType;
+        use cryptoki::types::AuthPin;
+        use std::sync::Barrier;
+        const ROUNDS: usize = 150;
+        let t = token();
+        let pg = hsmlink_tests::pg::Postgres::start();
+        let url = pg.url();
+        let secrets = Secrets::new();
+        add_user(&["--postgres", &url], "alice", "alice-pw");
+        let (da, db) = (
+            hsmlink_tests::TempDir::new("race-a"),
+            hsmlink_tests::TempDir::new("race-b"),
+        );
+        let a = serve(da.path(), &secrets, &["--postgres", &url]);
+        let b = serve(db.path(), &secrets, &["--postgres", &url]);
+        t.reinitialize(&[
+            ("HSMLINK_ADDR", Some(&format!("{},{}", a.addr(), b.addr()))),
+            ("HSMLINK_USER", Some("alice")),
+        ])
+        .expect("C_Initialize with both servers");
+        let login =
+            |s: &Session| match s.login(UserType::User, Some(&AuthPin::new("alice-pw".into()))) {
+                Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+                Err(e) => panic!("C_Login: {e}"),
+            };
+        let setup = t.rw_session();
+        login(&setup);
+        let keys: Vec<ObjectHandle> = (0..ROUNDS)
+            .map(|_| {
+                setup
+                    .create_object(&[
+                        Attribute::Class(ObjectClass::SECRET_KEY),
+                        Attribute::KeyType(KeyType::AES),
+                        Attribute::Token(true),
+                        Attribute::Value(vec![0x43; 32]),
+                        Attribute::Sensitive(false),
+                        Attribute::Extractable(true),
+                    ])
+                    .expect("an exportable token key")
+            })
+            .collect();
+        let barrier = Barrier::new(2);
+        std::thread::scope(|scope| {
+            let sensitive = scope.spawn(|| {
+                let s = t.rw_session();
+                login(&s);
+                for k in &keys {
+                    barrier.wait();
+                    s.update_attributes(*k, &[Attribute::Sensitive(true)])
+                        .expect("C_SetAttributeValue(CKA_SENSITIVE = TRUE)");
+                }
+            });
+            let relabel = scope.spawn(|| {
+                let s = t.rw_session();
+                login(&s);
+                for (i, k) in keys.iter().enumerate() {
+                    barrier.wait();
+                    for n in (0..3).rev() {
+                        s.update_attributes(
+                            *k,
+                            &[Attribute::Label(format!("fleet-{i}-{n}").into_bytes())],
+                        )
+                        .expect("C_SetAttributeValue(CKA_LABEL)");
+                    }
+                }
+            });
+            sensitive.join().expect("the sensitive thread");
+            relabel.join().expect("the relabel thread");
+        });
+        // Both servers served the race.
+        for (name, server) in [("A", &a), ("B", &b)] {
+            assert!(
+                server.stderr().matches("event=login ").count() >= 1,
+                "server {name} served no session"
+            );
+        }
+        let mut reverted = 0;
+        for (i, k) in keys.iter().enumerate() {
+            let attrs = setup
+                .get_attributes(*k, &[AttributeType::Sensitive, AttributeType::Label])
+                .unwrap();
+            if attrs[0] != Attribute::Sensitive(true) || read_value(&t, &setup, *k).is_ok() {
+                reverted += 1;
+            }
+            assert_eq!(
+                attrs[1],
+                Attribute::Label(format!("fleet-{i}-0").into_bytes()),
+                "round {i}: the relabel was lost"
+            );
+        }
+        assert_eq!(
+            reverted, 0,
+            "CKA_SENSITIVE undone in {reverted} of {ROUNDS} rounds"
+        );
+        drop(setup);
+        t.reinitialize(&[]).expect("C_Initialize with the defaults");
     }
 
     // ----- Clulow, CHES 2003 --------------------------------------------------------------
