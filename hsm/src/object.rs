@@ -705,14 +705,14 @@ pub fn apply(attrs: &Attrs, template: &[Attribute<'_>], copy: bool) -> Result<At
     let sealed = has_secrets(Some(class)) && !exportable(attrs);
     let mut out = attrs.clone();
     for (ty, v) in &t {
-        if sealed && widens(*ty, attrs.get(ty).map(Vec::as_slice), v) {
-            return Err(ckr::ATTRIBUTE_READ_ONLY);
-        }
         let p = if token_only(*ty) {
             Policy::TokenOnly
         } else {
             policy(class, key_type, *ty).ok_or(ckr::ATTRIBUTE_TYPE_INVALID)?
         };
+        if sealed && widens(*ty, attrs.get(ty).map(Vec::as_slice), v) {
+            return Err(ckr::ATTRIBUTE_READ_ONLY);
+        }
         if !change_allowed(p, *ty, attrs.get(ty).map(Vec::as_slice), v, copy) {
             return Err(ckr::ATTRIBUTE_READ_ONLY);
         }
@@ -863,6 +863,67 @@ mod tests {
             ),
             Err(ckr::TEMPLATE_INCONSISTENT)
         );
+    }
+
+    #[test]
+    fn usages_of_a_non_exportable_key_only_narrow() {
+        let secret = attr::ulong(cko::SECRET_KEY);
+        let aes = attr::ulong(ckk::AES);
+        let gcm = attr::ulong(hsmlink_core::ck::ckm::AES_GCM);
+        let ecb = attr::ulong(hsmlink_core::ck::ckm::AES_ECB);
+        let both = [gcm, ecb].concat();
+        let key = |extractable: u8| {
+            build(
+                &[
+                    at(cka::CLASS, &secret),
+                    at(cka::KEY_TYPE, &aes),
+                    at(cka::VALUE, &[7; 16]),
+                    at(cka::EXTRACTABLE, &[extractable]),
+                    at(cka::DECRYPT, &[0]),
+                    at(cka::ALLOWED_MECHANISMS, &both),
+                ],
+                Origin::Create,
+            )
+            .unwrap()
+        };
+        let sealed = key(0);
+        assert_eq!(sealed[&cka::DERIVE], [0], "CKA_DERIVE defaults to false");
+        for copy in [false, true] {
+            for widen in [
+                at(cka::DERIVE, &[1]),
+                at(cka::DECRYPT, &[1]),
+                at(cka::ALLOWED_MECHANISMS, &[]),
+                at(cka::ALLOWED_MECHANISMS, &attr::ulong(0x1234)),
+            ] {
+                assert_eq!(
+                    apply(&sealed, &[widen], copy),
+                    Err(ckr::ATTRIBUTE_READ_ONLY),
+                    "{:#x} (copy: {copy})",
+                    widen.ty
+                );
+            }
+            let narrowed = apply(
+                &sealed,
+                &[at(cka::ENCRYPT, &[0]), at(cka::ALLOWED_MECHANISMS, &gcm)],
+                copy,
+            )
+            .unwrap();
+            assert_eq!(narrowed[&cka::ALLOWED_MECHANISMS], gcm);
+            // An attribute the class does not have is still that error.
+            assert_eq!(
+                apply(&sealed, &[at(cka::VERIFY_RECOVER, &[1])], copy),
+                Err(ckr::ATTRIBUTE_TYPE_INVALID)
+            );
+        }
+        // An exportable key's usages change freely: it hides nothing.
+        let open = key(1);
+        let wider = apply(
+            &open,
+            &[at(cka::DERIVE, &[1]), at(cka::ALLOWED_MECHANISMS, &[])],
+            false,
+        )
+        .unwrap();
+        assert_eq!(wider[&cka::DERIVE], [1]);
     }
 
     #[test]
