@@ -12,7 +12,7 @@ use hsmlink_core::ck::{cka, ckr, Rv};
 use hsmlink_core::wire::Attribute;
 
 use crate::object::Object;
-use crate::store::{LockRule, ObjectRow, Store, StoreError, UserRecord};
+use crate::store::{LockRule, ObjectRow, Store, StoreError, Swap, UserRecord};
 use crate::users::{self, LoginPolicy};
 use crate::vault::{self, Keyring, MasterKey, Unlock};
 
@@ -213,6 +213,16 @@ impl Table {
         self.unindex(&o);
         Some(o)
     }
+}
+
+/// Whether a version of an object read earlier is still the current one.
+enum Version {
+    /// It is; for a token object, with its stored bytes.
+    Current(Option<Vec<u8>>),
+    /// Another write replaced it.
+    Changed,
+    /// The object is gone.
+    Gone,
 }
 
 /// A token object read from a shared store: its stored bytes and the
@@ -1069,6 +1079,11 @@ impl Hsm {
     /// store (one durable transaction) before any of them is visible.
     fn put_all(&self, objs: Vec<Object>) -> Result<Vec<Arc<Object>>, Rv> {
         let _w = lock(&self.writer);
+        self.put_all_locked(objs)
+    }
+
+    /// [`Hsm::put_all`] with the writer lock held.
+    fn put_all_locked(&self, objs: Vec<Object>) -> Result<Vec<Arc<Object>>, Rv> {
         self.owners_not_gone(&objs)?;
         let mut sealed = Vec::new();
         for o in objs.iter().filter(|o| o.is_token()) {
@@ -1119,17 +1134,56 @@ impl Hsm {
         self.put_all(vec![o])?.pop().ok_or(ckr::GENERAL_ERROR)
     }
 
-    /// Replace an existing object (same handle) with a new version; an
-    /// object destroyed meanwhile stays destroyed.
-    pub fn replace(&self, o: Object) -> Result<Arc<Object>, Rv> {
+    /// Whether `old` is still the current version of its object (the
+    /// writer lock held): with, for a token object, the stored bytes that
+    /// version has.
+    fn version(&self, old: &Arc<Object>) -> Result<Version, Rv> {
+        let local = read(&self.table).objects.get(&old.handle).cloned();
+        if let Some(cur) = local {
+            if !Arc::ptr_eq(&cur, old) {
+                return Ok(Version::Changed);
+            }
+            if !cur.is_token() {
+                return Ok(Version::Current(None));
+            }
+            // The embedded store: this process is its only writer (redb
+            // locks the file) and the table mirrors it under the writer
+            // lock, so the stored bytes are those of `cur`.
+            return Ok(match self.store.object(old.handle).map_err(dev_err)? {
+                Some(b) => Version::Current(Some(b)),
+                None => Version::Gone,
+            });
+        }
+        if self.shared && old.is_token() {
+            let Some(bytes) = self.store.object(old.handle).map_err(dev_err)? else {
+                return Ok(Version::Gone);
+            };
+            return Ok(match self.decode_token(old.handle, bytes.clone()) {
+                Some(cur) if Arc::ptr_eq(&cur, old) => Version::Current(Some(bytes)),
+                Some(_) => Version::Changed,
+                None => Version::Gone,
+            });
+        }
+        Ok(Version::Gone)
+    }
+
+    /// Replace object `old` with `o` (same handle) only if `old` is still
+    /// its current version: a compare-and-swap, on the table and on the
+    /// stored record (redb and PostgreSQL alike). `Ok(None)`: another
+    /// write came first and nothing was written; read again and retry.
+    /// `C_SetAttributeValue` goes through here, so a change that returned
+    /// `CKR_OK` is never undone by another session's write.
+    pub fn replace_if(&self, old: &Arc<Object>, o: Object) -> Result<Option<Arc<Object>>, Rv> {
         let _w = lock(&self.writer);
         self.owners_not_gone(std::slice::from_ref(&o))?;
-        let local = read(&self.table).objects.contains_key(&o.handle);
-        if !(local || (self.shared && o.is_token())) {
-            return Err(ckr::OBJECT_HANDLE_INVALID);
-        }
+        let expected = match self.version(old)? {
+            Version::Gone => return Err(ckr::OBJECT_HANDLE_INVALID),
+            Version::Changed => return Ok(None),
+            Version::Current(b) => b,
+        };
         let mut sealed = None;
         if o.is_token() {
+            let expected = expected.ok_or(ckr::GENERAL_ERROR)?;
             let b = self.seal(&o)?;
             let row = ObjectRow {
                 handle: o.handle,
@@ -1137,8 +1191,10 @@ impl Hsm {
                 label: o.get(cka::LABEL).unwrap_or_default(),
                 bytes: &b,
             };
-            if !self.store.update_object(&row).map_err(dev_err)? {
-                return Err(ckr::OBJECT_HANDLE_INVALID);
+            match self.store.swap_object(&row, &expected).map_err(dev_err)? {
+                Swap::Swapped => {}
+                Swap::Changed => return Ok(None),
+                Swap::Gone => return Err(ckr::OBJECT_HANDLE_INVALID),
             }
             sealed = Some(b);
         }
@@ -1149,7 +1205,27 @@ impl Hsm {
             }
             _ => write(&self.table).insert(o.clone()),
         }
-        Ok(o)
+        Ok(Some(o))
+    }
+
+    /// Insert `o`, made from the objects `srcs`, only if each is still the
+    /// current version of its object (`C_CopyObject`, `C_DeriveKey`: a new
+    /// object is never made of a version another session has already
+    /// changed). `Ok(None)`: read again.
+    pub fn put_if_current(
+        &self,
+        srcs: &[&Arc<Object>],
+        o: Object,
+    ) -> Result<Option<Arc<Object>>, Rv> {
+        let _w = lock(&self.writer);
+        for src in srcs {
+            match self.version(src)? {
+                Version::Gone => return Err(ckr::OBJECT_HANDLE_INVALID),
+                Version::Changed => return Ok(None),
+                Version::Current(_) => {}
+            }
+        }
+        Ok(self.put_all_locked(vec![o])?.pop())
     }
 
     /// Insert two objects (a key pair) at once: both or neither.
@@ -1346,4 +1422,76 @@ pub fn migrate(store: &Store, unlock: &Unlock) -> Result<String, String> {
         out.push_str(&format!("object {b} (left as is)\n"));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::SessionScope;
+
+    fn data(label: &[u8], token: bool) -> crate::object::Attrs {
+        let class = hsmlink_core::attr::ulong(hsmlink_core::ck::cko::DATA);
+        crate::object::build(
+            &[
+                Attribute {
+                    ty: cka::CLASS,
+                    value: &class,
+                },
+                Attribute {
+                    ty: cka::TOKEN,
+                    value: &[u8::from(token)],
+                },
+                Attribute {
+                    ty: cka::LABEL,
+                    value: label,
+                },
+            ],
+            crate::object::Origin::Create,
+        )
+        .unwrap()
+    }
+
+    /// `replace_if` and `put_if_current` are a compare-and-swap: a write
+    /// based on a version another write has replaced changes nothing.
+    #[test]
+    fn changes_swap_only_the_version_they_read() {
+        let hsm = Hsm::dev("alice", b"pw").unwrap();
+        let app = [3u8; 16];
+        for session in [None, Some(SessionScope { app, conn: 1 })] {
+            let token = session.is_none();
+            let obj = |h, label: &[u8]| Object::new(h, "alice".into(), session, data(label, token));
+            let h = hsm.alloc_handle().unwrap();
+            let v0 = hsm.put(obj(h, b"v0")).unwrap();
+            let v1 = hsm
+                .replace_if(&v0, obj(h, b"v1"))
+                .unwrap()
+                .expect("v0 is current");
+            // A writer that read v0 loses, and so does a copy of v0.
+            assert!(hsm.replace_if(&v0, obj(h, b"late")).unwrap().is_none());
+            let c = hsm.alloc_handle().unwrap();
+            assert!(hsm
+                .put_if_current(&[&v0], obj(c, b"copy"))
+                .unwrap()
+                .is_none());
+            assert!(hsm.get("alice", &app, 1, c).is_none());
+            let now = hsm.get("alice", &app, 1, h).unwrap();
+            assert_eq!(now.get(cka::LABEL), Some(&b"v1"[..]));
+            if token {
+                // The stored record is v1's too.
+                let stored = hsm.store.object(h).unwrap().unwrap();
+                let rec = vault::open_object(&hsm.master, h, &stored).unwrap();
+                let o = Object::from_record(h, &rec);
+                assert_eq!(o.get(cka::LABEL), Some(&b"v1"[..]));
+            }
+            assert!(hsm
+                .put_if_current(&[&v1], obj(c, b"copy"))
+                .unwrap()
+                .is_some());
+            hsm.remove(h).unwrap();
+            assert_eq!(
+                hsm.replace_if(&v1, obj(h, b"gone")).err(),
+                Some(ckr::OBJECT_HANDLE_INVALID)
+            );
+        }
+    }
 }

@@ -319,6 +319,17 @@ pub struct ObjectRow<'a> {
     pub bytes: &'a [u8],
 }
 
+/// What [`Store::swap_object`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Swap {
+    /// The expected version was there and is replaced.
+    Swapped,
+    /// The object is gone.
+    Gone,
+    /// The object holds another version: nothing written.
+    Changed,
+}
+
 /// The database of one HSM (or of a fleet).
 pub enum Store {
     Redb(RedbStore),
@@ -701,6 +712,16 @@ impl Store {
         }
     }
 
+    /// Replace object `row.handle` only if its stored bytes are still
+    /// `expected` (a compare-and-swap: a change made meanwhile by another
+    /// session, or another server of a fleet, is never overwritten).
+    pub fn swap_object(&self, row: &ObjectRow<'_>, expected: &[u8]) -> Result<Swap, StoreError> {
+        match self {
+            Store::Redb(r) => r.swap_object(row, expected),
+            Store::Postgres(p) => p.swap_object(row, expected),
+        }
+    }
+
     /// Delete object `handle`; whether it existed.
     pub fn delete_object(&self, handle: u64) -> Result<bool, StoreError> {
         match self {
@@ -932,6 +953,24 @@ impl RedbStore {
         Ok(true)
     }
 
+    fn swap_object(&self, row: &ObjectRow<'_>, expected: &[u8]) -> Result<Swap, StoreError> {
+        let tx = begin_write(&self.db)?;
+        {
+            let mut t = tx.open_table(OBJECTS).map_err(err("objects table"))?;
+            let same = match t.get(row.handle).map_err(err("read object"))? {
+                None => return Ok(Swap::Gone),
+                Some(cur) => cur.value() == expected,
+            };
+            if !same {
+                return Ok(Swap::Changed);
+            }
+            t.insert(row.handle, row.bytes)
+                .map_err(err("write object"))?;
+        }
+        tx.commit().map_err(err("commit"))?;
+        Ok(Swap::Swapped)
+    }
+
     fn delete_object(&self, handle: u64) -> Result<bool, StoreError> {
         let tx = begin_write(&self.db)?;
         let existed;
@@ -1108,6 +1147,12 @@ mod tests {
         assert!(!s.update_object(&row(8, b"x")).unwrap());
         assert!(s.update_object(&row(7, b"y")).unwrap());
         assert_eq!(s.object(7).unwrap().unwrap(), b"y");
+        // Compare-and-swap: only over the version the writer read.
+        assert_eq!(s.swap_object(&row(7, b"z"), b"x").unwrap(), Swap::Changed);
+        assert_eq!(s.object(7).unwrap().as_deref(), Some(&b"y"[..]));
+        assert_eq!(s.swap_object(&row(7, b"z"), b"y").unwrap(), Swap::Swapped);
+        assert_eq!(s.object(7).unwrap().as_deref(), Some(&b"z"[..]));
+        assert_eq!(s.swap_object(&row(8, b"z"), b"y").unwrap(), Swap::Gone);
         assert!(s.remove_user("alice", None).unwrap());
         assert!(!s.remove_user("alice", None).unwrap());
     }

@@ -37,6 +37,7 @@ pub const TARGETS: &[&str] = &[
     "token_model",
     "server",
     "store_records",
+    "extraction",
 ];
 
 /// An input that runs longer than this is a hang.
