@@ -57,59 +57,101 @@ unsafe fn get<T: Copy>(p: *const T) -> Result<T, Rv> {
     Ok(ptr::read(p))
 }
 
+/// A caller's element count, checked before any use: it must fit a
+/// `usize`, and `n` elements of `T` must fit in `isize::MAX` bytes (the
+/// limit of any Rust slice); anything else is `CKR_ARGUMENTS_BAD`.
+fn count<T>(n: CK_ULONG) -> Result<usize, Rv> {
+    let n = usize::try_from(n).map_err(|_| ckr::ARGUMENTS_BAD)?;
+    let bytes = n
+        .checked_mul(std::mem::size_of::<T>())
+        .ok_or(ckr::ARGUMENTS_BAD)?;
+    if bytes > isize::MAX as usize {
+        return Err(ckr::ARGUMENTS_BAD);
+    }
+    Ok(n)
+}
+
 fn len(n: CK_ULONG) -> Result<usize, Rv> {
-    usize::try_from(n)
-        .ok()
-        .filter(|&n| n <= isize::MAX as usize)
-        .ok_or(ckr::ARGUMENTS_BAD)
+    count::<u8>(n)
+}
+
+/// A pointer and count pair from the caller, checked with checked
+/// arithmetic: not null (unless the count is zero), aligned for `T`, and
+/// the `count × size_of::<T>()` bytes from `p` neither overflow nor wrap
+/// around the address space. `None` for a zero count (no pointer needed).
+fn span<T>(p: *const T, n: CK_ULONG) -> Result<Option<usize>, Rv> {
+    let n = count::<T>(n)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if p.is_null() || !p.is_aligned() {
+        return Err(ckr::ARGUMENTS_BAD);
+    }
+    let bytes = n * std::mem::size_of::<T>();
+    (p as usize).checked_add(bytes).ok_or(ckr::ARGUMENTS_BAD)?;
+    Ok(Some(n))
 }
 
 unsafe fn bytes<'a>(p: *const u8, n: CK_ULONG) -> Result<&'a [u8], Rv> {
-    let n = len(n)?;
-    if n == 0 {
-        return Ok(&[]);
-    }
-    if p.is_null() {
-        return Err(ckr::ARGUMENTS_BAD);
-    }
-    Ok(std::slice::from_raw_parts(p, n))
+    array(p, n)
 }
 
 unsafe fn bytes_mut<'a>(p: *mut u8, n: CK_ULONG) -> Result<&'a mut [u8], Rv> {
-    let n = len(n)?;
-    if n == 0 {
-        return Ok(&mut []);
-    }
-    if p.is_null() {
-        return Err(ckr::ARGUMENTS_BAD);
-    }
-    Ok(std::slice::from_raw_parts_mut(p, n))
+    array_mut(p, n)
 }
 
 unsafe fn array<'a, T>(p: *const T, n: CK_ULONG) -> Result<&'a [T], Rv> {
-    let n = len(n)?;
-    if n == 0 {
-        return Ok(&[]);
+    match span(p, n)? {
+        None => Ok(&[]),
+        Some(n) => Ok(std::slice::from_raw_parts(p, n)),
     }
-    if p.is_null() || !p.is_aligned() {
-        return Err(ckr::ARGUMENTS_BAD);
-    }
-    Ok(std::slice::from_raw_parts(p, n))
 }
 
 unsafe fn array_mut<'a, T>(p: *mut T, n: CK_ULONG) -> Result<&'a mut [T], Rv> {
-    let n = len(n)?;
-    if n == 0 {
-        return Ok(&mut []);
+    match span(p, n)? {
+        None => Ok(&mut []),
+        Some(n) => Ok(std::slice::from_raw_parts_mut(p, n)),
     }
-    if p.is_null() || !p.is_aligned() {
-        return Err(ckr::ARGUMENTS_BAD);
+}
+
+/// A caller's output array of `cap` elements, written element by element:
+/// no slice of the caller's claimed size is made and nothing is allocated
+/// by it; only as many elements as there are to return are written.
+struct OutArray<T> {
+    p: *mut T,
+    cap: usize,
+}
+
+impl<T> OutArray<T> {
+    unsafe fn new(p: *mut T, n: CK_ULONG) -> Result<Self, Rv> {
+        let cap = span(p, n)?.unwrap_or(0);
+        Ok(OutArray { p, cap })
     }
-    Ok(std::slice::from_raw_parts_mut(p, n))
+
+    fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Write element `i` (`i < cap`, else `CKR_GENERAL_ERROR`).
+    fn put(&mut self, i: usize, v: T) -> R {
+        if i >= self.cap {
+            return Err(ckr::GENERAL_ERROR);
+        }
+        // SAFETY: `span` checked the pointer (non-null, aligned, the
+        // caller's `cap` elements within the address space) and `i < cap`.
+        unsafe { self.p.add(i).write(v) };
+        Ok(())
+    }
 }
 
 /// A template as (type, value bytes in the host's layout).
+/// More than [`MAX_ATTRS`] attributes (what one message to the HSM holds)
+/// is `CKR_ARGUMENTS_BAD`, checked before the array is read, so no
+/// allocation is ever sized by the caller's count.
 unsafe fn template<'a>(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<(u64, &'a [u8])>, Rv> {
+    if count::<CK_ATTRIBUTE>(n)? > MAX_ATTRS {
+        return Err(ckr::ARGUMENTS_BAD);
+    }
     array(p, n)?
         .iter()
         .map(|a| Ok((a.type_ as u64, bytes(a.pValue as *const u8, a.ulValueLen)?)))
@@ -387,11 +429,12 @@ pub unsafe extern "C" fn C_GetInterfaceList(
             *count = 1;
             return Ok(());
         }
-        if *count < 1 {
+        let mut dst = OutArray::new(pInterfacesList, *count)?;
+        if dst.cap() < 1 {
             *count = 1;
             return Err(ckr::BUFFER_TOO_SMALL);
         }
-        *out(pInterfacesList)? = INTERFACE.0;
+        dst.put(0, INTERFACE.0)?;
         *count = 1;
         Ok(())
     })
@@ -408,9 +451,12 @@ pub unsafe extern "C" fn C_GetInterface(
     guard(move || {
         let dst = out(ppInterface)?;
         if !pInterfaceName.is_null() {
-            let name = std::ffi::CStr::from_ptr(pInterfaceName as *const std::os::raw::c_char);
-            if name.to_bytes_with_nul() != INTERFACE_NAME {
-                return Err(ckr::ARGUMENTS_BAD);
+            // Compared byte by byte, reading no further than the first
+            // difference or NUL: never past the end of a short string.
+            for (i, want) in INTERFACE_NAME.iter().enumerate() {
+                if *pInterfaceName.add(i) != *want {
+                    return Err(ckr::ARGUMENTS_BAD);
+                }
             }
         }
         if !pVersion.is_null() && get(pVersion)? != VERSION_2_40 {
@@ -434,11 +480,12 @@ cfn!(C_GetSlotList(tokenPresent: CK_BBOOL, pSlotList: *mut CK_SLOT_ID, pulCount:
         *count = 1;
         return Ok(());
     }
-    if *count < 1 {
+    let mut dst = OutArray::new(pSlotList, *count)?;
+    if dst.cap() < 1 {
         *count = 1;
         return Err(ckr::BUFFER_TOO_SMALL);
     }
-    *out(pSlotList)? = SLOT_ID as CK_SLOT_ID;
+    dst.put(0, SLOT_ID as CK_SLOT_ID)?;
     *count = 1;
     Ok(())
 });
@@ -498,13 +545,13 @@ cfn!(C_GetMechanismList(slotID: CK_SLOT_ID, pMechanismList: *mut CK_MECHANISM_TY
         *count = all.len() as CK_ULONG;
         return Ok(());
     }
-    if (*count as usize) < all.len() {
+    let mut dst = OutArray::new(pMechanismList, *count)?;
+    if dst.cap() < all.len() {
         *count = all.len() as CK_ULONG;
         return Err(ckr::BUFFER_TOO_SMALL);
     }
-    let dst = array_mut(pMechanismList, all.len() as CK_ULONG)?;
-    for (d, m) in dst.iter_mut().zip(all) {
-        *d = m.ty as CK_MECHANISM_TYPE;
+    for (i, m) in all.iter().enumerate() {
+        dst.put(i, m.ty as CK_MECHANISM_TYPE)?;
     }
     *count = all.len() as CK_ULONG;
     Ok(())
@@ -595,6 +642,13 @@ cfn!(C_SetOperationState(hSession: CK_SESSION_HANDLE, pOperationState: *mut CK_B
 
 cfn!(C_Login(hSession: CK_SESSION_HANDLE, userType: CK_USER_TYPE, pPin: *mut CK_UTF8CHAR, ulPinLen: CK_ULONG) {
     let m = module::module()?;
+    // v2.40 5.6: a NULL PIN asks for the protected authentication path,
+    // which this token has not (no CKF_PROTECTED_AUTHENTICATION_PATH):
+    // refused here, before the HSM is contacted or a failure counted.
+    if pPin.is_null() {
+        m.token.session_info(hSession as u64)?;
+        return Err(ckr::ARGUMENTS_BAD);
+    }
     let pin = bytes(pPin, ulPinLen)?;
     m.token.login(hSession as u64, userType as u64, pin)
 });
@@ -694,14 +748,23 @@ cfn!(C_FindObjectsInit(hSession: CK_SESSION_HANDLE, pTemplate: *mut CK_ATTRIBUTE
 cfn!(C_FindObjects(hSession: CK_SESSION_HANDLE, phObject: *mut CK_OBJECT_HANDLE, ulMaxObjectCount: CK_ULONG, pulObjectCount: *mut CK_ULONG) {
     let m = module::module()?;
     let count = out(pulObjectCount)?;
-    let dst = array_mut(phObject, ulMaxObjectCount)?;
-    if ulMaxObjectCount > 0 && dst.is_empty() {
-        return Err(ckr::ARGUMENTS_BAD);
-    }
-    let mut found = vec![0u64; dst.len()];
-    let n = m.token.find(hSession as u64, &mut found)?;
-    for (d, h) in dst.iter_mut().zip(&found[..n]) {
-        *d = *h as CK_OBJECT_HANDLE;
+    let mut dst = OutArray::new(phObject, ulMaxObjectCount)?;
+    // Handles come in batches of at most MAX_FIND through a buffer of that
+    // size: what is written is bounded by what the search finds, never by
+    // the caller's count.
+    let mut batch = [0u64; hsmlink_core::wire::MAX_FIND];
+    let mut n = 0usize;
+    loop {
+        let want = (dst.cap() - n).min(batch.len());
+        let room = batch.get_mut(..want).ok_or(ckr::GENERAL_ERROR)?;
+        let got = m.token.find(hSession as u64, room)?;
+        for (i, h) in batch.iter().take(got.min(want)).enumerate() {
+            dst.put(n + i, *h as CK_OBJECT_HANDLE)?;
+        }
+        n += got.min(want);
+        if want == 0 || got < want {
+            break;
+        }
     }
     *count = n as CK_ULONG;
     Ok(())
@@ -1092,3 +1155,168 @@ pub static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
     C_CancelFunction: Some(C_CancelFunction),
     C_WaitForSlotEvent: Some(C_WaitForSlotEvent),
 };
+
+#[cfg(test)]
+mod abi_bounds_tests {
+    //! The pointer helpers at the edges of their arithmetic: every count
+    //! whose byte size overflows, passes `isize::MAX` or wraps the address
+    //! space is `CKR_ARGUMENTS_BAD` before any dereference.
+    use super::*;
+
+    const HALF: CK_ULONG = (isize::MAX as CK_ULONG) / 8;
+
+    #[test]
+    fn abi_bounds_count_checks_count_times_size() {
+        assert_eq!(count::<u8>(0), Ok(0));
+        assert_eq!(count::<u8>(isize::MAX as CK_ULONG), Ok(isize::MAX as usize));
+        assert_eq!(
+            count::<u8>(isize::MAX as CK_ULONG + 1),
+            Err(ckr::ARGUMENTS_BAD)
+        );
+        assert_eq!(count::<u8>(CK_ULONG::MAX), Err(ckr::ARGUMENTS_BAD));
+        // 8-byte elements: 2^60 × 8 = 2^63 > isize::MAX; 2^61 × 8 wraps to 0.
+        assert_eq!(count::<u64>(HALF), Ok(HALF as usize));
+        assert_eq!(count::<u64>(HALF + 1), Err(ckr::ARGUMENTS_BAD));
+        assert_eq!(count::<u64>(1 << 60), Err(ckr::ARGUMENTS_BAD));
+        assert_eq!(count::<u64>(1 << 61), Err(ckr::ARGUMENTS_BAD));
+        assert_eq!(count::<u64>(CK_ULONG::MAX), Err(ckr::ARGUMENTS_BAD));
+        let attr = std::mem::size_of::<CK_ATTRIBUTE>() as CK_ULONG;
+        let most = isize::MAX as CK_ULONG / attr;
+        assert_eq!(count::<CK_ATTRIBUTE>(most), Ok(most as usize));
+        assert_eq!(count::<CK_ATTRIBUTE>(most + 1), Err(ckr::ARGUMENTS_BAD));
+        // Zero-sized elements never overflow.
+        assert_eq!(count::<()>(CK_ULONG::MAX), Ok(usize::MAX));
+    }
+
+    #[test]
+    fn abi_bounds_span_refuses_null_misaligned_and_wrapping() {
+        let mut v = [0u64; 4];
+        let p = v.as_mut_ptr();
+        assert_eq!(span(p, 4), Ok(Some(4)));
+        assert_eq!(span(p, 0), Ok(None));
+        assert_eq!(span(std::ptr::null::<u64>(), 0), Ok(None));
+        assert_eq!(span(std::ptr::null::<u64>(), 1), Err(ckr::ARGUMENTS_BAD));
+        let odd = (p as *mut u8).wrapping_add(1) as *const u64;
+        assert_eq!(span(odd, 1), Err(ckr::ARGUMENTS_BAD));
+        assert_eq!(span(p, 1 << 61), Err(ckr::ARGUMENTS_BAD));
+        // A pointer near the top of the address space whose range wraps.
+        let high = (usize::MAX - 15) as *const u64;
+        assert_eq!(span(high, 1), Ok(Some(1)));
+        assert_eq!(span(high, 2), Err(ckr::ARGUMENTS_BAD));
+        let high_byte = (usize::MAX - 3) as *const u8;
+        assert_eq!(span(high_byte, 4), Err(ckr::ARGUMENTS_BAD));
+        assert_eq!(span(high_byte, 3), Ok(Some(3)));
+    }
+
+    #[test]
+    fn abi_bounds_slice_helpers_at_the_edges() {
+        unsafe {
+            let mut v = [7u64; 2];
+            assert_eq!(array(v.as_ptr(), 2).map(|s| s.len()), Ok(2));
+            assert_eq!(array(v.as_ptr(), 1 << 61).err(), Some(ckr::ARGUMENTS_BAD));
+            assert_eq!(array(v.as_ptr(), HALF + 1).err(), Some(ckr::ARGUMENTS_BAD));
+            assert_eq!(
+                array_mut(v.as_mut_ptr(), 1 << 61).err(),
+                Some(ckr::ARGUMENTS_BAD)
+            );
+            assert_eq!(
+                array_mut(v.as_mut_ptr(), CK_ULONG::MAX).err(),
+                Some(ckr::ARGUMENTS_BAD)
+            );
+            assert_eq!(array::<u64>(std::ptr::null(), 0).map(|s| s.len()), Ok(0));
+            let mut b = [0u8; 3];
+            assert_eq!(bytes(b.as_ptr(), 3).map(|s| s.len()), Ok(3));
+            assert_eq!(
+                bytes(b.as_ptr(), CK_ULONG::MAX).err(),
+                Some(ckr::ARGUMENTS_BAD)
+            );
+            assert_eq!(
+                bytes_mut(b.as_mut_ptr(), isize::MAX as CK_ULONG + 1).err(),
+                Some(ckr::ARGUMENTS_BAD)
+            );
+            assert_eq!(bytes(std::ptr::null(), 1).err(), Some(ckr::ARGUMENTS_BAD));
+            assert_eq!(bytes(std::ptr::null(), 0).map(|s| s.len()), Ok(0));
+        }
+    }
+
+    #[test]
+    fn abi_bounds_out_array_writes_only_within_its_count() {
+        let mut v = [0u64; 3];
+        let mut o = unsafe { OutArray::new(v.as_mut_ptr(), 3) }.unwrap();
+        assert_eq!(o.cap(), 3);
+        o.put(0, 1).unwrap();
+        o.put(2, 3).unwrap();
+        assert_eq!(o.put(3, 4), Err(ckr::GENERAL_ERROR));
+        assert_eq!(v, [1, 0, 3]);
+        for n in [1 << 60, 1 << 61, CK_ULONG::MAX] {
+            assert_eq!(
+                unsafe { OutArray::new(v.as_mut_ptr(), n) }.err(),
+                Some(ckr::ARGUMENTS_BAD),
+                "{n}"
+            );
+        }
+        let o = unsafe { OutArray::<u64>::new(std::ptr::null_mut(), 0) }.unwrap();
+        assert_eq!(o.cap(), 0);
+    }
+
+    #[test]
+    fn abi_bounds_template_counts_are_bounded_before_reading() {
+        unsafe {
+            // Counts past MAX_ATTRS are refused without reading the array:
+            // the pointer here points at nothing of that size.
+            let one = CK_ATTRIBUTE {
+                type_: 0,
+                pValue: std::ptr::null_mut(),
+                ulValueLen: 0,
+            };
+            for n in [
+                MAX_ATTRS as CK_ULONG + 1,
+                1 << 40,
+                1 << 59,
+                1 << 61,
+                CK_ULONG::MAX,
+            ] {
+                assert_eq!(template(&one, n).err(), Some(ckr::ARGUMENTS_BAD), "{n}");
+            }
+            assert_eq!(template(&one, 1).map(|t| t.len()), Ok(1));
+            assert_eq!(template(std::ptr::null(), 0).map(|t| t.len()), Ok(0));
+            assert_eq!(
+                template(std::ptr::null(), 1).err(),
+                Some(ckr::ARGUMENTS_BAD)
+            );
+            // An attribute whose value length overflows.
+            let mut b = [0u8; 1];
+            let bad = CK_ATTRIBUTE {
+                type_: 3,
+                pValue: b.as_mut_ptr().cast(),
+                ulValueLen: CK_ULONG::MAX,
+            };
+            assert_eq!(template(&bad, 1).err(), Some(ckr::ARGUMENTS_BAD));
+        }
+    }
+
+    #[test]
+    fn abi_bounds_output_refuses_overflowing_lengths() {
+        unsafe {
+            let mut b = [0u8; 4];
+            let mut l: CK_ULONG = CK_ULONG::MAX;
+            assert_eq!(
+                output(b.as_mut_ptr(), &mut l).err(),
+                Some(ckr::ARGUMENTS_BAD)
+            );
+            let mut l: CK_ULONG = 4;
+            assert_eq!(
+                output(b.as_mut_ptr(), &mut l).map(|(o, _)| o.map(|o| o.len())),
+                Ok(Some(4))
+            );
+            assert_eq!(
+                output(std::ptr::null_mut(), &mut l).map(|(o, _)| o.is_none()),
+                Ok(true)
+            );
+            assert_eq!(
+                output(b.as_mut_ptr(), std::ptr::null_mut()).err(),
+                Some(ckr::ARGUMENTS_BAD)
+            );
+        }
+    }
+}
