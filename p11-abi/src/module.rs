@@ -22,9 +22,11 @@ use crate::types::CK_ULONG;
 pub const SLOT_ID: u64 = 1;
 /// Most sessions open at once.
 pub const MAX_SESSIONS: usize = 128;
-/// Frame buffer per direction per session. Every slot's buffers are
-/// allocated (and written) at `C_Initialize`: 128 sessions × 2 × 17 KiB =
-/// 4.3 MiB. Streams go in ~17 KiB pieces: 1 GiB of AES-CBC through
+/// Frame buffer per direction per session (at least
+/// [`hsmlink_core::token::MIN_BUF`], checked at compile time). Every slot's
+/// buffers (request, reply, and the output kept for an application whose
+/// buffer was too small) are allocated (and written) at `C_Initialize`:
+/// 128 sessions × 3 × 17 KiB = 6.5 MiB. Streams go in ~17 KiB pieces: 1 GiB of AES-CBC through
 /// `C_EncryptUpdate` at ~600–650 MB/s (8 KiB pieces: ~410 MB/s; 33 KiB
 /// buffers: ~700 MB/s for twice the memory).
 pub const BUF: usize = 16 * 1024 + 1024;
