@@ -116,6 +116,17 @@ impl Credential {
     fn password(&self) -> &[u8] {
         self.password.get(..self.password_len).unwrap_or(&[])
     }
+
+    /// A copy, to use without holding the lock the original is kept under
+    /// (zeroized when dropped, like the original).
+    fn copy(&self) -> Credential {
+        Credential {
+            user: self.user.clone(),
+            password: self.password,
+            password_len: self.password_len,
+            host: self.host.clone(),
+        }
+    }
 }
 
 impl Drop for Credential {
@@ -219,6 +230,10 @@ pub struct SessionSlot<L, R: RawMutex, const BUF: usize> {
     /// The session handle living in this slot (0: free). Written under the
     /// slot lock and the shared lock, read without either for lookup.
     handle: AtomicU32,
+    /// Whether the session in this slot is read/write (1) or not (0),
+    /// readable without the slot lock (which a session busy with the HSM
+    /// holds), for `C_GetTokenInfo`.
+    rw: AtomicU32,
     inner: Mutex<R, SlotInner<L, BUF>>,
 }
 
@@ -236,6 +251,7 @@ impl<L, R: RawMutex, const BUF: usize> SessionSlot<L, R, BUF> {
         let () = Self::BUF_IS_BIG_ENOUGH;
         SessionSlot {
             handle: AtomicU32::new(0),
+            rw: AtomicU32::new(0),
             inner: Mutex::const_new(
                 R::INIT,
                 SlotInner {
@@ -393,10 +409,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         for slot in self.slots {
             if slot.handle.load(Ordering::Acquire) != 0 {
                 total += 1;
-                let inner = slot.inner.lock();
-                if inner.session.as_ref().is_some_and(|s| s.rw) {
-                    rw += 1;
-                }
+                rw += slot.rw.load(Ordering::Acquire) as usize;
             }
         }
         (total, rw)
@@ -427,6 +440,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         inner.link = None;
         inner.link_generation = 0;
         inner.pinned = 0;
+        slot.rw.store(u32::from(rw), Ordering::Release);
         slot.handle.store(handle, Ordering::Release);
         Ok(u64::from(handle))
     }
@@ -1719,39 +1733,55 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
 
     /// Make sure the slot's link is connected and authenticated under the
     /// current login; fails with `CKR_USER_NOT_LOGGED_IN` before login.
+    ///
+    /// The shared lock is held only to copy the credential (zeroized when
+    /// the copy drops): connecting, the TLS handshake and the `Login` round
+    /// trip run under this session's own lock alone, so a session whose HSM
+    /// is slow or unreachable never stalls the others.
     fn authenticate(&self, inner: &mut SlotInner<C::Link, BUF>) -> Result<(), Rv> {
-        let shared = self.shared.lock();
-        let Some((cred, _)) = shared.login.as_ref() else {
-            return Err(ckr::USER_NOT_LOGGED_IN);
-        };
-        if inner.link.is_some() && inner.link_generation == shared.generation {
-            return Ok(());
-        }
-        if inner.link_generation != 0 {
+        // A logout or new login while this one was under way: start again
+        // with the credential of the moment (bounded: each round is one
+        // login by another thread).
+        for _ in 0..4 {
+            let (cred, generation) = {
+                let shared = self.shared.lock();
+                let Some((cred, _)) = shared.login.as_ref() else {
+                    return Err(ckr::USER_NOT_LOGGED_IN);
+                };
+                if inner.link.is_some() && inner.link_generation == shared.generation {
+                    return Ok(());
+                }
+                (cred.copy(), shared.generation)
+            };
+            if inner.link_generation != 0 {
+                drop_link(inner);
+            }
+            self.ensure_connected(inner, host_of(&cred))?;
+            let request = Request::Login {
+                user: &cred.user,
+                password: Secret(cred.password()),
+            };
+            match call(inner, &request).map(|r| matches!(r, Response::Ok)) {
+                Ok(true) => {}
+                Ok(false) => return Err(self.broken(inner)),
+                Err(ckr::PIN_INCORRECT | ckr::PIN_LOCKED) => {
+                    // The password changed or the user was locked since login.
+                    drop_link(inner);
+                    return Err(ckr::USER_NOT_LOGGED_IN);
+                }
+                Err(rv) => {
+                    drop_link(inner);
+                    return Err(rv);
+                }
+            }
+            if self.shared.lock().generation == generation {
+                inner.link_generation = generation;
+                return Ok(());
+            }
+            // Logged in under a login that ended meanwhile: not this one's.
             drop_link(inner);
         }
-        self.ensure_connected(inner, host_of(cred))?;
-        let request = Request::Login {
-            user: &cred.user,
-            password: Secret(cred.password()),
-        };
-        let generation = shared.generation;
-        match call(inner, &request).map(|r| matches!(r, Response::Ok)) {
-            Ok(true) => {
-                inner.link_generation = generation;
-                Ok(())
-            }
-            Ok(false) => Err(self.broken(inner)),
-            Err(ckr::PIN_INCORRECT | ckr::PIN_LOCKED) => {
-                // The password changed or the user was locked since login.
-                drop_link(inner);
-                Err(ckr::USER_NOT_LOGGED_IN)
-            }
-            Err(rv) => {
-                drop_link(inner);
-                Err(rv)
-            }
-        }
+        Err(ckr::USER_NOT_LOGGED_IN)
     }
 
     fn slot(&self, session: u64) -> Result<&SessionSlot<C::Link, R, BUF>, Rv> {
