@@ -7,6 +7,8 @@
 //! Everything past the pointers is safe code in `module` and `hsmlink-core`.
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
+#[cfg(feature = "fuzz-client")]
+pub mod hostile;
 #[cfg(feature = "test-client")]
 pub mod testing;
 

@@ -160,8 +160,7 @@ const CASES: [Case; 5] = [
     Case::Find,
 ];
 
-const CASES_HELP: &str =
-    "--cases wants a list of rsa, ecdsa, gcm, digest, find, stream, lockio";
+const CASES_HELP: &str = "--cases wants a list of rsa, ecdsa, gcm, digest, find, stream, lockio";
 
 impl Case {
     /// The name `--cases` knows the case by.
@@ -674,7 +673,11 @@ fn lock_io(t: &Target, seconds: f64) -> Result<(), String> {
     let scenarios: [(&str, String, bool); 3] = [
         ("alone", live.clone(), false),
         ("opener thread, live HSM", live.clone(), true),
-        ("opener thread, silent HSM endpoint", format!("{live},{silent}"), true),
+        (
+            "opener thread, silent HSM endpoint",
+            format!("{live},{silent}"),
+            true,
+        ),
     ];
     println!("== lock case: C_Sign ECDSA P-256 latency of one thread, {seconds} s each");
     println!("| signer | signs/s | p50 µs | p99 µs | p99 / alone | opener sessions | slowest opener call ms |");
@@ -685,7 +688,10 @@ fn lock_io(t: &Target, seconds: f64) -> Result<(), String> {
         let p = open(&Target {
             name: t.name,
             module: t.module.clone(),
-            env: vec![("HSMLINK_ADDR".into(), addr), ("HSMLINK_USER".into(), USER.into())],
+            env: vec![
+                ("HSMLINK_ADDR".into(), addr),
+                ("HSMLINK_USER".into(), USER.into()),
+            ],
             stats_file: None,
         })?;
         let signer = session(&p)?;
@@ -703,7 +709,11 @@ fn lock_io(t: &Target, seconds: f64) -> Result<(), String> {
                 let mut slowest = Duration::ZERO;
                 while opener && !done.load(std::sync::atomic::Ordering::Relaxed) {
                     let started = Instant::now();
-                    let slot = match p.get_slots_with_token().ok().and_then(|s| s.first().copied()) {
+                    let slot = match p
+                        .get_slots_with_token()
+                        .ok()
+                        .and_then(|s| s.first().copied())
+                    {
                         Some(s) => s,
                         None => break,
                     };
@@ -750,8 +760,16 @@ fn lock_io(t: &Target, seconds: f64) -> Result<(), String> {
             lat.len() as f64 / seconds,
             pct(0.5),
             p99 / base.max(f64::MIN_POSITIVE),
-            if opener { opened.to_string() } else { "-".into() },
-            if opener { format!("{:.0}", slowest.as_secs_f64() * 1000.0) } else { "-".into() },
+            if opener {
+                opened.to_string()
+            } else {
+                "-".into()
+            },
+            if opener {
+                format!("{:.0}", slowest.as_secs_f64() * 1000.0)
+            } else {
+                "-".into()
+            },
         );
     }
     Ok(())

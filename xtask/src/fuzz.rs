@@ -36,6 +36,7 @@ pub const TARGETS: &[&str] = &[
     "template",
     "token_model",
     "server",
+    "abi",
 ];
 
 /// An input that runs longer than this is a hang.
