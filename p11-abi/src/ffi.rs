@@ -696,37 +696,7 @@ cfn!(C_GetAttributeValue(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE,
     let attrs = array_mut(pTemplate, ulCount)?;
     let mut rv = ckr::OK;
     for chunk in attrs.chunks_mut(MAX_ATTRS) {
-        let types: Vec<u64> = chunk.iter().map(|a| a.type_ as u64).collect();
-        let mut answers: Vec<Option<Vec<u8>>> = Vec::with_capacity(types.len());
-        let mut codes: Vec<Rv> = Vec::with_capacity(types.len());
-        m.token.get_attributes(hSession as u64, hObject as u64, &types, |i, v| {
-            let (val, code) = match v {
-                AttrValue::Value(b) => {
-                    let ty = types.get(i).copied().unwrap_or_default();
-                    (Some(host_value(ty, b).into_owned()), ckr::OK)
-                }
-                AttrValue::Sensitive => (None, ckr::ATTRIBUTE_SENSITIVE),
-                AttrValue::Invalid => (None, ckr::ATTRIBUTE_TYPE_INVALID),
-            };
-            answers.push(val);
-            codes.push(code);
-        })?;
-        for ((a, val), code) in chunk.iter_mut().zip(answers).zip(codes) {
-            let Some(val) = val else {
-                a.ulValueLen = UNAVAILABLE_INFORMATION as CK_ULONG;
-                rv = code;
-                continue;
-            };
-            if a.pValue.is_null() {
-                a.ulValueLen = val.len() as CK_ULONG;
-            } else if len(a.ulValueLen)? >= val.len() {
-                bytes_mut(a.pValue as *mut u8, val.len() as CK_ULONG)?.copy_from_slice(&val);
-                a.ulValueLen = val.len() as CK_ULONG;
-            } else {
-                a.ulValueLen = UNAVAILABLE_INFORMATION as CK_ULONG;
-                rv = ckr::BUFFER_TOO_SMALL;
-            }
-        }
+        attribute_chunk(&m, hSession as u64, hObject as u64, chunk, &mut rv)?;
     }
     if rv == ckr::OK {
         Ok(())
@@ -734,6 +704,68 @@ cfn!(C_GetAttributeValue(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE,
         Err(rv)
     }
 });
+
+/// One exchange of `C_GetAttributeValue` for up to [`MAX_ATTRS`]
+/// attributes, written into the caller's template (`rv` collects the
+/// per-attribute outcome). When the values together do not fit one reply
+/// frame (the HSM answers `CKR_DATA_LEN_RANGE`, which `C_GetAttributeValue`
+/// may not return), the chunk is asked for in halves; a single value larger
+/// than a frame is `CKR_FUNCTION_FAILED`.
+fn attribute_chunk(
+    m: &module::Module,
+    session: u64,
+    object: u64,
+    chunk: &mut [CK_ATTRIBUTE],
+    rv: &mut Rv,
+) -> R {
+    let types: Vec<u64> = chunk.iter().map(|a| a.type_ as u64).collect();
+    let mut answers: Vec<Option<Vec<u8>>> = Vec::with_capacity(types.len());
+    let mut codes: Vec<Rv> = Vec::with_capacity(types.len());
+    let r = m.token.get_attributes(session, object, &types, |i, v| {
+        let (val, code) = match v {
+            AttrValue::Value(b) => {
+                let ty = types.get(i).copied().unwrap_or_default();
+                (Some(host_value(ty, b).into_owned()), ckr::OK)
+            }
+            AttrValue::Sensitive => (None, ckr::ATTRIBUTE_SENSITIVE),
+            AttrValue::Invalid => (None, ckr::ATTRIBUTE_TYPE_INVALID),
+        };
+        answers.push(val);
+        codes.push(code);
+    });
+    match r {
+        Err(ckr::DATA_LEN_RANGE) if chunk.len() > 1 => {
+            let (head, tail) = chunk.split_at_mut(chunk.len() / 2);
+            attribute_chunk(m, session, object, head, rv)?;
+            return attribute_chunk(m, session, object, tail, rv);
+        }
+        Err(ckr::DATA_LEN_RANGE) => {
+            log::warn!("an attribute value is larger than a frame can carry");
+            return Err(ckr::FUNCTION_FAILED);
+        }
+        r => r?,
+    }
+    for ((a, val), code) in chunk.iter_mut().zip(answers).zip(codes) {
+        let Some(val) = val else {
+            a.ulValueLen = UNAVAILABLE_INFORMATION as CK_ULONG;
+            *rv = code;
+            continue;
+        };
+        if a.pValue.is_null() {
+            a.ulValueLen = val.len() as CK_ULONG;
+        } else if len(a.ulValueLen)? >= val.len() {
+            // SAFETY: the caller's buffer holds `ulValueLen` bytes (its
+            // contract), at least `val.len()`; `bytes_mut` checks the
+            // pointer and the length.
+            unsafe { bytes_mut(a.pValue as *mut u8, val.len() as CK_ULONG)? }.copy_from_slice(&val);
+            a.ulValueLen = val.len() as CK_ULONG;
+        } else {
+            a.ulValueLen = UNAVAILABLE_INFORMATION as CK_ULONG;
+            *rv = ckr::BUFFER_TOO_SMALL;
+        }
+    }
+    Ok(())
+}
 
 cfn!(C_SetAttributeValue(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE, pTemplate: *mut CK_ATTRIBUTE, ulCount: CK_ULONG) {
     let m = module::module()?;

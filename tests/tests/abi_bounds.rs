@@ -234,3 +234,31 @@ fn abi_bounds_login_with_null_pin_is_arguments_bad_and_counts_no_failure() {
         "a NULL PIN reached the HSM as a failed login"
     );
 }
+
+/// Found by the `abi` fuzz target: many large values in one
+/// `C_GetAttributeValue` made a reply larger than a frame, and the HSM's
+/// `CKR_DATA_LEN_RANGE` (not a code this function may return) reached the
+/// application. The module now asks for such a template in parts.
+#[test]
+fn abi_bounds_many_large_attribute_values_in_one_call() {
+    let t = token();
+    let session = t.user_session();
+    let value: Vec<u8> = (0..4000u32).map(|i| (i * 7) as u8).collect();
+    let object = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(false),
+            Attribute::Value(value.clone()),
+        ])
+        .expect("C_CreateObject");
+    let mut queries: Vec<raw::AttrQuery> = (0..40)
+        .map(|_| raw::AttrQuery::value(raw::CKA_VALUE, 4096))
+        .collect();
+    let rv = t
+        .raw
+        .get_attribute_value(session.handle(), object, &mut queries);
+    assert_eq!(rv, CKR_OK, "40 values of 4,000 bytes: {}", rv_name(rv));
+    for q in &queries {
+        assert!(q.value == value, "a value came back wrong");
+    }
+}
