@@ -199,6 +199,7 @@ fn fuzz_one(
     let work = fuzz_dir.join("target/work-corpus").join(target);
     let seeds = fuzz_dir.join("corpus").join(target);
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    fs::create_dir_all(&seeds).map_err(|e| format!("{}: {e}", seeds.display()))?;
     let out = fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let err = out
         .try_clone()
@@ -248,7 +249,10 @@ pub fn fuzz(root: &Path, args: &[String]) -> Result<(), String> {
     println!("fuzz targets built in {:.0?}", started.elapsed());
     if o.record {
         let corpus = fuzz_dir.join("corpus");
-        let _ = fs::remove_dir_all(&corpus);
+        // The recorded targets' seeds only: `abi`'s are not recorded.
+        for t in TARGETS.iter().filter(|t| **t != "abi") {
+            let _ = fs::remove_dir_all(corpus.join(t));
+        }
         let bin = fuzz_dir.join("target/x86_64-unknown-linux-gnu/release/record_corpus");
         run(Command::new(bin).arg(&corpus))?;
     }

@@ -404,6 +404,18 @@ pub fn list(slots: bool, spec: Spec, count_ptr: Ptr) -> Output<CK_ULONG> {
     }
 }
 
+/// End whatever operation the session has (search, encryption, digest):
+/// `C_FindObjectsFinal`, `C_EncryptFinal` and `C_DigestFinal` with room
+/// for any output; their return values.
+pub fn end_operations(h: CK_SESSION_HANDLE) -> [CK_RV; 3] {
+    let mut out = vec![0u8; 64 * 1024];
+    let mut len = out.len() as CK_ULONG;
+    let e = unsafe { super::C_EncryptFinal(h, out.as_mut_ptr(), &mut len) };
+    let mut len = out.len() as CK_ULONG;
+    let d = unsafe { super::C_DigestFinal(h, out.as_mut_ptr(), &mut len) };
+    [find_final(h), e, d]
+}
+
 /// `C_GetSessionInfo`: (rv, state).
 pub fn session_state(h: CK_SESSION_HANDLE) -> (CK_RV, u64) {
     let mut info = CK_SESSION_INFO {
