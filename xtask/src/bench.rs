@@ -655,6 +655,11 @@ fn silent_hsm() -> Result<String, String> {
     Ok(addr)
 }
 
+/// Rounds of each lock-case scenario, taken in turn (alone, live, silent,
+/// alone, ...), so that load from elsewhere on the machine falls on all
+/// three alike; each scenario's latencies are pooled over its rounds.
+const LOCK_ROUNDS: usize = 3;
+
 /// The lock case: ECDSA P-256 sign latency of one thread (its session
 /// already connected) alone, then while a second thread opens a session,
 /// uses it (connect, `Hello`, login: `C_GenerateRandom`) and closes it, in
@@ -679,74 +684,25 @@ fn lock_io(t: &Target, seconds: f64) -> Result<(), String> {
             true,
         ),
     ];
-    println!("== lock case: C_Sign ECDSA P-256 latency of one thread, {seconds} s each");
+    let round = seconds / LOCK_ROUNDS as f64;
+    println!(
+        "== lock case: C_Sign ECDSA P-256 latency of one thread, {seconds} s each \
+         ({LOCK_ROUNDS} rounds of {round:.1} s, in turn)"
+    );
+    let mut pooled: Vec<(Vec<u32>, u64, Duration)> =
+        vec![(Vec::new(), 0, Duration::ZERO); scenarios.len()];
+    for _ in 0..LOCK_ROUNDS {
+        for ((_, addr, opener), pool) in scenarios.iter().zip(pooled.iter_mut()) {
+            let (lat, opened, slowest) = lock_io_round(t, addr, *opener, round)?;
+            pool.0.extend(lat);
+            pool.1 += opened;
+            pool.2 = pool.2.max(slowest);
+        }
+    }
     println!("| signer | signs/s | p50 µs | p99 µs | p99 / alone | opener sessions | slowest opener call ms |");
     println!("|---|---|---|---|---|---|---|");
     let mut alone_p99 = None;
-    for (label, addr, opener) in scenarios {
-        std::env::set_var("HSMLINK_TIMEOUT_MS", "1000");
-        let p = open(&Target {
-            name: t.name,
-            module: t.module.clone(),
-            env: vec![
-                ("HSMLINK_ADDR".into(), addr),
-                ("HSMLINK_USER".into(), USER.into()),
-            ],
-            stats_file: None,
-        })?;
-        let signer = session(&p)?;
-        let ec = find_one(&signer, ObjectClass::PRIVATE_KEY, "bench-ec")?;
-        let msg32 = [0x5au8; 32];
-        for _ in 0..200 {
-            signer
-                .sign(&Mechanism::Ecdsa, ec, &msg32)
-                .map_err(|e| format!("warm-up sign: {e}"))?;
-        }
-        let done = std::sync::atomic::AtomicBool::new(false);
-        let (lat, opened, slowest) = std::thread::scope(|scope| {
-            let other = scope.spawn(|| {
-                let mut opened = 0u64;
-                let mut slowest = Duration::ZERO;
-                while opener && !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    let started = Instant::now();
-                    let slot = match p
-                        .get_slots_with_token()
-                        .ok()
-                        .and_then(|s| s.first().copied())
-                    {
-                        Some(s) => s,
-                        None => break,
-                    };
-                    if let Ok(s) = p.open_ro_session(slot) {
-                        let _ = s.generate_random_vec(16);
-                        opened += 1;
-                    }
-                    slowest = slowest.max(started.elapsed());
-                }
-                (opened, slowest)
-            });
-            let until = Instant::now() + Duration::from_secs_f64(seconds);
-            let mut lat = Vec::with_capacity(1 << 16);
-            let mut failed = None;
-            while Instant::now() < until {
-                let started = Instant::now();
-                if let Err(e) = signer.sign(&Mechanism::Ecdsa, ec, &msg32) {
-                    failed = Some(e.to_string());
-                    break;
-                }
-                lat.push(started.elapsed().as_nanos().min(u32::MAX as u128) as u32);
-            }
-            done.store(true, std::sync::atomic::Ordering::Relaxed);
-            let (opened, slowest) = other.join().unwrap_or((0, Duration::ZERO));
-            match failed {
-                Some(e) => Err(format!("{label}: C_Sign: {e}")),
-                None => Ok((lat, opened, slowest)),
-            }
-        })?;
-        drop(signer);
-        p.finalize().map_err(|e| e.to_string())?;
-        std::env::remove_var("HSMLINK_TIMEOUT_MS");
-        let mut lat = lat;
+    for ((label, _, opener), (mut lat, opened, slowest)) in scenarios.into_iter().zip(pooled) {
         lat.sort_unstable();
         let pct = |q: f64| -> f64 {
             lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
@@ -773,6 +729,79 @@ fn lock_io(t: &Target, seconds: f64) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// One round of one lock-case scenario: the signer's latencies (ns), the
+/// sessions the opener opened, and its slowest round.
+fn lock_io_round(
+    t: &Target,
+    addr: &str,
+    opener: bool,
+    seconds: f64,
+) -> Result<(Vec<u32>, u64, Duration), String> {
+    std::env::set_var("HSMLINK_TIMEOUT_MS", "1000");
+    let p = open(&Target {
+        name: t.name,
+        module: t.module.clone(),
+        env: vec![
+            ("HSMLINK_ADDR".into(), addr.to_string()),
+            ("HSMLINK_USER".into(), USER.into()),
+        ],
+        stats_file: None,
+    })?;
+    let signer = session(&p)?;
+    let ec = find_one(&signer, ObjectClass::PRIVATE_KEY, "bench-ec")?;
+    let msg32 = [0x5au8; 32];
+    for _ in 0..200 {
+        signer
+            .sign(&Mechanism::Ecdsa, ec, &msg32)
+            .map_err(|e| format!("warm-up sign: {e}"))?;
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        let other = scope.spawn(|| {
+            let mut opened = 0u64;
+            let mut slowest = Duration::ZERO;
+            while opener && !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                let slot = match p
+                    .get_slots_with_token()
+                    .ok()
+                    .and_then(|s| s.first().copied())
+                {
+                    Some(s) => s,
+                    None => break,
+                };
+                if let Ok(s) = p.open_ro_session(slot) {
+                    let _ = s.generate_random_vec(16);
+                    opened += 1;
+                }
+                slowest = slowest.max(started.elapsed());
+            }
+            (opened, slowest)
+        });
+        let until = Instant::now() + Duration::from_secs_f64(seconds);
+        let mut lat = Vec::with_capacity(1 << 16);
+        let mut failed = None;
+        while Instant::now() < until {
+            let started = Instant::now();
+            if let Err(e) = signer.sign(&Mechanism::Ecdsa, ec, &msg32) {
+                failed = Some(e.to_string());
+                break;
+            }
+            lat.push(started.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (opened, slowest) = other.join().unwrap_or((0, Duration::ZERO));
+        match failed {
+            Some(e) => Err(format!("C_Sign: {e}")),
+            None => Ok((lat, opened, slowest)),
+        }
+    });
+    drop(signer);
+    p.finalize().map_err(|e| e.to_string())?;
+    std::env::remove_var("HSMLINK_TIMEOUT_MS");
+    result
 }
 
 /// Peak resident memory (VmHWM, KiB) of a process.
