@@ -160,6 +160,18 @@ unsafe fn template<'a>(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<(u64, 
         .collect()
 }
 
+/// A request too large for one frame (a template with long values) is
+/// `CKR_DATA_LEN_RANGE` inside the module, a code the object and key
+/// functions may not return; they answer `CKR_DEVICE_MEMORY` instead (the
+/// module's frame buffers cannot hold it).
+fn too_large(rv: Rv) -> Rv {
+    if rv == ckr::DATA_LEN_RANGE {
+        ckr::DEVICE_MEMORY
+    } else {
+        rv
+    }
+}
+
 /// The parameter structure of a mechanism: present, aligned, exact size.
 unsafe fn param<T: Copy>(m: &CK_MECHANISM) -> Result<T, Rv> {
     let p = m.pParameter as *const T;
@@ -665,7 +677,10 @@ cfn!(C_CreateObject(hSession: CK_SESSION_HANDLE, pTemplate: *mut CK_ATTRIBUTE, u
     let m = module::module()?;
     let t = canonical_template(&template(pTemplate, ulCount)?)?;
     let dst = out(phObject)?;
-    *dst = m.token.create_object(hSession as u64, &as_attributes(&t))? as CK_OBJECT_HANDLE;
+    *dst = m
+        .token
+        .create_object(hSession as u64, &as_attributes(&t))
+        .map_err(too_large)? as CK_OBJECT_HANDLE;
     Ok(())
 });
 
@@ -675,8 +690,8 @@ cfn!(C_CopyObject(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE, pTempl
     let dst = out(phNewObject)?;
     *dst = m
         .token
-        .copy_object(hSession as u64, hObject as u64, &as_attributes(&t))?
-        as CK_OBJECT_HANDLE;
+        .copy_object(hSession as u64, hObject as u64, &as_attributes(&t))
+        .map_err(too_large)? as CK_OBJECT_HANDLE;
     Ok(())
 });
 
@@ -770,13 +785,17 @@ fn attribute_chunk(
 cfn!(C_SetAttributeValue(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE, pTemplate: *mut CK_ATTRIBUTE, ulCount: CK_ULONG) {
     let m = module::module()?;
     let t = canonical_template(&template(pTemplate, ulCount)?)?;
-    m.token.set_attributes(hSession as u64, hObject as u64, &as_attributes(&t))
+    m.token
+        .set_attributes(hSession as u64, hObject as u64, &as_attributes(&t))
+        .map_err(too_large)
 });
 
 cfn!(C_FindObjectsInit(hSession: CK_SESSION_HANDLE, pTemplate: *mut CK_ATTRIBUTE, ulCount: CK_ULONG) {
     let m = module::module()?;
     let t = canonical_template(&template(pTemplate, ulCount)?)?;
-    m.token.find_init(hSession as u64, &as_attributes(&t))
+    m.token
+        .find_init(hSession as u64, &as_attributes(&t))
+        .map_err(too_large)
 });
 
 cfn!(C_FindObjects(hSession: CK_SESSION_HANDLE, phObject: *mut CK_OBJECT_HANDLE, ulMaxObjectCount: CK_ULONG, pulObjectCount: *mut CK_ULONG) {
@@ -1001,7 +1020,10 @@ cfn!(C_GenerateKey(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, p
     let mech = mechanism(pMechanism)?;
     let t = canonical_template(&template(pTemplate, ulCount)?)?;
     let dst = out(phKey)?;
-    *dst = m.token.generate_key(hSession as u64, &mech, &as_attributes(&t))? as CK_OBJECT_HANDLE;
+    *dst = m
+        .token
+        .generate_key(hSession as u64, &mech, &as_attributes(&t))
+        .map_err(too_large)? as CK_OBJECT_HANDLE;
     Ok(())
 });
 
@@ -1026,7 +1048,7 @@ cfn!(C_GenerateKeyPair(
         &mech,
         &as_attributes(&public),
         &as_attributes(&private),
-    )?;
+    ).map_err(too_large)?;
     *pub_dst = pu as CK_OBJECT_HANDLE;
     *priv_dst = pr as CK_OBJECT_HANDLE;
     Ok(())
@@ -1053,7 +1075,7 @@ cfn!(C_UnwrapKey(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hUn
         hUnwrappingKey as u64,
         wrapped,
         &as_attributes(&t),
-    )? as CK_OBJECT_HANDLE;
+    ).map_err(too_large)? as CK_OBJECT_HANDLE;
     Ok(())
 });
 
@@ -1064,8 +1086,8 @@ cfn!(C_DeriveKey(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hBa
     let dst = out(phKey)?;
     *dst = m
         .token
-        .derive_key(hSession as u64, &mech, hBaseKey as u64, &as_attributes(&t))?
-        as CK_OBJECT_HANDLE;
+        .derive_key(hSession as u64, &mech, hBaseKey as u64, &as_attributes(&t))
+        .map_err(too_large)? as CK_OBJECT_HANDLE;
     Ok(())
 });
 

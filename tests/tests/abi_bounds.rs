@@ -262,3 +262,39 @@ fn abi_bounds_many_large_attribute_values_in_one_call() {
         assert!(q.value == value, "a value came back wrong");
     }
 }
+
+/// A template too large for one message (a 20,000-byte value; frames are
+/// ~17 KiB) is CKR_DEVICE_MEMORY from the functions that take templates,
+/// never CKR_DATA_LEN_RANGE, which v2.40 does not list for them.
+#[test]
+fn abi_bounds_a_template_larger_than_a_frame_is_device_memory() {
+    let t = token();
+    let session = t.user_session();
+    let big = vec![0x5Au8; 20_000];
+    let class = (raw::CKO_DATA as raw::CK_ULONG).to_ne_bytes().to_vec();
+    let (rv, _) = t.raw.create_object(
+        session.handle(),
+        &[
+            (raw::CKA_CLASS, class),
+            (raw::CKA_TOKEN, vec![0]),
+            (raw::CKA_VALUE, big.clone()),
+        ],
+    );
+    assert_eq!(
+        rv,
+        raw::CKR_DEVICE_MEMORY,
+        "C_CreateObject: {}",
+        rv_name(rv)
+    );
+    let rv = t
+        .raw
+        .template_find_init(session.handle(), &[(raw::CKA_VALUE, big)]);
+    assert_eq!(
+        rv,
+        raw::CKR_DEVICE_MEMORY,
+        "C_FindObjectsInit: {}",
+        rv_name(rv)
+    );
+    // The session is still usable.
+    data_object(&session, &unique_label("abi-after-big"));
+}
