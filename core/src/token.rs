@@ -21,7 +21,11 @@
 //!   larger than [`MAX_CHUNK`] is streamed in chunks.
 //!
 //! Lock order: a session slot's lock, then the shared state's lock; never the
-//! other way round.
+//! other way round. No lock shared between sessions is held across network
+//! I/O: the shared state's lock only while the credential is copied, a
+//! slot's lock only by calls on that session (and by `C_CloseAllSessions`,
+//! `C_Logout` and `C_Finalize`, which wait for each session's call in
+//! progress).
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
