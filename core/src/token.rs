@@ -1798,6 +1798,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 Err(ckr::PIN_INCORRECT | ckr::PIN_LOCKED) => {
                     // The password changed or the user was locked since login.
                     drop_link(inner);
+                    self.login_void(generation);
                     return Err(ckr::USER_NOT_LOGGED_IN);
                 }
                 Err(rv) => {
@@ -1813,6 +1814,24 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             drop_link(inner);
         }
         Err(ckr::USER_NOT_LOGGED_IN)
+    }
+
+    /// The HSM said the login of `generation` is void: forget it (the
+    /// credential is zeroized), unless the application has logged in again
+    /// since. All sessions share the login, so all are public from now on
+    /// and `C_Login` works again without `C_Logout`; their links, stale,
+    /// are replaced at their next call.
+    fn login_void(&self, generation: u32) {
+        {
+            let mut shared = self.shared.lock();
+            if shared.generation != generation || shared.login.is_none() {
+                return;
+            }
+            shared.login = None;
+            shared.generation = shared.generation.wrapping_add(1).max(1);
+        }
+        self.keys.lock().entries.clear();
+        warn!("the HSM ended this application's login (user removed, password changed or locked); log in again");
     }
 
     fn slot(&self, session: u64) -> Result<&SessionSlot<C::Link, R, BUF>, Rv> {
@@ -1892,8 +1911,10 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             }
         }
         let had_link = inner.link.is_some();
+        let mut generation = 0;
         let result =
             self.authenticate(inner).and_then(|()| {
+                generation = inner.link_generation;
                 if !had_link {
                     // A new connection has no operation state on the HSM.
                     if inner.session.as_ref().is_some_and(|s| {
@@ -1904,6 +1925,11 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 }
                 f(self, inner)
             });
+        if result.as_ref().err() == Some(&ckr::USER_NOT_LOGGED_IN) && generation != 0 {
+            // The HSM says the login this authenticated link rested on is
+            // void (its user removed, its password changed, locked).
+            self.login_void(generation);
+        }
         if result.as_ref().err() == Some(&ckr::SESSION_CLOSED) {
             // Its HSM is gone for good: the handle is void from now on.
             set_active(inner, Active::None);
