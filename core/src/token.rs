@@ -565,6 +565,9 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 }
                 return Err(rv);
             }
+            if !password_safe(inner) {
+                return Err(ckr::DEVICE_ERROR);
+            }
             let reply = call(
                 inner,
                 &Request::Login {
@@ -1784,6 +1787,9 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             let reply = loop {
                 tries -= 1;
                 self.ensure_connected(inner, host_of(&cred))?;
+                if !password_safe(inner) {
+                    return Err(ckr::DEVICE_ERROR);
+                }
                 let reply = call(inner, &request).map(|r| matches!(r, Response::Ok));
                 let lost =
                     inner.link.is_none() && inner.last_error == Some(crate::link::LinkError::Io);
@@ -1980,6 +1986,17 @@ fn to_template<'a>(attrs: &[Attribute<'a>]) -> Result<Template<'a>, Rv> {
         crate::attr::check_value(a.ty, a.value)?;
     }
     Template::from_slice(attrs).map_err(|_| ckr::ARGUMENTS_BAD)
+}
+
+/// Whether the slot's link may carry the password (see
+/// [`Link::may_carry_password`]): the credential is never sent in clear to
+/// another machine, whatever the configuration says.
+fn password_safe<L: Link, const BUF: usize>(inner: &SlotInner<L, BUF>) -> bool {
+    let safe = inner.link.as_ref().is_some_and(|l| l.may_carry_password());
+    if !safe {
+        warn!("login refused: the link to the HSM may not carry the password");
+    }
+    safe
 }
 
 fn drop_link<L, const BUF: usize>(inner: &mut SlotInner<L, BUF>) {

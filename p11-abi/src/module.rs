@@ -530,7 +530,7 @@ impl Config {
                     format!(
                         "TLS is on for {addr} but the server cannot be verified: set \
                          HSMLINK_TLS_PIN to the fingerprint the server printed, or \
-                         HSMLINK_TLS_CA to a CA file (HSMLINK_TLS=off for plain TCP)"
+                         HSMLINK_TLS_CA to a CA file (plain TCP, HSMLINK_TLS=off, never carries the password off this machine)"
                     ),
                 ))
             }
