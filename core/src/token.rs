@@ -1218,6 +1218,25 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         }
     }
 
+    /// End the session's active operation of kind `op` (`None`: a digest)
+    /// without a result, as PKCS#11 v2.40 says of a single-part, update or
+    /// final call that fails: for a call refused before it reaches the token
+    /// (a bad pointer, say). Another kind of operation, or none, is left
+    /// alone; the HSM's side, if any, is replaced by the next `CryptoInit`.
+    pub fn abandon(&self, session: u64, op: Option<Op>) {
+        let _ = self.with_session(session, |inner| {
+            let ends = match (inner.session.as_ref().map(|s| &s.active), op) {
+                (Some(Active::Crypto(c)), Some(op)) => c.op == op,
+                (Some(Active::Digest(_)), None) => true,
+                _ => false,
+            };
+            if ends {
+                set_active(inner, Active::None);
+            }
+            Ok(())
+        });
+    }
+
     /// Single-part `C_Sign`, `C_Encrypt`, `C_Decrypt`. A null `out` asks for
     /// the size (no round trip where the size is known locally; the operation
     /// stays); a short `out` gets [`Len::Needed`] and the operation stays;
