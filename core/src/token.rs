@@ -45,6 +45,9 @@ pub const MAX_USER: usize = 64;
 pub const MAX_PASSWORD: usize = 128;
 /// Longest host override from a special PIN (`user:password@host`).
 pub const MAX_HOST: usize = 64;
+/// Longest PIN `C_Login` takes: a special PIN `user:password@host` at its
+/// longest; a longer one is `CKR_PIN_LEN_RANGE`, unread.
+pub const MAX_PIN: usize = MAX_USER + 1 + MAX_PASSWORD + 1 + MAX_HOST;
 /// Bytes kept per session for the encoded mechanism of an operation that
 /// starts in the same exchange as its data; larger parameters (a long GCM
 /// AAD) make the operation start with its own exchange instead.
@@ -623,6 +626,9 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     }
 
     fn credential(&self, pin: &[u8]) -> Result<Credential, Rv> {
+        if pin.len() > MAX_PIN {
+            return Err(ckr::PIN_LEN_RANGE);
+        }
         let mut cred = Credential {
             user: heapless::String::new(),
             password: [0; MAX_PASSWORD],

@@ -675,6 +675,13 @@ cfn!(C_Login(hSession: CK_SESSION_HANDLE, userType: CK_USER_TYPE, pPin: *mut CK_
         m.token.session_info(hSession as u64)?;
         return Err(ckr::ARGUMENTS_BAD);
     }
+    // A PIN longer than any the token takes is refused before a byte of it
+    // is read (the special PIN is parsed as text: a length that lies would
+    // have it read past the caller's buffer).
+    if ulPinLen as u64 > hsmlink_core::token::MAX_PIN as u64 {
+        m.token.session_info(hSession as u64)?;
+        return Err(ckr::PIN_LEN_RANGE);
+    }
     let pin = bytes(pPin, ulPinLen)?;
     m.token.login(hSession as u64, userType as u64, pin)
 });

@@ -7,7 +7,8 @@
  * and never crash, hang or write where it was not told to.
  *
  * Usage: hostile_app MODULE.so PIN SECTION   (HSMLINK_ADDR/HSMLINK_USER set)
- * SECTION: general | handles | templates | mechanisms | threads
+ * SECTION: general | handles | templates | mechanisms | pins | threads
+ * (pins expects HSMLINK_SPECIAL_PIN=1 and HSMLINK_TEST_USER)
  * Prints one line per check ("ok ..." or "FAIL ..."); exits 0 when all hold.
  */
 #include <dlfcn.h>
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -95,6 +97,19 @@ static CK_OBJECT_HANDLE data_object(CK_SESSION_HANDLE s, const void *label, CK_U
     CK_OBJECT_HANDLE o = 0;
     expect("C_CreateObject(data)", f->C_CreateObject(s, t, 4, &o), CKR_OK);
     return o;
+}
+
+/* One byte `c` at the start of a zeroed page followed by an inaccessible
+ * one: a module that reads past what it needs crashes. */
+static CK_BYTE_PTR guarded_byte(CK_BYTE c) {
+    long page = sysconf(_SC_PAGESIZE);
+    CK_BYTE_PTR p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED || mprotect(p + page, page, PROT_NONE) != 0) {
+        fprintf(stderr, "mmap failed\n");
+        exit(2);
+    }
+    p[0] = c;
+    return p;
 }
 
 /* ----- general: info functions, C_Initialize arguments, interfaces ----- */
@@ -305,6 +320,25 @@ static void templates(void) {
         expect("C_SetAttributeValue(pValue NULL, length 12)", f->C_SetAttributeValue(s, d, &bad_in, 1), CKR_ARGUMENTS_BAD);
         expect("C_FindObjectsInit(pValue NULL, length 12)", f->C_FindObjectsInit(s, &bad_in, 1), CKR_ARGUMENTS_BAD);
     }
+    /* Values whose length lies, in templates the module reads: too long
+     * for any message, refused before a byte past the real one is read. */
+    {
+        CK_BYTE_PTR x = guarded_byte('x');
+        CK_OBJECT_CLASS cls = CKO_DATA;
+        CK_BBOOL no = CK_FALSE;
+        CK_ATTRIBUTE t[] = {
+            {CKA_CLASS, &cls, sizeof cls},
+            {CKA_TOKEN, &no, sizeof no},
+            {CKA_LABEL, x, (CK_ULONG)1 << 40},
+        };
+        CK_OBJECT_HANDLE d = data_object(s, "lying", 5), h = 0;
+        expect("C_CreateObject(label claimed 2^40 long)", f->C_CreateObject(s, t, 3, &h), CKR_DEVICE_MEMORY);
+        expect("C_SetAttributeValue(label claimed 2^40 long)", f->C_SetAttributeValue(s, d, &t[2], 1), CKR_DEVICE_MEMORY);
+        expect("C_FindObjectsInit(label claimed 2^40 long)", f->C_FindObjectsInit(s, &t[2], 1), CKR_DEVICE_MEMORY);
+        t[2].type = CKA_CLASS;
+        t[2].ulValueLen = (CK_ULONG)1 << 40;
+        expect("C_FindObjectsInit(class claimed 2^40 long)", f->C_FindObjectsInit(s, &t[2], 1), CKR_ATTRIBUTE_VALUE_INVALID);
+    }
     /* Output buffers: NULL length words, NULL data with a length. */
     {
         CK_BYTE buf[64];
@@ -435,6 +469,32 @@ static void mechanisms(void) {
     expect("C_Finalize(NULL)", f->C_Finalize(NULL), CKR_OK);
 }
 
+/* ----- pins: lengths that lie, with the special PIN (user:password@host,
+ * HSMLINK_SPECIAL_PIN=1, the PIN parsed as text) ----- */
+
+static void pins(void) {
+    /* The 1-byte PIN sits at the start of a zeroed page (valid UTF-8 all
+     * along) followed by an inaccessible one: reading past it crashes. */
+    CK_UTF8CHAR_PTR one = guarded_byte('a');
+    CK_UTF8CHAR long_pin[300];
+    char special[512];
+    const char *addr = getenv("HSMLINK_ADDR");
+    const char *user = getenv("HSMLINK_TEST_USER");
+    memset(long_pin, 'a', sizeof long_pin);
+    expect("C_Initialize(NULL)", f->C_Initialize(NULL), CKR_OK);
+    CK_SESSION_HANDLE s = open_session();
+    expect("C_Login(1-byte PIN claimed 2^40 long)", f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)one, (CK_ULONG)1 << 40), CKR_PIN_LEN_RANGE);
+    expect("C_Login(1-byte PIN claimed ULONG_MAX long)", f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)one, ULMAX), CKR_PIN_LEN_RANGE);
+    expect("C_Login(300-byte PIN)", f->C_Login(s, CKU_USER, long_pin, sizeof long_pin), CKR_PIN_LEN_RANGE);
+    expect("C_Login(PIN wraps the address space)", f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)(uintptr_t)(ULMAX - 3), 16), CKR_ARGUMENTS_BAD);
+    expect("C_Login(PIN claimed 2^40 long, bad session)", f->C_Login(s + 1000, CKU_USER, (CK_UTF8CHAR_PTR)one, (CK_ULONG)1 << 40), CKR_SESSION_HANDLE_INVALID);
+    snprintf(special, sizeof special, "%s:%s@%s", user ? user : "", pin, addr ? addr : "");
+    expect("C_Login(a valid special PIN) still works", f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)special, strlen(special)), CKR_OK);
+    CK_BYTE buf[16];
+    expect("C_GenerateRandom logged in", f->C_GenerateRandom(s, buf, sizeof buf), CKR_OK);
+    expect("C_Finalize(NULL)", f->C_Finalize(NULL), CKR_OK);
+}
+
 /* ----- threads: C_CloseSession and C_Finalize while calls are under way ----- */
 
 static volatile int stop;
@@ -541,6 +601,8 @@ int main(int argc, char **argv) {
         templates();
     else if (!strcmp(section, "mechanisms"))
         mechanisms();
+    else if (!strcmp(section, "pins"))
+        pins();
     else if (!strcmp(section, "threads"))
         threads();
     else {

@@ -40,6 +40,10 @@ fn program() -> &'static PathBuf {
 /// minutes (a crash, a hang or a wrong code fails the test, with the
 /// program's report).
 fn run(section: &str) {
+    run_with(section, &[]);
+}
+
+fn run_with(section: &str, env: &[(&str, &str)]) {
     let hsm = Hsm::start_dev(USER, PIN);
     let mut child = Command::new(program())
         .arg(module_path())
@@ -48,6 +52,7 @@ fn run(section: &str) {
         .env("HSMLINK_ADDR", hsm.addr())
         .env("HSMLINK_USER", USER)
         .env("HSMLINK_CONFIG", "")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -97,6 +102,16 @@ fn abi_bounds_hostile_app_templates_pointing_into_themselves_and_lying_lengths()
 #[test]
 fn abi_bounds_hostile_app_mechanism_parameters_that_lie() {
     run("mechanisms");
+}
+
+/// With the special PIN the module parses the PIN as text: a length that
+/// lies must be refused before a byte past the real PIN is read.
+#[test]
+fn abi_bounds_hostile_app_pin_lengths_that_lie_with_the_special_pin() {
+    run_with(
+        "pins",
+        &[("HSMLINK_SPECIAL_PIN", "1"), ("HSMLINK_TEST_USER", USER)],
+    );
 }
 
 #[test]
