@@ -871,6 +871,15 @@ unsafe fn init(op: Op, h: CK_SESSION_HANDLE, p: *mut CK_MECHANISM, key: CK_OBJEC
     m.token.crypto_init(h as u64, op, &mech, key as u64)
 }
 
+/// A signature to verify: one longer than a message can carry is no
+/// signature of any key here (`CKR_SIGNATURE_LEN_RANGE`), refused unread.
+unsafe fn signature<'a>(p: *const u8, n: CK_ULONG) -> Result<&'a [u8], Rv> {
+    if len(n)? > module::BUF {
+        return Err(ckr::SIGNATURE_LEN_RANGE);
+    }
+    bytes(p, n)
+}
+
 /// The arguments of a call of the active operation `op` (`None`: a
 /// digest), checked: when they are refused (`CKR_ARGUMENTS_BAD`), the
 /// operation ends, as v2.40 says of every failed single-part, update or
@@ -1028,7 +1037,7 @@ cfn!(C_VerifyInit(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hK
 
 cfn!(C_Verify(hSession: CK_SESSION_HANDLE, pData: *mut CK_BYTE, ulDataLen: CK_ULONG, pSignature: *mut CK_BYTE, ulSignatureLen: CK_ULONG) {
     let m = module::module()?;
-    let (data, sig) = checked_args(&m, hSession, Some(Op::Verify), (|| Ok((bytes(pData, ulDataLen)?, bytes(pSignature, ulSignatureLen)?)))())?;
+    let (data, sig) = checked_args(&m, hSession, Some(Op::Verify), (|| Ok((bytes(pData, ulDataLen)?, signature(pSignature, ulSignatureLen)?)))())?;
     m.token.verify(hSession as u64, data, sig)
 });
 
@@ -1039,7 +1048,7 @@ cfn!(C_VerifyUpdate(hSession: CK_SESSION_HANDLE, pPart: *mut CK_BYTE, ulPartLen:
 
 cfn!(C_VerifyFinal(hSession: CK_SESSION_HANDLE, pSignature: *mut CK_BYTE, ulSignatureLen: CK_ULONG) {
     let m = module::module()?;
-    m.token.verify_final(hSession as u64, checked_args(&m, hSession, Some(Op::Verify), bytes(pSignature, ulSignatureLen))?)
+    m.token.verify_final(hSession as u64, checked_args(&m, hSession, Some(Op::Verify), signature(pSignature, ulSignatureLen))?)
 });
 
 cfn!(C_VerifyRecoverInit(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hKey: CK_OBJECT_HANDLE) {
@@ -1124,6 +1133,10 @@ cfn!(C_WrapKey(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hWrap
 cfn!(C_UnwrapKey(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hUnwrappingKey: CK_OBJECT_HANDLE, pWrappedKey: *mut CK_BYTE, ulWrappedKeyLen: CK_ULONG, pTemplate: *mut CK_ATTRIBUTE, ulAttributeCount: CK_ULONG, phKey: *mut CK_OBJECT_HANDLE) {
     let m = module::module()?;
     let mech = mechanism(pMechanism)?;
+    // A wrapped key travels in one message: a longer one is refused unread.
+    if len(ulWrappedKeyLen)? > module::BUF {
+        return Err(ckr::WRAPPED_KEY_LEN_RANGE);
+    }
     let wrapped = bytes(pWrappedKey, ulWrappedKeyLen)?;
     let t = canonical_template(&template(pTemplate, ulAttributeCount)?)?;
     let dst = out(phKey)?;

@@ -78,9 +78,12 @@ static CK_OBJECT_HANDLE aes_key(CK_SESSION_HANDLE s) {
         {CKA_TOKEN, &no, sizeof no},
         {CKA_ENCRYPT, &yes, sizeof yes},
         {CKA_DECRYPT, &yes, sizeof yes},
+        {CKA_SIGN, &yes, sizeof yes},
+        {CKA_VERIFY, &yes, sizeof yes},
+        {CKA_UNWRAP, &yes, sizeof yes},
     };
     CK_OBJECT_HANDLE k = 0;
-    expect("C_GenerateKey(AES)", f->C_GenerateKey(s, &gen, t, 4, &k), CKR_OK);
+    expect("C_GenerateKey(AES)", f->C_GenerateKey(s, &gen, t, 7, &k), CKR_OK);
     return k;
 }
 
@@ -466,6 +469,22 @@ static void mechanisms(void) {
     expect("C_EncryptInit after it: no operation active", f->C_EncryptInit(s, &good, k), CKR_OK);
     n = sizeof out;
     expect("C_Encrypt on the new operation", f->C_Encrypt(s, (CK_BYTE_PTR)"hostile", 7, out, &n), CKR_OK);
+
+    /* Inputs with a bound of their own, claimed far longer than they are:
+     * refused before a byte past the real one is read. */
+    {
+        CK_BYTE_PTR x = guarded_byte('x');
+        CK_MECHANISM cmac = {CKM_AES_CMAC, NULL, 0};
+        CK_RV rv = f->C_VerifyInit(s, &cmac, k);
+        expect("C_VerifyInit(AES_CMAC)", rv, CKR_OK);
+        expect("C_Verify(signature claimed 2^40 long)", f->C_Verify(s, (CK_BYTE_PTR)"abc", 3, x, (CK_ULONG)1 << 40), CKR_SIGNATURE_LEN_RANGE);
+        CK_MECHANISM wrap = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE kt = CKK_AES;
+        CK_ATTRIBUTE ut[] = {{CKA_CLASS, &cls, sizeof cls}, {CKA_KEY_TYPE, &kt, sizeof kt}};
+        CK_OBJECT_HANDLE uk = 0;
+        expect("C_UnwrapKey(wrapped key claimed 2^40 long)", f->C_UnwrapKey(s, &wrap, k, x, (CK_ULONG)1 << 40, ut, 2, &uk), CKR_WRAPPED_KEY_LEN_RANGE);
+    }
     expect("C_Finalize(NULL)", f->C_Finalize(NULL), CKR_OK);
 }
 
