@@ -399,6 +399,21 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         })
     }
 
+    /// Session handles start at `first` (at least 1) instead of 1: a
+    /// library that makes tokens one after another over the same slots
+    /// (`C_Finalize` then `C_Initialize`) starts each at the last one's
+    /// [`Token::next_session`], so that a handle from before never names a
+    /// session of the new token.
+    pub fn with_first_session(self, first: u32) -> Self {
+        self.shared.lock().next_session = first.max(1);
+        self
+    }
+
+    /// The handle the next `C_OpenSession` would get.
+    pub fn next_session(&self) -> u32 {
+        self.shared.lock().next_session
+    }
+
     /// The connector, e.g. to read its statistics.
     pub fn connector(&self) -> &C {
         &self.connector

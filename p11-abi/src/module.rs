@@ -94,6 +94,13 @@ static STATE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
 static SLOTS: Mutex<Option<&'static [Slot]>> = Mutex::new(None);
 /// `Module`s alive (a call in progress may hold one after `C_Finalize`).
 static LIVE_MODULES: AtomicUsize = AtomicUsize::new(0);
+/// The first session handle of the next token: each `C_Initialize` goes on
+/// from where the last `C_Finalize` left, so a handle is never reused in the
+/// process (one kept from before names no session of the new token).
+static NEXT_SESSION: AtomicU32 = AtomicU32::new(1);
+/// Held by `C_Initialize` and `C_Finalize` from start to end: a finalize
+/// waiting for the calls under way is not overtaken by an initialize.
+static LIFECYCLE: Mutex<()> = Mutex::new(());
 
 fn slots() -> &'static [Slot] {
     let mut s = SLOTS.lock();
@@ -130,6 +137,7 @@ pub fn module() -> Result<Arc<Module>, Rv> {
 
 /// `C_Initialize` once the arguments are checked.
 pub fn initialize() -> Result<(), Rv> {
+    let _cycle = LIFECYCLE.lock();
     let mut state = STATE.write();
     if let Some(m) = state.as_ref() {
         if m.process.is_current() {
@@ -171,7 +179,8 @@ pub fn initialize() -> Result<(), Rv> {
             special_pin: config.special_pin,
         },
     )
-    .inspect_err(|_| log::error!("hsmlink configuration: user name too long"))?;
+    .inspect_err(|_| log::error!("hsmlink configuration: user name too long"))?
+    .with_first_session(NEXT_SESSION.load(Ordering::Acquire));
     LIVE_MODULES.fetch_add(1, Ordering::AcqRel);
     *state = Some(Arc::new(Module {
         token,
@@ -182,10 +191,20 @@ pub fn initialize() -> Result<(), Rv> {
 
 /// `C_Finalize`: every session is closed.
 pub fn finalize() -> Result<(), Rv> {
-    let mut state = STATE.write();
-    match state.take() {
+    let _cycle = LIFECYCLE.lock();
+    let taken = STATE.write().take();
+    match taken {
         Some(m) if m.process.is_current() => {
+            // No call starts from now on (each finds the library
+            // uninitialized); the calls under way hold `m` until they
+            // return, each bounded by the I/O timeouts. Wait for them, so
+            // that none is still inside the token when its sessions close
+            // and the slots go to the next C_Initialize's token.
+            while Arc::strong_count(&m) > 1 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             m.token.close_all_sessions();
+            NEXT_SESSION.store(m.token.next_session(), Ordering::Release);
             let exchanges = m.token.connector().exchanges();
             log::info!("exchanges with the HSM since C_Initialize: {exchanges}");
             // For benchmarks: round trips per operation, counted by the module.

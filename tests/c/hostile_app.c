@@ -239,6 +239,19 @@ static void handles(void) {
     expect("C_GetSessionInfo(closed)", f->C_GetSessionInfo(s, &si), CKR_SESSION_HANDLE_INVALID);
     expect("C_GetAttributeValue(closed session)", f->C_GetAttributeValue(s, o, &label, 1), CKR_SESSION_HANDLE_INVALID);
     expect("C_CloseSession(closed)", f->C_CloseSession(s), CKR_SESSION_HANDLE_INVALID);
+    /* A handle from before C_Finalize never names a session opened after
+     * the next C_Initialize (a part of the application still holding it, or
+     * a thread still in a call, would act on another part's session). */
+    expect("C_Finalize(NULL)", f->C_Finalize(NULL), CKR_OK);
+    expect("C_Initialize(NULL) again", f->C_Initialize(NULL), CKR_OK);
+    CK_SESSION_HANDLE before = open_session();
+    expect("C_Finalize(NULL)", f->C_Finalize(NULL), CKR_OK);
+    expect("C_Initialize(NULL) once more", f->C_Initialize(NULL), CKR_OK);
+    CK_SESSION_HANDLE after = open_session();
+    truth("the new session's handle is not the old one's", after != before);
+    expect("C_GetSessionInfo(a handle from before C_Finalize)", f->C_GetSessionInfo(before, &si), CKR_SESSION_HANDLE_INVALID);
+    expect("C_CloseSession(a handle from before C_Finalize)", f->C_CloseSession(before), CKR_SESSION_HANDLE_INVALID);
+    expect("the new session is still open", f->C_GetSessionInfo(after, &si), CKR_OK);
     expect("C_Finalize(NULL)", f->C_Finalize(NULL), CKR_OK);
 }
 
