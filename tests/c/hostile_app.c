@@ -31,10 +31,12 @@ typedef struct {
 } HOSTILE_INTERFACE;
 typedef HOSTILE_INTERFACE *CK_INTERFACE_PTR;
 typedef CK_RV (*CK_C_GetInterface)(CK_UTF8CHAR_PTR, CK_VERSION_PTR, CK_INTERFACE_PTR *, CK_FLAGS);
+typedef CK_RV (*CK_C_GetInterfaceList)(CK_INTERFACE_PTR, CK_ULONG_PTR);
 
 static CK_FUNCTION_LIST_PTR f;
 static CK_C_GetFunctionList get_list;
 static CK_C_GetInterface get_interface;
+static CK_C_GetInterfaceList get_interface_list;
 static const char *pin;
 static int failures;
 
@@ -180,6 +182,21 @@ static void general(void) {
         expect("C_GetInterface(\"PKCS 11\", 2.40)", get_interface((CK_UTF8CHAR_PTR)"PKCS 11", &v240, &iface, 0), CKR_OK);
         truth("C_GetInterface gives the function list", iface && iface->pFunctionList == (void *)f);
     }
+    if (get_interface_list) {
+        HOSTILE_INTERFACE list[2];
+        CK_ULONG n = 0;
+        expect("C_GetInterfaceList(NULL, NULL)", get_interface_list(NULL, NULL), CKR_ARGUMENTS_BAD);
+        expect("C_GetInterfaceList(buffer, count 0)", get_interface_list(list, &n), CKR_BUFFER_TOO_SMALL);
+        truth("C_GetInterfaceList says 1", n == 1);
+        n = (CK_ULONG)1 << 60;
+        expect("C_GetInterfaceList(count 2^60)", get_interface_list(list, &n), CKR_ARGUMENTS_BAD);
+        n = 2;
+        expect("C_GetInterfaceList(count 2)", get_interface_list(list, &n), CKR_OK);
+        truth("C_GetInterfaceList wrote one", n == 1 && list[0].pFunctionList == (void *)f);
+    }
+    expect("C_InitToken(NULLs)", f->C_InitToken(1, NULL, 5, NULL), CKR_FUNCTION_NOT_SUPPORTED);
+    expect("C_SetPIN(NULLs)", f->C_SetPIN(ULMAX, NULL, ULMAX, NULL, ULMAX), CKR_FUNCTION_NOT_SUPPORTED);
+    expect("C_WaitForSlotEvent(DONT_BLOCK, NULL)", f->C_WaitForSlotEvent(CKF_DONT_BLOCK, NULL, NULL), CKR_NO_EVENT);
     expect("C_Finalize(NULL)", f->C_Finalize(NULL), CKR_OK);
     expect("C_GetSlotList after C_Finalize", f->C_GetSlotList(CK_FALSE, NULL, &(CK_ULONG){0}), CKR_CRYPTOKI_NOT_INITIALIZED);
 }
@@ -620,6 +637,7 @@ int main(int argc, char **argv) {
     }
     get_list = (CK_C_GetFunctionList)dlsym(lib, "C_GetFunctionList");
     get_interface = (CK_C_GetInterface)dlsym(lib, "C_GetInterface");
+    get_interface_list = (CK_C_GetInterfaceList)dlsym(lib, "C_GetInterfaceList");
     if (!get_list || get_list(&f) != CKR_OK || !f) {
         fprintf(stderr, "C_GetFunctionList failed\n");
         return 2;
