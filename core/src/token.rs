@@ -564,8 +564,16 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         }
         // Authenticate this session's connection with the new credential.
         if inner.link.is_some() && inner.link_generation != 0 {
-            // Authenticated under an older login: start afresh.
+            // Authenticated under an older login (one the HSM voided): start
+            // afresh; the operations it held on the HSM end with it.
             inner.link = None;
+            if inner
+                .session
+                .as_ref()
+                .is_some_and(|s| matches!(s.active, Active::Crypto(_) | Active::Find { .. }))
+            {
+                set_active(inner, Active::None);
+            }
         }
         // The HSM closes a connection that has not logged in within its
         // login deadline: one kept from an earlier call (a failed login, say)
@@ -1956,7 +1964,12 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 drop_link(inner);
             }
         }
-        let had_link = inner.link.is_some();
+        // A link authenticated under an earlier login (one the HSM voided)
+        // is replaced by `authenticate`: its operations are gone with it.
+        let had_link = inner.link.is_some() && {
+            let current = self.shared.lock().generation;
+            inner.link_generation == 0 || inner.link_generation == current
+        };
         let mut generation = 0;
         let result =
             self.authenticate(inner).and_then(|()| {
