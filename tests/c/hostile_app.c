@@ -7,7 +7,8 @@
  * and never crash, hang or write where it was not told to.
  *
  * Usage: hostile_app MODULE.so PIN SECTION   (HSMLINK_ADDR/HSMLINK_USER set)
- * SECTION: general | handles | templates | mechanisms | pins | threads
+ * SECTION: general | handles | templates | mechanisms | pins | threads |
+ *          forkfinalize
  * (pins expects HSMLINK_SPECIAL_PIN=1 and HSMLINK_TEST_USER)
  * Prints one line per check ("ok ..." or "FAIL ..."); exits 0 when all hold.
  */
@@ -17,7 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -624,6 +630,85 @@ static void threads(void) {
     expect("C_Finalize(NULL)", f->C_Finalize(NULL), CKR_OK);
 }
 
+/* ----- forkfinalize: fork() while C_Finalize waits for a call under way.
+ * The HSM is a socket that accepts (in the kernel's backlog) and never
+ * answers; the module's I/O timeout (HSMLINK_TIMEOUT_MS=2000) ends the
+ * call. The child must find a library it can initialize at once: no lock
+ * of the parent's finalize may be held in its copy. ----- */
+
+static double now_s(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+static CK_SESSION_HANDLE slow_session;
+static CK_RV slow_rv, finalize_rv;
+static double slow_end, finalize_end;
+
+static void *slow_call(void *arg) {
+    (void)arg;
+    CK_BYTE buf[16];
+    slow_rv = f->C_GenerateRandom(slow_session, buf, sizeof buf);
+    slow_end = now_s();
+    return NULL;
+}
+
+static void *finalizer(void *arg) {
+    (void)arg;
+    finalize_rv = f->C_Finalize(NULL);
+    finalize_end = now_s();
+    return NULL;
+}
+
+static void forkfinalize(void) {
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    socklen_t alen = sizeof a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) != 0 || listen(l, 16) != 0 ||
+        getsockname(l, (struct sockaddr *)&a, &alen) != 0) {
+        truth("a silent listener", 0);
+        return;
+    }
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(a.sin_port));
+    setenv("HSMLINK_ADDR", addr, 1);
+    setenv("HSMLINK_TIMEOUT_MS", "2000", 1);
+    expect("C_Initialize(NULL)", f->C_Initialize(NULL), CKR_OK);
+    slow_session = open_session();
+    pthread_t slow, fin;
+    pthread_create(&slow, NULL, slow_call, NULL);
+    usleep(300000); /* the call waits for the silent HSM */
+    pthread_create(&fin, NULL, finalizer, NULL);
+    usleep(300000); /* C_Finalize waits for that call */
+    pid_t child = fork();
+    if (child == 0) {
+        alarm(10);
+        double t0 = now_s();
+        CK_RV rv = f->C_Initialize(NULL);
+        double took = now_s() - t0;
+        CK_RV rv2 = f->C_Finalize(NULL);
+        _exit(rv == CKR_OK && rv2 == CKR_OK && took < 1.5 ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    truth("the child, forked while C_Finalize waited, initialized and finalized at once",
+          WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (WIFSIGNALED(status))
+        printf("     the child was killed by signal %d (SIGALRM: it hung)\n", WTERMSIG(status));
+    pthread_join(slow, NULL);
+    pthread_join(fin, NULL);
+    expect("the slow call ends with the HSM unreachable", slow_rv, CKR_DEVICE_ERROR);
+    expect("C_Finalize", finalize_rv, CKR_OK);
+    truth("C_Finalize returned after the call under way", finalize_end >= slow_end);
+    expect("C_Initialize(NULL) after", f->C_Initialize(NULL), CKR_OK);
+    expect("C_Finalize(NULL) after", f->C_Finalize(NULL), CKR_OK);
+    close(l);
+}
+
 int main(int argc, char **argv) {
     if (argc != 4) {
         fprintf(stderr, "usage: %s MODULE PIN SECTION\n", argv[0]);
@@ -653,6 +738,8 @@ int main(int argc, char **argv) {
         mechanisms();
     else if (!strcmp(section, "pins"))
         pins();
+    else if (!strcmp(section, "forkfinalize"))
+        forkfinalize();
     else if (!strcmp(section, "threads"))
         threads();
     else {

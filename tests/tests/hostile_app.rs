@@ -114,6 +114,14 @@ fn abi_bounds_hostile_app_pin_lengths_that_lie_with_the_special_pin() {
     );
 }
 
+/// A pre-forking server that forks while another thread's `C_Finalize`
+/// waits for a call under way: the child's `C_Initialize` must not wait on
+/// a lock held by a thread that does not exist in the child.
+#[test]
+fn hostile_app_fork_while_c_finalize_waits_for_a_call() {
+    run("forkfinalize");
+}
+
 #[test]
 fn hostile_app_close_session_and_finalize_under_racing_calls() {
     run("threads");
