@@ -632,7 +632,7 @@ static void threads(void) {
 
 /* ----- forkfinalize: fork() while C_Finalize waits for a call under way.
  * The HSM is a socket that accepts (in the kernel's backlog) and never
- * answers; the module's I/O timeout (HSMLINK_TIMEOUT_MS=2000) ends the
+ * answers; the module's I/O timeout (HSMLINK_TIMEOUT_MS=4000) ends the
  * call. The child must find a library it can initialize at once: no lock
  * of the parent's finalize may be held in its copy. ----- */
 
@@ -676,14 +676,14 @@ static void forkfinalize(void) {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(a.sin_port));
     setenv("HSMLINK_ADDR", addr, 1);
-    setenv("HSMLINK_TIMEOUT_MS", "2000", 1);
+    setenv("HSMLINK_TIMEOUT_MS", "4000", 1);
     expect("C_Initialize(NULL)", f->C_Initialize(NULL), CKR_OK);
     slow_session = open_session();
     pthread_t slow, fin;
     pthread_create(&slow, NULL, slow_call, NULL);
-    usleep(300000); /* the call waits for the silent HSM */
+    usleep(600000); /* the call waits for the silent HSM */
     pthread_create(&fin, NULL, finalizer, NULL);
-    usleep(300000); /* C_Finalize waits for that call */
+    usleep(600000); /* C_Finalize waits for that call */
     pid_t child = fork();
     if (child == 0) {
         alarm(10);
