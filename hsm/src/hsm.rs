@@ -48,6 +48,11 @@ pub struct Limits {
     pub max_unauthenticated: usize,
     /// Simultaneous connections from one client address.
     pub max_connections_per_address: usize,
+    /// Simultaneous connections logged in as one user (claimed at its
+    /// login, kept after a logout): past it, a login with the right
+    /// password is `CKR_DEVICE_MEMORY`, so that one valid user cannot hold
+    /// every slot of [`Limits::max_connections`].
+    pub max_connections_per_user: usize,
     /// Milliseconds from a connection's accept to its successful login
     /// (TLS handshake, `Hello`, `Login`).
     pub login_timeout_ms: u64,
@@ -83,6 +88,7 @@ impl Default for Limits {
             max_connections: 256,
             max_unauthenticated: 64,
             max_connections_per_address: 128,
+            max_connections_per_user: 128,
             login_timeout_ms: 5_000,
             frame_timeout_ms: 5_000,
             max_session_objects: 4096,
@@ -730,7 +736,9 @@ impl Hsm {
     /// wrong password alike, after the same work; `CKR_PIN_LOCKED` for a
     /// user locked by too many consecutive failures (an unknown name locks
     /// too, in memory, so that locking reveals nothing). Failed attempts are
-    /// rate-limited per user and per client address `peer`.
+    /// rate-limited per user and per client address `peer`. A name no user
+    /// can have ([`users::check_name`]) is `CKR_PIN_INCORRECT` at once,
+    /// counted and remembered nowhere.
     ///
     /// A lock lasts [`LoginPolicy::lock`], doubling for each failure after
     /// it lapsed, up to [`LoginPolicy::max_lock`] (or until `user unlock`
@@ -767,6 +775,15 @@ impl Hsm {
                 owner: Arc::from(users::owner_key(user, rec.id)),
                 revoked: Arc::new(AtomicBool::new(false)),
             };
+            if let Some(st) = state {
+                let cap = self.limits.max_connections_per_user;
+                if !self.connections.claim_for(st, &grant.owner, cap) {
+                    log::warn!(
+                        "event=refused conn={conn} user={user:?} reason=user_connection_limit"
+                    );
+                    return Err(ckr::DEVICE_MEMORY);
+                }
+            }
             let prev = lock(&self.live).insert(
                 conn,
                 Live {
@@ -801,6 +818,18 @@ impl Hsm {
     ) -> Result<UserRecord, Rv> {
         let peer = peer.map(crate::registry::address_group);
         let peer_s = peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        // A name no user can have (up to a frame's 64 KiB from a raw
+        // client): refused before anything remembers it (the rate limiter,
+        // the unknown names' locks) or logs it, and before the password
+        // work; it cannot be anyone's, so nothing is counted.
+        if users::check_name(user).is_err() {
+            self.stats.logins_failed.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "event=login_failed peer={peer_s} reason=bad_name len={}",
+                user.len()
+            );
+            return Err(ckr::PIN_INCORRECT);
+        }
         let policy = &self.limits.login;
         let trusted = !policy.lock.is_zero()
             && peer.is_some_and(|ip| {

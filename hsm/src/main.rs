@@ -203,7 +203,8 @@ const SERVE_HELP: &str = "Examples:\n  \
     Logins: after --max-login-failures consecutive failures a user is locked (CKR_PIN_LOCKED) until \
     `hsmlink-hsm user unlock`; past 3 failures, attempts per user and per client address are \
     spaced by a delay doubling from --login-delay-ms (250 ms) up to 5 s; an attempt that would wait \
-    more than 10 s is refused at once.";
+    more than 10 s is refused at once. A user name no user can have (not 1 to 64 of \
+    [A-Za-z0-9._-]) is refused at once (CKR_PIN_INCORRECT), remembered and counted nowhere.";
 
 /// Where the master key's protection comes from.
 #[derive(Args, Default)]
@@ -239,6 +240,13 @@ struct NetArgs {
     /// to make room; if all have logged in, the new one is refused.
     #[arg(long, value_name = "N", default_value_t = 128)]
     max_connections_per_address: usize,
+    /// Most simultaneous connections logged in as one user (default: half
+    /// of --max-connections). Past it, a login with the right password is
+    /// refused (CKR_DEVICE_MEMORY), so that one valid user cannot hold every
+    /// connection and keep the other users out. A connection counts from its
+    /// login until it closes (a C_Logout does not give it back).
+    #[arg(long, value_name = "N")]
+    max_connections_per_user: Option<usize>,
     /// Close a connection that has not logged in this many milliseconds
     /// after it was accepted (TLS handshake, Hello and Login together).
     #[arg(long, value_name = "MS", default_value_t = 5000)]
@@ -483,6 +491,10 @@ fn limits(n: &NetArgs) -> Limits {
         max_connections: n.max_connections.max(1),
         max_unauthenticated: n.max_unauthenticated.max(1),
         max_connections_per_address: n.max_connections_per_address.max(1),
+        max_connections_per_user: n
+            .max_connections_per_user
+            .unwrap_or(n.max_connections / 2)
+            .max(1),
         login_timeout_ms: n.login_timeout_ms.max(1),
         frame_timeout_ms: n.frame_timeout_ms.max(1),
         idle_secs: n.idle_timeout.max(1),
