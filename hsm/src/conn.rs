@@ -182,6 +182,9 @@ pub struct Connection {
     /// Its entry in the server's registry (a login waiting its turn shows
     /// there that it may be ended, and gives up when it is).
     state: Option<Arc<crate::registry::ConnState>>,
+    /// What its running operations buffered after the last request, and
+    /// for whom (reported to [`Hsm::report_inflight`]).
+    inflight: Option<(Arc<str>, usize)>,
 }
 
 fn op_index(op: Op) -> usize {
@@ -199,6 +202,9 @@ impl Drop for Connection {
             self.hsm.end_login(self.id);
         }
         self.hsm.remove_session_objects(&self.session_objects);
+        if let Some((o, n)) = self.inflight.take() {
+            self.hsm.report_inflight(Some((&o, n)), None);
+        }
     }
 }
 
@@ -222,6 +228,7 @@ impl Connection {
             closing: false,
             peer: None,
             state: None,
+            inflight: None,
         }
     }
 
@@ -276,6 +283,34 @@ impl Connection {
 
     /// Handle one request.
     pub fn handle(&mut self, req: Request<'_>) -> Reply {
+        let reply = self.serve(req);
+        self.report_inflight();
+        reply
+    }
+
+    /// What the running operations buffer now, for the user logged in
+    /// (counted in its [`Limits::max_user_session_bytes`]).
+    ///
+    /// [`Limits::max_user_session_bytes`]: crate::hsm::Limits::max_user_session_bytes
+    fn report_inflight(&mut self) {
+        let now = match &self.user {
+            Some(u) => {
+                let n: usize = self.ops.iter().flatten().map(Running::buffered).sum();
+                Some((u.clone(), n))
+            }
+            None => None,
+        };
+        if now != self.inflight {
+            let before = self.inflight.take();
+            self.hsm.report_inflight(
+                before.as_ref().map(|(o, n)| (o, *n)),
+                now.as_ref().map(|(o, n)| (o, *n)),
+            );
+            self.inflight = now;
+        }
+    }
+
+    fn serve(&mut self, req: Request<'_>) -> Reply {
         if let Request::Hello {
             version,
             max_frame,
@@ -389,9 +424,19 @@ impl Connection {
                 let Some(r) = self.ops[i].as_mut() else {
                     return Reply::Error(ckr::OPERATION_NOT_INITIALIZED);
                 };
-                if buffered.saturating_add(data.len()) > self.hsm.limits.max_inflight_bytes {
+                // What the user's other connections hold (this one's
+                // running operations as last reported taken out).
+                let others = self
+                    .hsm
+                    .user_session_bytes(s.user)
+                    .saturating_sub(self.inflight.as_ref().map_or(0, |(_, n)| *n));
+                if buffered.saturating_add(data.len()) > self.hsm.limits.max_inflight_bytes
+                    || others.saturating_add(buffered).saturating_add(data.len())
+                        > self.hsm.limits.max_user_session_bytes
+                {
                     // The connection's cap on buffered bytes, across its
-                    // running operations.
+                    // running operations, and its user's across all its
+                    // connections (session objects included).
                     self.ops[i] = None;
                     return Reply::Error(ckr::DEVICE_MEMORY);
                 }

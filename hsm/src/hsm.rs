@@ -65,6 +65,9 @@ pub struct Limits {
     pub max_session_bytes: usize,
     /// Bytes the token objects of one user may hold together (same count).
     pub max_user_bytes: usize,
+    /// Bytes the connections of one user may hold together: their session
+    /// objects (same count) and what their running operations buffer.
+    pub max_user_session_bytes: usize,
     /// Objects (token and session) one user may hold on this server: past
     /// it, creating a token object is `CKR_DEVICE_MEMORY`.
     pub max_objects_per_user: usize,
@@ -94,6 +97,7 @@ impl Default for Limits {
             max_session_objects: 4096,
             max_session_bytes: 4 << 20,
             max_user_bytes: 64 << 20,
+            max_user_session_bytes: 64 << 20,
             max_objects_per_user: 100_000,
             max_find: 100_000,
             idle_secs: 300,
@@ -139,7 +143,8 @@ struct Table {
     /// superset of what a search for it must consider).
     by_value: HashMap<IndexKey, BTreeSet<u64>>,
     /// Quota bytes (see [`quota_bytes`]) of the token objects by owner,
-    /// and of the session objects by the connection that made them.
+    /// and of the session objects by the connection that made them and by
+    /// their owner (all its connections together).
     bytes: HashMap<QuotaKey, usize>,
 }
 
@@ -147,13 +152,18 @@ struct Table {
 enum QuotaKey {
     Owner(String),
     Conn(u64),
+    Sessions(String),
 }
 
 impl QuotaKey {
-    fn of(o: &Object) -> QuotaKey {
+    /// The counts object `o` is in.
+    fn of(o: &Object) -> [Option<QuotaKey>; 2] {
         match &o.session {
-            None => QuotaKey::Owner(o.owner.clone()),
-            Some(s) => QuotaKey::Conn(s.conn),
+            None => [Some(QuotaKey::Owner(o.owner.clone())), None],
+            Some(s) => [
+                Some(QuotaKey::Conn(s.conn)),
+                Some(QuotaKey::Sessions(o.owner.clone())),
+            ],
         }
     }
 }
@@ -184,17 +194,20 @@ impl Table {
                 .or_default()
                 .insert(o.handle);
         }
-        let b = self.bytes.entry(QuotaKey::of(&o)).or_default();
-        *b = b.saturating_add(quota_bytes(&o));
+        for k in QuotaKey::of(&o).into_iter().flatten() {
+            let b = self.bytes.entry(k).or_default();
+            *b = b.saturating_add(quota_bytes(&o));
+        }
         self.objects.insert(o.handle, o);
     }
 
     fn unindex(&mut self, o: &Object) {
-        let k = QuotaKey::of(o);
-        if let Some(b) = self.bytes.get_mut(&k) {
-            *b = b.saturating_sub(quota_bytes(o));
-            if *b == 0 {
-                self.bytes.remove(&k);
+        for k in QuotaKey::of(o).into_iter().flatten() {
+            if let Some(b) = self.bytes.get_mut(&k) {
+                *b = b.saturating_sub(quota_bytes(o));
+                if *b == 0 {
+                    self.bytes.remove(&k);
+                }
             }
         }
         if let Some(s) = self.by_owner.get_mut(&o.owner) {
@@ -318,6 +331,9 @@ pub struct Hsm {
     /// theirs that was already running when the user was removed cannot
     /// store an object afterwards (checked under `writer`).
     gone: Mutex<std::collections::HashSet<String>>,
+    /// Bytes the running operations of each owner's connections buffer, as
+    /// the connections last reported them (see [`Hsm::report_inflight`]).
+    inflight: Mutex<HashMap<Arc<str>, usize>>,
     /// The live connections of the server serving this HSM.
     pub connections: Arc<crate::registry::Registry>,
     pub limits: Limits,
@@ -479,6 +495,7 @@ impl Hsm {
             live: Mutex::new(HashMap::new()),
             epochs: Mutex::new(HashMap::new()),
             gone: Mutex::new(std::collections::HashSet::new()),
+            inflight: Mutex::new(HashMap::new()),
             connections: Arc::new(crate::registry::Registry::new()),
             limits,
             stats: Stats::new(),
@@ -958,20 +975,64 @@ impl Hsm {
             .unwrap_or(0)
     }
 
+    /// What the connections of `owner` hold together: the quota bytes of
+    /// their session objects and the bytes their running operations buffer
+    /// (bounded by [`Limits::max_user_session_bytes`]).
+    pub fn user_session_bytes(&self, owner: &str) -> usize {
+        let objects = read(&self.table)
+            .bytes
+            .get(&QuotaKey::Sessions(owner.to_string()))
+            .copied()
+            .unwrap_or(0);
+        objects.saturating_add(lock(&self.inflight).get(owner).copied().unwrap_or(0))
+    }
+
+    /// A connection's running operations buffer `now` bytes for its owner,
+    /// where it last reported `before` (`None`: nothing, or no owner).
+    pub fn report_inflight(
+        &self,
+        before: Option<(&Arc<str>, usize)>,
+        now: Option<(&Arc<str>, usize)>,
+    ) {
+        if before.map(|(o, n)| (&**o, n)) == now.map(|(o, n)| (&**o, n)) {
+            return;
+        }
+        let mut m = lock(&self.inflight);
+        if let Some((owner, n)) = before {
+            if let Some(v) = m.get_mut(&**owner) {
+                *v = v.saturating_sub(n);
+                if *v == 0 {
+                    m.remove(&**owner);
+                }
+            }
+        }
+        if let Some((owner, n)) = now.filter(|(_, n)| *n > 0) {
+            let v = m.entry(owner.clone()).or_default();
+            *v = v.saturating_add(n);
+        }
+    }
+
     /// Whether `o`, new or replacing `old`, fits in the byte quota of its
-    /// owner (token object) or of the connection that made it (session
-    /// object); a change that does not grow it always fits.
+    /// owner (token object), or of the connection that made it and of all
+    /// its owner's connections together (session object); a change that
+    /// does not grow it always fits.
     pub fn fits_quota(&self, o: &Object, old: Option<&Object>) -> bool {
         let new = quota_bytes(o);
         let old = old.map_or(0, quota_bytes);
         if new <= old {
             return true;
         }
-        let (used, max) = match &o.session {
-            None => (self.token_bytes(&o.owner), self.limits.max_user_bytes),
-            Some(s) => (self.session_bytes(s.conn), self.limits.max_session_bytes),
-        };
-        used.saturating_sub(old).saturating_add(new) <= max
+        let fits = |used: usize, max: usize| used.saturating_sub(old).saturating_add(new) <= max;
+        match &o.session {
+            None => fits(self.token_bytes(&o.owner), self.limits.max_user_bytes),
+            Some(s) => {
+                fits(self.session_bytes(s.conn), self.limits.max_session_bytes)
+                    && fits(
+                        self.user_session_bytes(&o.owner),
+                        self.limits.max_user_session_bytes,
+                    )
+            }
+        }
     }
 
     /// A fresh handle, never handed out before.

@@ -273,6 +273,12 @@ struct NetArgs {
     /// server (counted as for --max-session-bytes); past it CKR_DEVICE_MEMORY.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     max_user_bytes: usize,
+    /// Most bytes the connections of one user may hold together on this
+    /// server: their session objects (counted as for --max-session-bytes)
+    /// and what their running operations buffer; past it CKR_DEVICE_MEMORY
+    /// (so that the memory a user holds does not grow with its connections).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    max_user_session_bytes: usize,
     /// Most bytes one connection's running operations may buffer together.
     #[arg(long, value_name = "BYTES", default_value_t = 2 << 20)]
     max_inflight_bytes: usize,
@@ -502,6 +508,7 @@ fn limits(n: &NetArgs) -> Limits {
         max_session_bytes: n.max_session_bytes,
         max_objects_per_user: n.max_objects_per_user,
         max_user_bytes: n.max_user_bytes,
+        max_user_session_bytes: n.max_user_session_bytes,
         max_inflight_bytes: n.max_inflight_bytes,
         spin_us: n.spin_us.min(1000),
         ..Limits::default()
