@@ -293,13 +293,7 @@ impl Connection {
     ///
     /// [`Limits::max_user_session_bytes`]: crate::hsm::Limits::max_user_session_bytes
     fn report_inflight(&mut self) {
-        let now = match &self.user {
-            Some(u) => {
-                let n: usize = self.ops.iter().flatten().map(Running::buffered).sum();
-                Some((u.clone(), n))
-            }
-            None => None,
-        };
+        let now = self.user.as_ref().map(|u| (u.clone(), self.held()));
         if now != self.inflight {
             let before = self.inflight.take();
             self.hsm.report_inflight(
@@ -308,6 +302,32 @@ impl Connection {
             );
             self.inflight = now;
         }
+    }
+
+    /// What this connection holds besides its session objects: its running
+    /// operations' buffers and its search cursor.
+    fn held(&self) -> usize {
+        let ops: usize = self.ops.iter().flatten().map(Running::buffered).sum();
+        let find = self
+            .find
+            .as_ref()
+            .map_or(0, |f| f.handles.capacity().saturating_mul(8));
+        ops.saturating_add(find)
+    }
+
+    /// Whether `owner`'s connections may hold `more` bytes on this one (see
+    /// [`Limits::max_user_session_bytes`]).
+    ///
+    /// [`Limits::max_user_session_bytes`]: crate::hsm::Limits::max_user_session_bytes
+    fn user_has_room(&self, owner: &str, more: usize) -> bool {
+        // What the user's connections hold, this one's as last reported
+        // taken out and as it is now put in.
+        let others = self
+            .hsm
+            .user_session_bytes(owner)
+            .saturating_sub(self.inflight.as_ref().map_or(0, |(_, n)| *n));
+        others.saturating_add(self.held()).saturating_add(more)
+            <= self.hsm.limits.max_user_session_bytes
     }
 
     fn serve(&mut self, req: Request<'_>) -> Reply {
@@ -391,9 +411,25 @@ impl Connection {
                 Err(e) => Reply::Error(e),
             },
             Request::FindObjects { template, max } => {
-                let handles = s
-                    .hsm
-                    .find(&user, &app, self.id, &template, self.hsm.limits.max_find);
+                self.find = None;
+                let mut handles =
+                    s.hsm
+                        .find(&user, &app, self.id, &template, self.hsm.limits.max_find);
+                handles.shrink_to_fit();
+                // A cursor kept for FindNext counts in the user's bytes.
+                let kept = if handles.len() > (max as usize).min(MAX_FIND) {
+                    handles.capacity().saturating_mul(8)
+                } else {
+                    0
+                };
+                if kept > 0 && !self.user_has_room(s.user, kept) {
+                    log::warn!(
+                        "event=quota user={:?} conn={} reason=user_session_bytes what=find",
+                        s.user,
+                        self.id
+                    );
+                    return Reply::Error(ckr::DEVICE_MEMORY);
+                }
                 self.find = Some(Find { handles, pos: 0 });
                 self.find_next(&s, max)
             }
@@ -421,18 +457,11 @@ impl Connection {
             Request::CryptoUpdate { op, data } => {
                 let i = op_index(op);
                 let buffered: usize = self.ops.iter().flatten().map(Running::buffered).sum();
-                let Some(r) = self.ops[i].as_mut() else {
+                if self.ops[i].is_none() {
                     return Reply::Error(ckr::OPERATION_NOT_INITIALIZED);
-                };
-                // What the user's other connections hold (this one's
-                // running operations as last reported taken out).
-                let others = self
-                    .hsm
-                    .user_session_bytes(s.user)
-                    .saturating_sub(self.inflight.as_ref().map_or(0, |(_, n)| *n));
+                }
                 if buffered.saturating_add(data.len()) > self.hsm.limits.max_inflight_bytes
-                    || others.saturating_add(buffered).saturating_add(data.len())
-                        > self.hsm.limits.max_user_session_bytes
+                    || !self.user_has_room(s.user, data.len())
                 {
                     // The connection's cap on buffered bytes, across its
                     // running operations, and its user's across all its
@@ -440,6 +469,9 @@ impl Connection {
                     self.ops[i] = None;
                     return Reply::Error(ckr::DEVICE_MEMORY);
                 }
+                let Some(r) = self.ops[i].as_mut() else {
+                    return Reply::Error(ckr::OPERATION_NOT_INITIALIZED);
+                };
                 match r.update(data) {
                     Ok(out) => Reply::Data(out),
                     Err(e) => {
@@ -558,6 +590,13 @@ impl Connection {
         let handles = f.handles.get(f.pos..end).unwrap_or(&[]).to_vec();
         f.pos = end;
         let more = f.pos < f.handles.len();
+        if !more {
+            // Done: nothing kept (a FindNext now finds nothing more).
+            *f = Find {
+                handles: Vec::new(),
+                pos: 0,
+            };
+        }
         Reply::Objects { handles, more }
     }
 

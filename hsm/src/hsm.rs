@@ -66,7 +66,8 @@ pub struct Limits {
     /// Bytes the token objects of one user may hold together (same count).
     pub max_user_bytes: usize,
     /// Bytes the connections of one user may hold together: their session
-    /// objects (same count) and what their running operations buffer.
+    /// objects (same count), what their running operations buffer and
+    /// their search cursors.
     pub max_user_session_bytes: usize,
     /// Objects (token and session) one user may hold on this server: past
     /// it, creating a token object is `CKR_DEVICE_MEMORY`.

@@ -36,8 +36,8 @@
 //! - at most [`Limits::max_session_objects`] session objects of at most
 //!   [`Limits::max_session_bytes`] together, which die with the connection;
 //!   all the connections of a user hold at most
-//!   [`Limits::max_user_session_bytes`] together (session objects and
-//!   running operations' buffers);
+//!   [`Limits::max_user_session_bytes`] together (session objects,
+//!   running operations' buffers, search cursors);
 //! - logins are throttled and lock a user after repeated failures
 //!   ([`Limits::login`]); a user name no user can have is refused before
 //!   anything remembers it.

@@ -274,8 +274,9 @@ struct NetArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     max_user_bytes: usize,
     /// Most bytes the connections of one user may hold together on this
-    /// server: their session objects (counted as for --max-session-bytes)
-    /// and what their running operations buffer; past it CKR_DEVICE_MEMORY
+    /// server: their session objects (counted as for --max-session-bytes),
+    /// what their running operations buffer and their search cursors (8
+    /// bytes a handle); past it CKR_DEVICE_MEMORY
     /// (so that the memory a user holds does not grow with its connections).
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     max_user_session_bytes: usize,

@@ -616,3 +616,75 @@ fn slowloris_tls_handshakes_then_silence_and_a_huge_client_hello_hold_nothing_fo
         "RSS {rss_idle} -> {rss_after} KiB"
     );
 }
+
+#[test]
+fn quota_search_cursors_count_in_the_users_bytes() {
+    let t = token();
+    let hsm = Hsm::start(&[
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--user",
+        USER,
+        "--password",
+        PIN,
+        "--max-user-session-bytes",
+        "262144",
+    ]);
+    let addr = hsm.addr().to_string();
+    let first = login_at(&t, &addr, USER, PIN);
+    // 4,000 token objects: a search for all of them keeps a cursor of
+    // 4,000 handles (32 KB or more) on the server for C_FindObjects.
+    let label = Attribute::Label(b"many".to_vec());
+    for n in 0..4000u32 {
+        first
+            .create_object(&[
+                Attribute::Class(cryptoki::object::ObjectClass::DATA),
+                Attribute::Token(true),
+                label.clone(),
+                Attribute::Value(n.to_le_bytes().to_vec()),
+            ])
+            .expect("a small token object");
+    }
+    // 16 connections each start that search and keep it open.
+    let sessions: Vec<_> = (0..16)
+        .map(|_| t.pkcs11.open_rw_session(t.slot).expect("session"))
+        .collect();
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for s in &sessions {
+        let r = s
+            .iter_objects(&[label.clone()])
+            .and_then(|mut it| it.next().transpose().map(|first| (it, first)));
+        match r {
+            Ok((it, Some(_))) => open.push(it),
+            Ok((_, None)) => panic!("the search found nothing"),
+            Err(e) => {
+                assert_eq!(
+                    hsmlink_tests::rv_of::<()>(Err(e)),
+                    cryptoki::error::RvError::DeviceMemory
+                );
+                refused += 1;
+            }
+        }
+    }
+    eprintln!(
+        "quota: 16 searches of 4,000 objects: {} kept open, {refused} refused",
+        open.len()
+    );
+    // 256 KiB for the user: at most 8 cursors of 4,000 handles.
+    assert!(
+        refused >= 8,
+        "{refused} refused: the cursors are not counted"
+    );
+    assert!(!open.is_empty());
+    // A search run to its end keeps nothing; the ones closed give back.
+    drop(open);
+    for s in &sessions {
+        assert_eq!(s.find_objects(&[label.clone()]).expect("find").len(), 4000);
+    }
+    drop(sessions);
+    drop(first);
+    assert!(hsm.stderr().contains("what=find"));
+    t.reinitialize(&[]).expect("back to the defaults");
+}
