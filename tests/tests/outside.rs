@@ -295,7 +295,7 @@ fn slowloris_churn_from_199_addresses_does_not_keep_a_client_of_127_0_0_1_out() 
         let open = |slot: usize| -> Option<TcpStream> {
             let from = format!("127.0.0.{}", 2 + slot / 2);
             let mut s = connect_from(&a, &from).ok()?;
-            let first = if slot % 2 == 0 {
+            let first = if slot.is_multiple_of(2) {
                 client_hello
             } else {
                 &hello[..]
@@ -654,7 +654,7 @@ fn quota_search_cursors_count_in_the_users_bytes() {
     let mut refused = 0;
     for s in &sessions {
         let r = s
-            .iter_objects(&[label.clone()])
+            .iter_objects(std::slice::from_ref(&label))
             .and_then(|mut it| it.next().transpose().map(|first| (it, first)));
         match r {
             Ok((it, Some(_))) => open.push(it),
@@ -681,7 +681,12 @@ fn quota_search_cursors_count_in_the_users_bytes() {
     // A search run to its end keeps nothing; the ones closed give back.
     drop(open);
     for s in &sessions {
-        assert_eq!(s.find_objects(&[label.clone()]).expect("find").len(), 4000);
+        assert_eq!(
+            s.find_objects(std::slice::from_ref(&label))
+                .expect("find")
+                .len(),
+            4000
+        );
     }
     drop(sessions);
     drop(first);
