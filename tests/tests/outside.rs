@@ -240,6 +240,35 @@ fn slowloris_a_valid_user_holding_every_connection_does_not_keep_another_user_ou
     }
     assert!(hsm.stderr().contains("reason=user_connection_limit"));
     drop(held);
+
+    // Through the module, a session past the cap answers
+    // CKR_DEVICE_MEMORY (no hang, no panic), and the ones within it work.
+    let first = login_at(&t, &addr, "bob", "bob-pw");
+    let sessions: Vec<_> = (0..10)
+        .map(|_| t.pkcs11.open_rw_session(t.slot).expect("C_OpenSession"))
+        .collect();
+    let mut results = Vec::new();
+    for s in std::iter::once(&first).chain(&sessions) {
+        results.push(
+            s.generate_random_vec(16)
+                .map(|_| ())
+                .map_err(|e| hsmlink_tests::rv_of::<()>(Err(e))),
+        );
+    }
+    eprintln!("slowloris: bob's 11 sessions: {results:?}");
+    let mut want = vec![Ok(()); 8];
+    want.extend([Err(cryptoki::error::RvError::DeviceMemory); 3]);
+    assert_eq!(results, want);
+    // Closed sessions give their places back.
+    drop(sessions);
+    std::thread::sleep(Duration::from_millis(300));
+    let again = t.pkcs11.open_rw_session(t.slot).expect("C_OpenSession");
+    again
+        .generate_random_vec(16)
+        .expect("a session within the cap again");
+    drop(again);
+    drop(first);
+    t.reinitialize(&[]).expect("back to the defaults");
 }
 
 /// A client socket bound to loopback address `from` (127.0.0.2, ...).
