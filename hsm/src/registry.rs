@@ -50,8 +50,9 @@ pub struct ConnState {
     /// The thread serving it, woken when the connection is ended (a login
     /// waiting its turn parks).
     thread: Mutex<Option<std::thread::Thread>>,
-    /// The user last logged in on it (for those who must end a user's
-    /// connections; kept after a logout: the connection was that user's).
+    /// The user last logged in on it (claimed at the login, see
+    /// [`Registry::claim_for`]; kept after a logout: the connection was
+    /// that user's, and counts in its cap of connections).
     user: Mutex<Option<Arc<str>>>,
 }
 
