@@ -32,7 +32,7 @@ use postgres::config::{Host, SslMode};
 use postgres::{Client, Config, NoTls};
 use postgres_openssl::MakeTlsConnector;
 
-use crate::store::{ObjectRow, Rewrite, StoreError, UserRecord};
+use crate::store::{handle_taken, ObjectRow, Rewrite, StoreError, UserRecord};
 use crate::vault::RecordKey;
 
 /// Handles reserved per `nextval`.
@@ -392,6 +392,7 @@ impl PgStore {
                         phc: r.get(1),
                         failures: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
                         locked: r.get(3),
+                        generation: 0,
                     },
                 )
             })
@@ -444,23 +445,37 @@ impl PgStore {
         Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
     }
 
+    /// Insert new objects, all or none: a handle already stored is never
+    /// overwritten (the transaction is rolled back and the write refused),
+    /// whatever the `hsmlink_handles` sequence handed out.
     pub fn put_objects(&self, rows: &[ObjectRow<'_>]) -> Result<(), StoreError> {
         let mut hs = Vec::new();
         for r in rows {
             hs.push(handle_i64(r.handle)?);
         }
+        let mut taken = None;
         self.with(|c| {
+            taken = None;
             let mut tx = c.transaction()?;
             for (r, h) in rows.iter().zip(&hs) {
-                tx.execute(
+                let n = tx.execute(
                     "INSERT INTO hsmlink_objects (handle, owner, label, record) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (handle) DO UPDATE SET owner = $2, label = $3, record = $4",
+                     ON CONFLICT (handle) DO NOTHING",
                     &[h, &r.owner, &r.label, &r.bytes],
                 )?;
+                if n == 0 {
+                    // Dropping `tx` rolls the others back.
+                    taken = Some(r.handle);
+                    return Ok(());
+                }
             }
             tx.commit()
         })
-        .map_err(pg_err("write objects"))
+        .map_err(pg_err("write objects"))?;
+        match taken {
+            Some(h) => Err(handle_taken(h)),
+            None => Ok(()),
+        }
     }
 
     pub fn update_object(&self, r: &ObjectRow<'_>) -> Result<bool, StoreError> {

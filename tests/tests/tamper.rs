@@ -344,3 +344,68 @@ fn tamper_postgres_keyring_clear_record_user_row_and_tls_are_refused() {
     drop((a, b));
     t.reinitialize(&[]).expect("back to the defaults");
 }
+
+/// Whoever can write the database sets the `hsmlink_handles` sequence back:
+/// the next server hands out handles that are already stored. A new object
+/// must then fail to be stored (`CKR_DEVICE_ERROR`), never replace the
+/// object that holds the handle (an upsert would silently swap alice's key
+/// for a new one under the same handle).
+#[test]
+fn tamper_postgres_handle_sequence_set_back_never_overwrites_an_object() {
+    let t = token();
+    let pg = Postgres::start();
+    let url = pg.url();
+    let ca = path_str(pg.ca()).to_string();
+    let secrets = Secrets::new();
+    let pg_args = ["--postgres", url.as_str(), "--postgres-ca", ca.as_str()];
+    add_user(&pg_args, "alice", "alice-pw");
+    let data_a = TempDir::new("tamper-seq-a");
+    let a = serve(data_a.path(), &secrets, &pg_args);
+    let s = login_at(&t, a.addr(), "alice", "alice-pw");
+    let victim = s
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Label(b"victim".to_vec()),
+            Attribute::Value(b"the original value".to_vec()),
+        ])
+        .expect("token object");
+    drop(s);
+    drop(a);
+
+    pg.psql("ALTER SEQUENCE hsmlink_handles RESTART WITH 1");
+    let data_b = TempDir::new("tamper-seq-b");
+    let b = serve(data_b.path(), &secrets, &pg_args);
+    let s = login_at(&t, b.addr(), "alice", "alice-pw");
+    let mut refused = 0;
+    for i in 0..=victim.handle() {
+        match s.create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Label(format!("intruder {i}").into_bytes()),
+            Attribute::Value(b"a new value".to_vec()),
+        ]) {
+            Ok(h) => assert_ne!(h, victim, "a new object took the victim's handle"),
+            Err(e) => {
+                assert_eq!(rv_of::<()>(Err(e)), RvError::DeviceError);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 1, "the one reused handle is refused");
+    let found = s
+        .find_objects(&[Attribute::Label(b"victim".to_vec())])
+        .expect("find");
+    assert_eq!(found, vec![victim], "the victim is still there");
+    let value = s
+        .get_attributes(victim, &[cryptoki::object::AttributeType::Value])
+        .expect("read the victim");
+    assert_eq!(
+        value,
+        vec![Attribute::Value(b"the original value".to_vec())]
+    );
+    assert!(b.stderr().contains("already stored"), "{}", b.stderr());
+    drop(s);
+    drop(b);
+    t.reinitialize(&[]).expect("back to the defaults");
+}

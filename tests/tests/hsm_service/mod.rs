@@ -140,3 +140,46 @@ pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     }
     out
 }
+
+pub const PIN_INCORRECT: u64 = 0xA0;
+pub const PIN_LOCKED: u64 = 0xA4;
+
+/// One login over a raw plain-TCP connection of the wire protocol (another
+/// client than this process's module): `None` for success, else the CKR.
+pub fn raw_login(addr: &str, user: &str, password: &str) -> Option<u64> {
+    use hsmlink_core::wire::{self, Request, Response, Secret, HEADER_LEN, PROTOCOL_VERSION};
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let mut exchange = |req: &Request<'_>| -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        let n = wire::encode_frame(req, &mut buf).expect("encode");
+        c.write_all(&buf[..n]).expect("send");
+        let mut header = [0u8; HEADER_LEN];
+        c.read_exact(&mut header).expect("reply header");
+        let len = wire::frame_len(header, 1 << 20).expect("reply length");
+        let mut body = vec![0u8; len];
+        c.read_exact(&mut body).expect("reply body");
+        body
+    };
+    let hello = exchange(&Request::Hello {
+        version: PROTOCOL_VERSION,
+        max_frame: 65_536,
+        app: [7; 16],
+    });
+    assert!(matches!(
+        wire::decode::<Response<'_>>(&hello),
+        Ok(Response::Hello { .. })
+    ));
+    let reply = exchange(&Request::Login {
+        user,
+        password: Secret(password.as_bytes()),
+    });
+    let answer = match wire::decode::<Response<'_>>(&reply).expect("reply") {
+        Response::Ok => None,
+        Response::Error(rv) => Some(rv),
+        other => panic!("unexpected reply {other:?}"),
+    };
+    answer
+}
