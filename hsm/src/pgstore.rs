@@ -76,6 +76,12 @@ const CONNECT_TIMEOUT_SECS: u64 = 10;
 /// `TCP_USER_TIMEOUT`), unless the URL says (`tcp_user_timeout`).
 const TCP_USER_TIMEOUT_SECS: u64 = 30;
 
+/// Milliseconds one statement may run on the database before it cancels
+/// it (`statement_timeout`), unless the URL sets `options`: a row lock held
+/// by another session of the database (whoever can write it) cannot hold a
+/// login or a write forever.
+const STATEMENT_TIMEOUT_MS: u64 = 30_000;
+
 /// Most connections one server opens to the database at once (requests
 /// beyond wait for one to be free).
 const POOL_MAX: usize = 32;
@@ -177,6 +183,10 @@ impl PgStore {
         // never acknowledged: the connection fails, and is replaced).
         if config.get_tcp_user_timeout().is_none() {
             config.tcp_user_timeout(std::time::Duration::from_secs(TCP_USER_TIMEOUT_SECS));
+        }
+        // Nor a statement that waits on a lock (or runs) forever.
+        if config.get_options().is_none() {
+            config.options(&format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
         }
         let link = if local {
             Link::Local

@@ -235,3 +235,91 @@ fn revocation_lockout_by_wrong_pins_refuses_new_logins_but_keeps_live_sessions()
     drop(s);
     t.reinitialize(&[]).expect("back to the defaults");
 }
+
+/// A revoked login keeps nothing running: a multi-part MAC begun before
+/// `user passwd` cannot be continued or finished after it, and a search
+/// cursor opened before cannot be read on.
+#[test]
+fn revocation_ends_running_operations_and_search_cursors() {
+    use cryptoki::mechanism::Mechanism;
+    let t = token();
+    let data = TempDir::new("revocation-ops");
+    let secrets = Secrets::new();
+    let d = path_str(data.path());
+    add_user(&["--data", d], "dave", "dave-pw-1");
+    let hsm = serve(data.path(), &secrets, &[]);
+    let passwd = |pw: &str| {
+        cli_ok(
+            &[
+                "user",
+                "passwd",
+                "--data",
+                d,
+                "--password-env",
+                "NEWPW",
+                "dave",
+            ],
+            &[("NEWPW", pw)],
+        );
+    };
+
+    let s = login_at(&t, hsm.addr(), "dave", "dave-pw-1");
+    let key = s
+        .generate_key(
+            &Mechanism::GenericSecretKeyGen,
+            &[
+                Attribute::Token(true),
+                Attribute::ValueLen(32.into()),
+                Attribute::Sign(true),
+            ],
+        )
+        .expect("C_GenerateKey");
+    s.sign_init(&Mechanism::Sha256Hmac, key)
+        .expect("C_SignInit");
+    s.sign_update(b"first part").expect("C_SignUpdate");
+    passwd("dave-pw-2");
+    assert_eq!(
+        rv_of(s.sign_update(b"second part")),
+        RvError::UserNotLoggedIn
+    );
+    assert!(
+        s.sign_final().is_err(),
+        "a MAC finished after the revocation"
+    );
+    s.logout().expect("C_Logout");
+    s.login(UserType::User, Some(&AuthPin::new("dave-pw-2".into())))
+        .expect("C_Login with the new password");
+    // The operation did not survive into the new login either.
+    assert!(s.sign_final().is_err(), "the old operation carried over");
+
+    // More objects than one answer carries (the module fetches
+    // `MAX_FIND` handles per round trip): reading past the first answer
+    // needs the server's cursor.
+    let batch = hsmlink_core::wire::MAX_FIND;
+    for i in 0..batch + 6 {
+        data_object(&s, &format!("dave-{i}"), false).expect("session object");
+    }
+    {
+        let mut it = s
+            .iter_objects_with_cache_size(&[], std::num::NonZeroUsize::new(1).expect("1"))
+            .expect("C_FindObjectsInit");
+        it.next().expect("one").expect("first object");
+        passwd("dave-pw-3");
+        let rest: Vec<_> = it.collect();
+        // What the first answer brought before the revocation, then the
+        // end of the search: nothing more from the server.
+        let delivered = rest.iter().take_while(|r| r.is_ok()).count();
+        assert!(
+            delivered < batch,
+            "the search cursor went on after the revocation ({delivered} more handles)"
+        );
+        assert_eq!(
+            rest.into_iter()
+                .nth(delivered)
+                .map(|r| rv_of(r.map(|_| ()))),
+            Some(RvError::UserNotLoggedIn)
+        );
+    }
+    drop(s);
+    t.reinitialize(&[]).expect("back to the defaults");
+}
