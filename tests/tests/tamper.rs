@@ -409,3 +409,60 @@ fn tamper_postgres_handle_sequence_set_back_never_overwrites_an_object() {
     drop(b);
     t.reinitialize(&[]).expect("back to the defaults");
 }
+
+/// Another session of the database holds alice's row locked (whoever can
+/// write the database, or a stuck client): a write of that row must fail
+/// with the reason once the statement has waited 30 s
+/// (`statement_timeout`), not hang for as long as the lock is held.
+#[test]
+fn tamper_postgres_a_held_row_lock_fails_a_write_instead_of_hanging() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let ca = path_str(pg.ca()).to_string();
+    let secrets = Secrets::new();
+    let pass_file = path_str(&secrets.passphrase_file()).to_string();
+    let pg_args = ["--postgres", url.as_str(), "--postgres-ca", ca.as_str()];
+    add_user(&pg_args, "alice", "alice-pw");
+    // The first start makes the keyring and seals alice's record.
+    let data = TempDir::new("tamper-lock");
+    drop(serve(data.path(), &secrets, &pg_args));
+
+    std::thread::scope(|scope| {
+        let holder = scope.spawn(|| {
+            pg.psql(
+                "BEGIN; SELECT 1 FROM hsmlink_accounts WHERE name = 'alice' FOR UPDATE; \
+                 SELECT pg_sleep(60); COMMIT;",
+            )
+        });
+        // Until the holder has the lock.
+        let start = std::time::Instant::now();
+        while !pg
+            .psql(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.query LIKE '%pg_sleep(60)%' AND l.mode = 'RowShareLock'",
+            )
+            .trim()
+            .ne("0")
+        {
+            assert!(start.elapsed() < std::time::Duration::from_secs(20));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let start = std::time::Instant::now();
+        let mut args = vec!["user", "lock"];
+        args.extend_from_slice(&pg_args);
+        args.extend_from_slice(&["--passphrase-file", &pass_file, "alice"]);
+        let err = cli_err(&args, &[]);
+        let took = start.elapsed();
+        eprintln!("tamper: a write behind a held row lock failed after {took:?}");
+        assert!(err.contains("statement timeout"), "{err}");
+        assert!(
+            took < std::time::Duration::from_secs(50),
+            "the write waited for the lock's holder: {took:?}"
+        );
+        pg.psql(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+             WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()",
+        );
+        let _ = holder.join();
+    });
+}
