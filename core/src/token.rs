@@ -21,7 +21,11 @@
 //!   larger than [`MAX_CHUNK`] is streamed in chunks.
 //!
 //! Lock order: a session slot's lock, then the shared state's lock; never the
-//! other way round.
+//! other way round. No lock shared between sessions is held across network
+//! I/O: the shared state's lock only while the credential is copied, a
+//! slot's lock only by calls on that session (and by `C_CloseAllSessions`,
+//! `C_Logout` and `C_Finalize`, which wait for each session's call in
+//! progress).
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -49,6 +53,30 @@ pub const MECH_BUF: usize = 512;
 const PIPELINE: usize = 4;
 /// Connection attempts when an HSM accepts but does not answer `Hello`.
 const CONNECT_TRIES: u32 = 2;
+/// The smallest frame buffer (`BUF`) a [`SessionSlot`] accepts: one frame
+/// of [`wire::MIN_FRAME`] bytes (the least a peer may announce in `Hello`)
+/// and its header. Below it the `Hello` would announce a frame the HSM
+/// refuses, and data pieces ([`Token::CHUNK`]) would shrink to nothing.
+/// Checked at compile time: a smaller `BUF` does not build.
+///
+/// ```compile_fail
+/// # use hsmlink_core::{link::{Link, LinkError}, token::SessionSlot};
+/// # struct L;
+/// # impl Link for L {
+/// #     fn exchange(&mut self, _: &[u8], _: &mut [u8]) -> Result<usize, LinkError> { Ok(0) }
+/// # }
+/// static SLOT: SessionSlot<L, spin::Mutex<()>, 64> = SessionSlot::new();
+/// ```
+///
+/// ```
+/// # use hsmlink_core::{link::{Link, LinkError}, token::{SessionSlot, MIN_BUF}};
+/// # struct L;
+/// # impl Link for L {
+/// #     fn exchange(&mut self, _: &[u8], _: &mut [u8]) -> Result<usize, LinkError> { Ok(0) }
+/// # }
+/// static SLOT: SessionSlot<L, spin::Mutex<()>, MIN_BUF> = SessionSlot::new();
+/// ```
+pub const MIN_BUF: usize = wire::MIN_FRAME + wire::HEADER_LEN;
 /// Keys whose checks the module remembers (per key and operation), so that
 /// `C_SignInit` and the like need no exchange after the first use.
 pub const KEY_CACHE: usize = 64;
@@ -91,6 +119,17 @@ struct Credential {
 impl Credential {
     fn password(&self) -> &[u8] {
         self.password.get(..self.password_len).unwrap_or(&[])
+    }
+
+    /// A copy, to use without holding the lock the original is kept under
+    /// (zeroized when dropped, like the original).
+    fn copy(&self) -> Credential {
+        Credential {
+            user: self.user.clone(),
+            password: self.password,
+            password_len: self.password_len,
+            host: self.host.clone(),
+        }
     }
 }
 
@@ -143,7 +182,10 @@ struct CryptoOp {
     /// Multi-part (`*Update`) calls were made.
     multipart: bool,
     /// Output already computed by the HSM but not yet taken by the
-    /// application (it asked with a buffer too small): `rx[..len]`.
+    /// application (it asked with a buffer too small): the slot's
+    /// `pending[..len]`, apart from the reply buffer, so that other calls on
+    /// the session (`C_GetAttributeValue`, `C_GenerateRandom`, ...) cannot
+    /// change it before it is taken.
     pending: Option<Pending>,
 }
 
@@ -177,25 +219,43 @@ struct SlotInner<L, const BUF: usize> {
     mech_len: usize,
     tx: [u8; BUF],
     rx: [u8; BUF],
+    /// Output of the active operation not yet taken by the application
+    /// (see [`CryptoOp::pending`]); zeroized once taken or abandoned.
+    pending: [u8; BUF],
 }
 
-/// Storage for one session: its state, its connection and its two frame
-/// buffers of `BUF` bytes each. `BUF` bounds every message (at least
-/// [`wire::MIN_FRAME`] plus headroom; 16 KiB carries every request of a
+/// Storage for one session: its state, its connection and its three
+/// buffers of `BUF` bytes each (request, reply, and output kept for the
+/// application after `CKR_BUFFER_TOO_SMALL`). `BUF` bounds every message (at
+/// least [`MIN_BUF`], checked at compile time; 16 KiB carries every request of a
 /// PKCS#11 application; data is streamed in pieces of [`MAX_CHUNK`] or
 /// what the buffer holds; firmware that only signs can use 2 KiB).
 pub struct SessionSlot<L, R: RawMutex, const BUF: usize> {
     /// The session handle living in this slot (0: free). Written under the
     /// slot lock and the shared lock, read without either for lookup.
     handle: AtomicU32,
+    /// Whether the session in this slot is read/write (1) or not (0),
+    /// readable without the slot lock (which a session busy with the HSM
+    /// holds), for `C_GetTokenInfo`.
+    rw: AtomicU32,
     inner: Mutex<R, SlotInner<L, BUF>>,
 }
 
 impl<L, R: RawMutex, const BUF: usize> SessionSlot<L, R, BUF> {
+    /// `BUF` is at least [`MIN_BUF`] (evaluated, so checked, wherever a
+    /// slot is made).
+    const BUF_IS_BIG_ENOUGH: () = assert!(
+        BUF >= MIN_BUF,
+        "SessionSlot: BUF must be at least MIN_BUF (wire::MIN_FRAME + wire::HEADER_LEN)"
+    );
+
     /// An empty slot; `const` so firmware can place slots in a `static`.
     pub const fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::BUF_IS_BIG_ENOUGH;
         SessionSlot {
             handle: AtomicU32::new(0),
+            rw: AtomicU32::new(0),
             inner: Mutex::const_new(
                 R::INIT,
                 SlotInner {
@@ -211,6 +271,7 @@ impl<L, R: RawMutex, const BUF: usize> SessionSlot<L, R, BUF> {
                     mech_len: 0,
                     tx: [0; BUF],
                     rx: [0; BUF],
+                    pending: [0; BUF],
                 },
             ),
         }
@@ -283,6 +344,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     /// buffers are smaller (firmware), leaving room for the message around
     /// the data and for an output one block longer than its input.
     pub const CHUNK: usize = {
+        assert!(BUF >= MIN_BUF, "Token: BUF must be at least MIN_BUF");
         let room = BUF.saturating_sub(wire::HEADER_LEN + 64);
         if room < MAX_CHUNK {
             room
@@ -309,6 +371,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             // Slots may be reused after a previous token (C_Finalize then
             // C_Initialize): start clean.
             let mut inner = slot.inner.lock();
+            set_active(&mut inner, Active::None);
             inner.session = None;
             inner.link = None;
             inner.link_generation = 0;
@@ -350,10 +413,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         for slot in self.slots {
             if slot.handle.load(Ordering::Acquire) != 0 {
                 total += 1;
-                let inner = slot.inner.lock();
-                if inner.session.as_ref().is_some_and(|s| s.rw) {
-                    rw += 1;
-                }
+                rw += slot.rw.load(Ordering::Acquire) as usize;
             }
         }
         (total, rw)
@@ -384,6 +444,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         inner.link = None;
         inner.link_generation = 0;
         inner.pinned = 0;
+        slot.rw.store(u32::from(rw), Ordering::Release);
         slot.handle.store(handle, Ordering::Release);
         Ok(u64::from(handle))
     }
@@ -398,6 +459,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             if slot.handle.load(Ordering::Acquire) as u64 != session || inner.session.is_none() {
                 return Err(ckr::SESSION_HANDLE_INVALID);
             }
+            set_active(&mut inner, Active::None);
             inner.session = None;
             drop_link(&mut inner);
             slot.handle.store(0, Ordering::Release);
@@ -416,6 +478,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     pub fn close_all_sessions(&self) {
         for slot in self.slots {
             let mut inner = slot.inner.lock();
+            set_active(&mut inner, Active::None);
             inner.session = None;
             if let Some(link) = inner.link.as_mut() {
                 link.close();
@@ -486,22 +549,37 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             // Authenticated under an older login: start afresh.
             inner.link = None;
         }
-        if let Err(rv) = self.ensure_connected(inner, host_of(&cred)) {
-            if rv == ckr::SESSION_CLOSED {
-                inner.session = None;
-                drop_link(inner);
-                slot.handle.store(0, Ordering::Release);
+        // The HSM closes a connection that has not logged in within its
+        // login deadline: one kept from an earlier call (a failed login, say)
+        // may be gone, and is then replaced once. The HSM never handles a
+        // request on a connection it ended, so the attempt counts once.
+        let mut tries = if inner.link.is_some() { 2 } else { 1 };
+        let reply = loop {
+            tries -= 1;
+            if let Err(rv) = self.ensure_connected(inner, host_of(&cred)) {
+                if rv == ckr::SESSION_CLOSED {
+                    set_active(inner, Active::None);
+                    inner.session = None;
+                    drop_link(inner);
+                    slot.handle.store(0, Ordering::Release);
+                }
+                return Err(rv);
             }
-            return Err(rv);
-        }
-        let reply = call(
-            inner,
-            &Request::Login {
-                user: &cred.user,
-                password: Secret(cred.password()),
-            },
-        );
-        match reply.map(|r| matches!(r, Response::Ok)) {
+            let reply = call(
+                inner,
+                &Request::Login {
+                    user: &cred.user,
+                    password: Secret(cred.password()),
+                },
+            )
+            .map(|r| matches!(r, Response::Ok));
+            let lost = inner.link.is_none() && inner.last_error == Some(crate::link::LinkError::Io);
+            if reply.is_ok() || !lost || tries == 0 {
+                break reply;
+            }
+            warn!("the HSM closed the connection before login; reconnecting once");
+        };
+        match reply {
             Ok(true) => {}
             Ok(false) => return Err(self.broken(inner)),
             Err(rv) => return Err(rv),
@@ -536,9 +614,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             let mut inner = slot.inner.lock();
             inner.link = None;
             inner.link_generation = 0;
-            if let Some(s) = inner.session.as_mut() {
-                s.active = Active::None;
-            }
+            set_active(&mut inner, Active::None);
         }
         Ok(())
     }
@@ -1304,7 +1380,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             _ => return Ok(Len::Needed(need)),
         };
         let (head, tail) = o.split_at_mut(p.len);
-        copy_out(head, inner.rx.get(..p.len))?;
+        copy_out(head, inner.pending.get(..p.len))?;
         let result = self
             .finish(inner, op, &[], &[])
             .and_then(|n| copy_out(tail, inner.rx.get(..n)).map(|()| Len::Written(p.len + n)));
@@ -1675,39 +1751,68 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
 
     /// Make sure the slot's link is connected and authenticated under the
     /// current login; fails with `CKR_USER_NOT_LOGGED_IN` before login.
+    ///
+    /// The shared lock is held only to copy the credential (zeroized when
+    /// the copy drops): connecting, the TLS handshake and the `Login` round
+    /// trip run under this session's own lock alone, so a session whose HSM
+    /// is slow or unreachable never stalls the others.
     fn authenticate(&self, inner: &mut SlotInner<C::Link, BUF>) -> Result<(), Rv> {
-        let shared = self.shared.lock();
-        let Some((cred, _)) = shared.login.as_ref() else {
-            return Err(ckr::USER_NOT_LOGGED_IN);
-        };
-        if inner.link.is_some() && inner.link_generation == shared.generation {
-            return Ok(());
-        }
-        if inner.link_generation != 0 {
+        // A logout or new login while this one was under way: start again
+        // with the credential of the moment (bounded: each round is one
+        // login by another thread).
+        for _ in 0..4 {
+            let (cred, generation) = {
+                let shared = self.shared.lock();
+                let Some((cred, _)) = shared.login.as_ref() else {
+                    return Err(ckr::USER_NOT_LOGGED_IN);
+                };
+                if inner.link.is_some() && inner.link_generation == shared.generation {
+                    return Ok(());
+                }
+                (cred.copy(), shared.generation)
+            };
+            if inner.link_generation != 0 {
+                drop_link(inner);
+            }
+            let request = Request::Login {
+                user: &cred.user,
+                password: Secret(cred.password()),
+            };
+            // A link kept from before login may have been closed by the HSM
+            // at its login deadline: replaced once, as in `login`.
+            let mut tries = if inner.link.is_some() { 2 } else { 1 };
+            let reply = loop {
+                tries -= 1;
+                self.ensure_connected(inner, host_of(&cred))?;
+                let reply = call(inner, &request).map(|r| matches!(r, Response::Ok));
+                let lost =
+                    inner.link.is_none() && inner.last_error == Some(crate::link::LinkError::Io);
+                if reply.is_ok() || !lost || tries == 0 {
+                    break reply;
+                }
+                warn!("the HSM closed the connection before login; reconnecting once");
+            };
+            match reply {
+                Ok(true) => {}
+                Ok(false) => return Err(self.broken(inner)),
+                Err(ckr::PIN_INCORRECT | ckr::PIN_LOCKED) => {
+                    // The password changed or the user was locked since login.
+                    drop_link(inner);
+                    return Err(ckr::USER_NOT_LOGGED_IN);
+                }
+                Err(rv) => {
+                    drop_link(inner);
+                    return Err(rv);
+                }
+            }
+            if self.shared.lock().generation == generation {
+                inner.link_generation = generation;
+                return Ok(());
+            }
+            // Logged in under a login that ended meanwhile: not this one's.
             drop_link(inner);
         }
-        self.ensure_connected(inner, host_of(cred))?;
-        let request = Request::Login {
-            user: &cred.user,
-            password: Secret(cred.password()),
-        };
-        let generation = shared.generation;
-        match call(inner, &request).map(|r| matches!(r, Response::Ok)) {
-            Ok(true) => {
-                inner.link_generation = generation;
-                Ok(())
-            }
-            Ok(false) => Err(self.broken(inner)),
-            Err(ckr::PIN_INCORRECT | ckr::PIN_LOCKED) => {
-                // The password changed or the user was locked since login.
-                drop_link(inner);
-                Err(ckr::USER_NOT_LOGGED_IN)
-            }
-            Err(rv) => {
-                drop_link(inner);
-                Err(rv)
-            }
-        }
+        Err(ckr::USER_NOT_LOGGED_IN)
     }
 
     fn slot(&self, session: u64) -> Result<&SessionSlot<C::Link, R, BUF>, Rv> {
@@ -1761,6 +1866,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             .and_then(|()| f(self, inner));
         if result.as_ref().err() == Some(&ckr::SESSION_CLOSED) {
             // As in `with_login`: its HSM is gone, the handle is void.
+            set_active(inner, Active::None);
             inner.session = None;
             drop_link(inner);
             slot.handle.store(0, Ordering::Release);
@@ -1786,19 +1892,21 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             }
         }
         let had_link = inner.link.is_some();
-        let result = self.authenticate(inner).and_then(|()| {
-            if !had_link {
-                // A new connection has no operation state on the HSM.
-                if let Some(s) = inner.session.as_mut() {
-                    if matches!(s.active, Active::Crypto(_) | Active::Find { .. }) {
-                        s.active = Active::None;
+        let result =
+            self.authenticate(inner).and_then(|()| {
+                if !had_link {
+                    // A new connection has no operation state on the HSM.
+                    if inner.session.as_ref().is_some_and(|s| {
+                        matches!(s.active, Active::Crypto(_) | Active::Find { .. })
+                    }) {
+                        set_active(inner, Active::None);
                     }
                 }
-            }
-            f(self, inner)
-        });
+                f(self, inner)
+            });
         if result.as_ref().err() == Some(&ckr::SESSION_CLOSED) {
             // Its HSM is gone for good: the handle is void from now on.
+            set_active(inner, Active::None);
             inner.session = None;
             drop_link(inner);
             slot.handle.store(0, Ordering::Release);
@@ -1857,7 +1965,20 @@ fn drop_link<L, const BUF: usize>(inner: &mut SlotInner<L, BUF>) {
 
 fn set_active<L, const BUF: usize>(inner: &mut SlotInner<L, BUF>, active: Active) {
     if let Some(s) = inner.session.as_mut() {
-        s.active = active;
+        let old = core::mem::replace(&mut s.active, active);
+        if let Active::Crypto(CryptoOp {
+            pending: Some(p), ..
+        }) = old
+        {
+            forget_pending(inner, p);
+        }
+    }
+}
+
+/// Zeroize pending output (it may be plaintext) once taken or abandoned.
+fn forget_pending<L, const BUF: usize>(inner: &mut SlotInner<L, BUF>, p: Pending) {
+    if let Some(b) = inner.pending.get_mut(..p.len) {
+        zeroize::Zeroize::zeroize(b);
     }
 }
 
@@ -1981,7 +2102,7 @@ fn copy_out(out: &mut [u8], src: Option<&[u8]>) -> Result<(), Rv> {
     Ok(())
 }
 
-/// Output computed by the HSM and left in `rx[..len]`.
+/// Output computed by the HSM and kept in the slot's `pending[..len]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Pending {
     len: usize,
@@ -1989,8 +2110,9 @@ struct Pending {
     ends: bool,
 }
 
-/// Hand over output now in `rx`: written if `out` holds it; otherwise kept
-/// pending for the next call (the same call again with a larger buffer).
+/// Hand over output now in `rx`: written if `out` holds it; otherwise
+/// copied apart and kept pending for the next call (the same call again
+/// with a larger buffer).
 fn deliver<L, const BUF: usize>(
     inner: &mut SlotInner<L, BUF>,
     p: Pending,
@@ -2002,6 +2124,8 @@ fn deliver<L, const BUF: usize>(
             Ok(Len::Written(p.len))
         }
         _ => {
+            let src = inner.rx.get(..p.len).ok_or(ckr::DEVICE_ERROR)?;
+            copy_out(&mut inner.pending, Some(src))?;
             if let Some(Session {
                 active: Active::Crypto(c),
                 ..
@@ -2023,7 +2147,7 @@ fn deliver_pending<L, const BUF: usize>(
 ) -> Result<Len, Rv> {
     match out {
         Some(o) if o.len() >= p.len => {
-            copy_out(o, inner.rx.get(..p.len))?;
+            copy_out(o, inner.pending.get(..p.len))?;
             if p.ends {
                 set_active(inner, Active::None);
             } else if let Some(Session {
@@ -2032,6 +2156,7 @@ fn deliver_pending<L, const BUF: usize>(
             }) = inner.session.as_mut()
             {
                 c.pending = None;
+                forget_pending(inner, p);
             }
             Ok(Len::Written(p.len))
         }

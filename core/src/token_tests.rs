@@ -822,3 +822,47 @@ fn a_final_after_an_untaken_update_output_delivers_both_and_ends() {
         Err(ckr::OPERATION_NOT_INITIALIZED)
     );
 }
+
+#[test]
+fn pending_output_is_kept_apart_from_other_calls_replies() {
+    // An update's output kept after CKR_BUFFER_TOO_SMALL; calls between
+    // that use the reply buffer (random numbers, attributes) must not
+    // change what the retry returns.
+    let s: Vec<SessionSlot<EchoLink, spin::Mutex<()>, 4096>> =
+        (0..1).map(|_| SessionSlot::new()).collect();
+    let t = Token::new(
+        EchoConnector,
+        [1; 16],
+        &s,
+        LoginConfig {
+            user: Some("alice"),
+            special_pin: false,
+        },
+    )
+    .unwrap();
+    let h = t.open_session(true).unwrap();
+    t.login(h, cku::USER, b"pw").unwrap();
+    let ecb = Mechanism::plain(ckm::AES_ECB);
+    t.crypto_init(h, Op::Encrypt, &ecb, 7).unwrap();
+    let data: Vec<u8> = (0..48u8).collect();
+    let mut small = [0u8; 10];
+    assert_eq!(
+        t.crypto_update(h, Op::Encrypt, &data, Some(&mut small)),
+        Ok(Len::Needed(48))
+    );
+    let mut r = [0u8; 32];
+    assert_eq!(
+        t.generate_random(h, &mut r),
+        Err(ckr::FUNCTION_NOT_SUPPORTED)
+    );
+    assert_eq!(
+        t.get_attributes(h, 7, &[crate::ck::cka::LABEL], |_, _| {}),
+        Err(ckr::FUNCTION_NOT_SUPPORTED)
+    );
+    let mut out = [0u8; 64];
+    assert_eq!(
+        t.crypto_update(h, Op::Encrypt, &data, Some(&mut out)),
+        Ok(Len::Written(48))
+    );
+    assert_eq!(out[..48], data[..], "the kept output, not another reply");
+}

@@ -12,7 +12,9 @@
 //! Writes `corpus/<target>/<name>`: request bodies (`wire_request`,
 //! `template`), reply bodies (`wire_response`), each session's request
 //! frames as one `server` input, and each scripted session as one
-//! `token_model` input (the same calls, in that target's format).
+//! `token_model` input (the same calls, in that target's format); the
+//! `extraction` seeds are the attacks of `tests/tests/attacks.rs`
+//! (`hsmlink_fuzz::extraction::attack_seeds`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -898,6 +900,12 @@ fn main() {
     for (i, r) in replies.iter().enumerate() {
         write(&dir, "wire_response", &format!("{i:03}"), r);
     }
+    // The `extraction` target: the attacks of tests/tests/attacks.rs.
+    let attacks = hsmlink_fuzz::extraction::attack_seeds();
+    for (name, input) in &attacks {
+        write(&dir, "extraction", name, input);
+    }
+    println!("{} attack scripts into {}", attacks.len(), dir.display());
     println!(
         "recorded {} requests ({templates} with templates or mechanisms), {} replies, {} scripted sessions into {}",
         requests.len(),

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod calls;
+pub mod extraction;
 pub mod fake;
 pub mod messages;
 pub mod records;

@@ -191,15 +191,24 @@ fn list_users(store: &Store) -> Result<String, String> {
     // shown as stored, their tags not checked.
     let unverified =
         store.record_key().is_none() && store.keyring().map_err(|e| e.to_string())?.is_some();
+    let now = crate::store::unix_now_ms();
     for (name, u) in store.users().map_err(|e| e.to_string())? {
         match u {
-            Ok(u) => out.push_str(&format!(
-                "{name}\t{}\tfailures={}\tid={}{}\n",
-                if u.locked { "locked" } else { "active" },
-                u.failures,
-                u.id,
-                if unverified { "\tunverified" } else { "" }
-            )),
+            Ok(u) => {
+                // A lock that ends by itself shows the seconds it has left.
+                let left = if u.is_locked(now) && u.locked_until != 0 {
+                    format!("\tlocked_for={}s", (u.locked_until - now).div_ceil(1000))
+                } else {
+                    String::new()
+                };
+                out.push_str(&format!(
+                    "{name}\t{}\tfailures={}{left}\tid={}{}\n",
+                    if u.is_locked(now) { "locked" } else { "active" },
+                    u.failures,
+                    u.id,
+                    if unverified { "\tunverified" } else { "" }
+                ))
+            }
             Err(e) => out.push_str(&format!("{name}\trefused\t({e})\n")),
         }
     }

@@ -179,6 +179,9 @@ pub struct Connection {
     closing: bool,
     /// The client's address (login rate limits, logs).
     peer: Option<std::net::IpAddr>,
+    /// Its entry in the server's registry (a login waiting its turn shows
+    /// there that it may be ended, and gives up when it is).
+    state: Option<Arc<crate::registry::ConnState>>,
 }
 
 fn op_index(op: Op) -> usize {
@@ -202,6 +205,11 @@ impl Drop for Connection {
 impl Connection {
     pub fn new(hsm: Arc<Hsm>) -> Self {
         let id = hsm.connection_id();
+        Self::with_id(hsm, id)
+    }
+
+    /// A connection with an id from [`Hsm::connection_id`] taken already.
+    pub fn with_id(hsm: Arc<Hsm>, id: u64) -> Self {
         Connection {
             hsm,
             id,
@@ -213,7 +221,13 @@ impl Connection {
             session_objects: BTreeSet::new(),
             closing: false,
             peer: None,
+            state: None,
         }
+    }
+
+    /// Its entry in the server's registry.
+    pub fn set_state(&mut self, state: Arc<crate::registry::ConnState>) {
+        self.state = Some(state);
     }
 
     /// Set the client's address (failed logins are rate-limited per address).
@@ -229,6 +243,11 @@ impl Connection {
     /// This connection's id (for [`Hsm::register_probe`]).
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The user logged in, if any.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
     }
 
     /// Whether the connection must be closed after the last reply.
@@ -445,7 +464,10 @@ impl Connection {
                 return Reply::Error(ckr::USER_ANOTHER_ALREADY_LOGGED_IN);
             }
         }
-        match self.hsm.login_session(user, password, self.peer, self.id) {
+        match self
+            .hsm
+            .login_session(user, password, self.peer, self.id, self.state.as_deref())
+        {
             Ok(grant) => {
                 if self.user.is_none() {
                     log::info!("event=login conn={} user={user:?}", self.id);
@@ -462,7 +484,12 @@ impl Connection {
                 Reply::Ok
             }
             // The failure is logged (with the reason) by `Hsm::login`.
-            Err(e) => Reply::Error(e),
+            Err(e) => {
+                if let Some(s) = &self.state {
+                    s.login_failed();
+                }
+                Reply::Error(e)
+            }
         }
     }
 
@@ -523,8 +550,18 @@ impl Connection {
                 conn: self.id,
             })
         };
-        let h = self.hsm.alloc_handle()?;
-        Ok(Object::new(h, s.user.to_string(), session, attrs))
+        let mut o = Object::new(0, s.user.to_string(), session, attrs);
+        if !self.hsm.fits_quota(&o, None) {
+            log::warn!(
+                "event=quota user={:?} conn={} reason={}",
+                s.user,
+                self.id,
+                if token { "user_bytes" } else { "session_bytes" }
+            );
+            return Err(ckr::DEVICE_MEMORY);
+        }
+        o.handle = self.hsm.alloc_handle()?;
+        Ok(o)
     }
 
     fn create(&mut self, s: &Ctx<'_>, t: &[Attribute<'_>]) -> Result<Reply, Rv> {
@@ -538,14 +575,27 @@ impl Connection {
         Ok(Reply::Object(o.handle))
     }
 
+    /// `C_CopyObject`: the copy is made of the version read and inserted
+    /// only if that version is still the current one (as
+    /// [`set_attributes`]), so no copy is of a version another session has
+    /// already changed (made sensitive, say).
     fn copy(&mut self, s: &Ctx<'_>, h: u64, t: &[Attribute<'_>]) -> Result<Reply, Rv> {
-        let src = s.object(h)?;
-        if !src.flag(cka::COPYABLE) {
-            return Err(ckr::ACTION_PROHIBITED);
+        for _ in 0..CAS_TRIES {
+            let src = s.object(h)?;
+            if !src.flag(cka::COPYABLE) {
+                return Err(ckr::ACTION_PROHIBITED);
+            }
+            let attrs = object::apply(&src.attrs, t, true)?;
+            let o = self.new_object(s, attrs)?;
+            let session = !o.is_token();
+            if let Some(o) = self.hsm.put_if_current(&[&src], o)? {
+                if session {
+                    self.session_objects.insert(o.handle);
+                }
+                return Ok(Reply::Object(o.handle));
+            }
         }
-        let attrs = object::apply(&src.attrs, t, true)?;
-        let o = self.insert(s, attrs)?;
-        Ok(Reply::Object(o.handle))
+        Err(ckr::FUNCTION_FAILED)
     }
 
     fn destroy(&mut self, s: &Ctx<'_>, h: u64) -> Result<Reply, Rv> {
@@ -743,7 +793,16 @@ impl Connection {
             | ckm::XOR_BASE_AND_DATA
             | ckm::EXTRACT_KEY_FROM_KEY
             | ckm::AES_ECB_ENCRYPT_DATA
-            | ckm::AES_CBC_ENCRYPT_DATA => self.derive_secret(s, m, base, t),
+            | ckm::AES_CBC_ENCRYPT_DATA => {
+                // As `copy`: the new key is inserted only if the base keys
+                // are still the versions it was made from.
+                for _ in 0..CAS_TRIES {
+                    if let Some(r) = self.derive_secret(s, m, base, t)? {
+                        return Ok(r);
+                    }
+                }
+                Err(ckr::FUNCTION_FAILED)
+            }
             _ => Err(ckr::MECHANISM_INVALID),
         }
     }
@@ -760,7 +819,7 @@ impl Connection {
         m: &Mechanism<'_>,
         base: u64,
         t: &[Attribute<'_>],
-    ) -> Result<Reply, Rv> {
+    ) -> Result<Option<Reply>, Rv> {
         use wire::MechParam;
         let b = s.key(base)?;
         if b.class() != Some(cko::SECRET_KEY) {
@@ -809,11 +868,30 @@ impl Connection {
             out.truncate(n + f);
             Ok(out)
         };
+        // The key policy (docs/security.md): the derivations whose result
+        // shows a base key's bits (all of them, or a part: concatenation,
+        // XOR, extraction) never take a key that does not leave the token.
+        // Cut short they reveal it a few bits at a time, whole they make a
+        // twin of it with the attributes the caller chooses.
+        let shows_bits = matches!(
+            m.ty,
+            ckm::CONCATENATE_BASE_AND_KEY
+                | ckm::CONCATENATE_BASE_AND_DATA
+                | ckm::CONCATENATE_DATA_AND_BASE
+                | ckm::XOR_BASE_AND_DATA
+                | ckm::EXTRACT_KEY_FROM_KEY
+        );
+        if shows_bits && !b.exportable() {
+            return Err(ckr::KEY_FUNCTION_NOT_PERMITTED);
+        }
         let (value, shows_base): (zeroize::Zeroizing<Vec<u8>>, bool) = match (m.ty, m.param) {
             (ckm::CONCATENATE_BASE_AND_KEY, MechParam::Ulong(h)) => {
                 let o = s.key(h)?;
                 if o.class() != Some(cko::SECRET_KEY) {
                     return Err(ckr::KEY_TYPE_INCONSISTENT);
+                }
+                if !o.exportable() {
+                    return Err(ckr::KEY_FUNCTION_NOT_PERMITTED);
                 }
                 let keys::KeyMaterial::Secret(v) = o.material()? else {
                     return Err(ckr::KEY_TYPE_INCONSISTENT);
@@ -876,9 +954,18 @@ impl Connection {
         };
         let kt = attr::find_ulong(t, cka::KEY_TYPE)?.unwrap_or(ckk::GENERIC_SECRET);
         let bases: Vec<&Object> = std::iter::once(&*b).chain(other.as_deref()).collect();
-        let sensitive = attr::find_bool(t, cka::SENSITIVE)?.unwrap_or(false)
+        // The key policy (docs/security.md): a key derived from a key that
+        // never leaves the token never leaves it either, and holds no fewer
+        // bits than that key.
+        let sealed = bases.iter().any(|k| !k.exportable());
+        if sealed && value.len() < base_value.len() {
+            return Err(ckr::KEY_SIZE_RANGE);
+        }
+        let sensitive = sealed
+            || attr::find_bool(t, cka::SENSITIVE)?.unwrap_or(false)
             || (shows_base && bases.iter().any(|k| k.flag(cka::SENSITIVE)));
-        let extractable = attr::find_bool(t, cka::EXTRACTABLE)?.unwrap_or(false)
+        let extractable = !sealed
+            && attr::find_bool(t, cka::EXTRACTABLE)?.unwrap_or(false)
             && !(shows_base && bases.iter().any(|k| !k.flag(cka::EXTRACTABLE)));
         let class_bytes = attr::ulong(cko::SECRET_KEY);
         let kt_bytes = attr::ulong(kt);
@@ -910,8 +997,16 @@ impl Connection {
         object::set_bool(&mut attrs, cka::LOCAL, false);
         object::set_bool(&mut attrs, cka::ALWAYS_SENSITIVE, always_sensitive);
         object::set_bool(&mut attrs, cka::NEVER_EXTRACTABLE, never_extractable);
-        let o = self.insert(s, attrs)?;
-        Ok(Reply::Object(o.handle))
+        let o = self.new_object(s, attrs)?;
+        let session = !o.is_token();
+        let srcs: Vec<&Arc<Object>> = std::iter::once(&b).chain(other.as_ref()).collect();
+        let Some(o) = self.hsm.put_if_current(&srcs, o)? else {
+            return Ok(None);
+        };
+        if session {
+            self.session_objects.insert(o.handle);
+        }
+        Ok(Some(Reply::Object(o.handle)))
     }
 
     /// `C_DeriveKey` with `CKM_ECDH1_DERIVE` (and the cofactor variant,
@@ -1121,12 +1216,27 @@ fn get_attributes(s: &Ctx<'_>, h: u64, types: &[u64]) -> Result<Reply, Rv> {
     Ok(Reply::Attributes(v))
 }
 
+/// How many times a change (or copy) is read and tried again when another
+/// session's write came first, before `CKR_FUNCTION_FAILED`.
+const CAS_TRIES: usize = 1000;
+
+/// `C_SetAttributeValue`: the template is applied to the version read and
+/// swapped in only if that version is still the current one; otherwise it
+/// is read and checked again (the rules apply to what is there now).
 fn set_attributes(s: &Ctx<'_>, h: u64, t: &[Attribute<'_>]) -> Result<Reply, Rv> {
-    let o = s.object(h)?;
-    let attrs = object::apply(&o.attrs, t, false)?;
-    let n = Object::new(o.handle, o.owner.clone(), o.session, attrs);
-    s.hsm.replace(n)?;
-    Ok(Reply::Ok)
+    for _ in 0..CAS_TRIES {
+        let o = s.object(h)?;
+        let attrs = object::apply(&o.attrs, t, false)?;
+        let n = Object::new(o.handle, o.owner.clone(), o.session, attrs);
+        if !s.hsm.fits_quota(&n, Some(&o)) {
+            log::warn!("event=quota user={:?} reason=object_grows", s.user);
+            return Err(ckr::DEVICE_MEMORY);
+        }
+        if s.hsm.replace_if(&o, n)?.is_some() {
+            return Ok(Reply::Ok);
+        }
+    }
+    Err(ckr::FUNCTION_FAILED)
 }
 
 /// The AES key of a wrap/unwrap operation, checked.

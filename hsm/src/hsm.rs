@@ -12,7 +12,7 @@ use hsmlink_core::ck::{cka, ckr, Rv};
 use hsmlink_core::wire::Attribute;
 
 use crate::object::Object;
-use crate::store::{ObjectRow, Store, StoreError, UserRecord};
+use crate::store::{LockRule, ObjectRow, Store, StoreError, Swap, UserRecord};
 use crate::users::{self, LoginPolicy};
 use crate::vault::{self, Keyring, MasterKey, Unlock};
 
@@ -27,13 +27,39 @@ const HANDLE_BLOCK: u64 = 256;
 /// another server.
 pub const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Bytes counted for an object beyond its attributes (table entry,
+/// indexes, parsed key), in the byte quotas.
+pub const OBJECT_OVERHEAD: usize = 512;
+
+/// Bytes an object counts for in the byte quotas.
+pub fn quota_bytes(o: &Object) -> usize {
+    usize::try_from(o.size())
+        .unwrap_or(usize::MAX)
+        .saturating_add(OBJECT_OVERHEAD)
+}
+
 /// Limits of the server.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Simultaneous connections.
     pub max_connections: usize,
+    /// Simultaneous connections that have not logged in (yet): past it,
+    /// one of them is ended to make room (see [`crate::registry`]).
+    pub max_unauthenticated: usize,
+    /// Simultaneous connections from one client address.
+    pub max_connections_per_address: usize,
+    /// Milliseconds from a connection's accept to its successful login
+    /// (TLS handshake, `Hello`, `Login`).
+    pub login_timeout_ms: u64,
+    /// Milliseconds from the first byte of a request frame to its last.
+    pub frame_timeout_ms: u64,
     /// Session objects one connection may create.
     pub max_session_objects: usize,
+    /// Bytes the session objects of one connection may hold together
+    /// (as `C_GetObjectSize` counts them, plus [`OBJECT_OVERHEAD`] each).
+    pub max_session_bytes: usize,
+    /// Bytes the token objects of one user may hold together (same count).
+    pub max_user_bytes: usize,
     /// Objects (token and session) one user may hold on this server: past
     /// it, creating a token object is `CKR_DEVICE_MEMORY`.
     pub max_objects_per_user: usize,
@@ -55,7 +81,13 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 256,
+            max_unauthenticated: 64,
+            max_connections_per_address: 128,
+            login_timeout_ms: 5_000,
+            frame_timeout_ms: 5_000,
             max_session_objects: 4096,
+            max_session_bytes: 4 << 20,
+            max_user_bytes: 64 << 20,
             max_objects_per_user: 100_000,
             max_find: 100_000,
             idle_secs: 300,
@@ -100,6 +132,24 @@ struct Table {
     /// (an object without the attribute is under the empty value: a
     /// superset of what a search for it must consider).
     by_value: HashMap<IndexKey, BTreeSet<u64>>,
+    /// Quota bytes (see [`quota_bytes`]) of the token objects by owner,
+    /// and of the session objects by the connection that made them.
+    bytes: HashMap<QuotaKey, usize>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum QuotaKey {
+    Owner(String),
+    Conn(u64),
+}
+
+impl QuotaKey {
+    fn of(o: &Object) -> QuotaKey {
+        match &o.session {
+            None => QuotaKey::Owner(o.owner.clone()),
+            Some(s) => QuotaKey::Conn(s.conn),
+        }
+    }
 }
 
 /// Attributes searches are indexed by: labels (how most applications name
@@ -128,10 +178,19 @@ impl Table {
                 .or_default()
                 .insert(o.handle);
         }
+        let b = self.bytes.entry(QuotaKey::of(&o)).or_default();
+        *b = b.saturating_add(quota_bytes(&o));
         self.objects.insert(o.handle, o);
     }
 
     fn unindex(&mut self, o: &Object) {
+        let k = QuotaKey::of(o);
+        if let Some(b) = self.bytes.get_mut(&k) {
+            *b = b.saturating_sub(quota_bytes(o));
+            if *b == 0 {
+                self.bytes.remove(&k);
+            }
+        }
         if let Some(s) = self.by_owner.get_mut(&o.owner) {
             s.remove(&o.handle);
             if s.is_empty() {
@@ -154,6 +213,16 @@ impl Table {
         self.unindex(&o);
         Some(o)
     }
+}
+
+/// Whether a version of an object read earlier is still the current one.
+enum Version {
+    /// It is; for a token object, with its stored bytes.
+    Current(Option<Vec<u8>>),
+    /// Another write replaced it.
+    Changed,
+    /// The object is gone.
+    Gone,
 }
 
 /// A token object read from a shared store: its stored bytes and the
@@ -224,6 +293,7 @@ pub struct Hsm {
     verify_locks: [Mutex<()>; VERIFY_STRIPES],
     stripe_keys: std::collections::hash_map::RandomState,
     phantoms: users::PhantomFailures,
+    known: users::KnownAddresses,
     table: RwLock<Table>,
     /// Token objects read from a shared store: handle → (stored bytes, object).
     cache: Mutex<HashMap<u64, Cached>>,
@@ -243,6 +313,8 @@ pub struct Hsm {
     /// theirs that was already running when the user was removed cannot
     /// store an object afterwards (checked under `writer`).
     gone: Mutex<std::collections::HashSet<String>>,
+    /// The live connections of the server serving this HSM.
+    pub connections: Arc<crate::registry::Registry>,
     pub limits: Limits,
     pub stats: Stats,
 }
@@ -388,6 +460,7 @@ impl Hsm {
             verify_locks: std::array::from_fn(|_| Mutex::new(())),
             stripe_keys: std::collections::hash_map::RandomState::new(),
             phantoms: users::PhantomFailures::new(),
+            known: users::KnownAddresses::new(),
             table: RwLock::new(table),
             cache: Mutex::new(HashMap::new()),
             writer: Mutex::new(()),
@@ -401,6 +474,7 @@ impl Hsm {
             live: Mutex::new(HashMap::new()),
             epochs: Mutex::new(HashMap::new()),
             gone: Mutex::new(std::collections::HashSet::new()),
+            connections: Arc::new(crate::registry::Registry::new()),
             limits,
             stats: Stats::new(),
         })
@@ -441,6 +515,7 @@ impl Hsm {
         if existed {
             self.revoke_user(name, "password_changed");
         }
+        self.known.forget(name);
         Ok(())
     }
 
@@ -456,6 +531,7 @@ impl Hsm {
         };
         let existed = self.store.remove_user(name, owner.as_deref())?;
         self.logins.forget(name);
+        self.known.forget(name);
         if let Some(owner) = &owner {
             lock(&self.gone).insert(owner.clone());
             let mut t = write(&self.table);
@@ -636,31 +712,58 @@ impl Hsm {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The lock rule of the login policy at `now` (Unix milliseconds).
+    fn lock_rule(&self, now: u64) -> LockRule {
+        let p = &self.limits.login;
+        LockRule {
+            max: p.max_failures,
+            now,
+            base_ms: if p.lock.is_zero() {
+                0
+            } else {
+                (p.lock.as_millis() as u64).max(1)
+            },
+            max_ms: p.max_lock.as_millis() as u64,
+        }
+    }
+
     /// Check a user's password: `CKR_PIN_INCORRECT` for an unknown user or a
     /// wrong password alike, after the same work; `CKR_PIN_LOCKED` for a
     /// user locked by too many consecutive failures (an unknown name locks
     /// too, in memory, so that locking reveals nothing). Failed attempts are
     /// rate-limited per user and per client address `peer`.
+    ///
+    /// A lock lasts [`LoginPolicy::lock`], doubling for each failure after
+    /// it lapsed, up to [`LoginPolicy::max_lock`] (or until `user unlock`
+    /// when `lock` is zero). While a lock lasts (not a permanent one), an
+    /// address the user logged in from lately and that has failed nothing
+    /// since is still heard (see [`users::KnownAddresses`]): strangers'
+    /// guesses cannot lock the owner out of its usual places.
     pub fn login(&self, user: &str, password: &[u8], peer: Option<IpAddr>) -> Result<(), Rv> {
-        self.check_login(user, password, peer).map(|_| ())
+        self.check_login(user, password, peer, None).map(|_| ())
     }
 
-    /// [`Hsm::login`] for connection `conn`: the login is registered, to be
-    /// revoked ([`Hsm::revoke_user`]) when its user is removed, changes
-    /// password or is locked.
+    /// [`Hsm::login`] for connection `conn` (`state`: its entry in the
+    /// server's registry): the login is registered, to be revoked
+    /// ([`Hsm::revoke_user`]) when its user is removed, changes password or
+    /// is locked by an admin. While the attempt waits its turn (after
+    /// failures, it may wait seconds) the connection counts as idle in the
+    /// registry, so that it may be ended (to make room, or at its login
+    /// deadline); if it is, the attempt is not made and counts nothing.
     pub fn login_session(
         &self,
         user: &str,
         password: &[u8],
         peer: Option<IpAddr>,
         conn: u64,
+        state: Option<&crate::registry::ConnState>,
     ) -> Result<Grant, Rv> {
         // A revocation of the user between the password check and the
         // registration (a `passwd` that lands just then): the check is done
         // again on the new record, once.
         for _ in 0..2 {
             let epoch = self.epoch(user);
-            let rec = self.check_login(user, password, peer)?;
+            let rec = self.check_login(user, password, peer, state)?;
             let grant = Grant {
                 owner: Arc::from(users::owner_key(user, rec.id)),
                 revoked: Arc::new(AtomicBool::new(false)),
@@ -695,9 +798,16 @@ impl Hsm {
         user: &str,
         password: &[u8],
         peer: Option<IpAddr>,
+        conn: Option<&crate::registry::ConnState>,
     ) -> Result<UserRecord, Rv> {
+        let peer = peer.map(crate::registry::address_group);
         let peer_s = peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-        let wait = match self.throttle.reserve(user, peer) {
+        let policy = &self.limits.login;
+        let trusted = !policy.lock.is_zero()
+            && peer.is_some_and(|ip| {
+                self.known.contains(user, ip) && self.throttle.address_failures(ip) == 0
+            });
+        let wait = match self.throttle.reserve(user, peer, trusted) {
             Ok(w) => w,
             Err(users::Throttled) => {
                 self.stats.logins_failed.fetch_add(1, Ordering::Relaxed);
@@ -706,13 +816,34 @@ impl Hsm {
             }
         };
         if !wait.is_zero() {
-            std::thread::sleep(wait);
+            // (A logged-in connection logging in again is not under the
+            // registry's request bracket: nothing to pause.)
+            let conn = conn.filter(|c| !c.is_authenticated());
+            let until = std::time::Instant::now() + wait;
+            if let Some(c) = conn {
+                // It waits because of failures (its user's or its
+                // address's): among the first to make room.
+                c.login_failed();
+                c.pause_request();
+            }
+            loop {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() || conn.is_some_and(|c| c.is_evicted()) {
+                    break;
+                }
+                // Parked, so that ending the connection wakes it at once
+                // (see `registry::ConnState::end`).
+                std::thread::park_timeout(left.min(std::time::Duration::from_millis(50)));
+            }
+            if conn.is_some_and(|c| !c.begin_request()) {
+                return Err(ckr::PIN_INCORRECT);
+            }
         }
         // One password check at a time per user: attempts sent in parallel
         // each see the failures counted by the ones before, so no burst gets
         // more than `max_failures` guesses in before the lock.
         let _turn = lock(&self.verify_locks[self.verify_stripe(user)]);
-        let max = self.limits.login.max_failures;
+        let rule = self.lock_rule(crate::store::unix_now_ms());
         let mut refused = false;
         let rec = match self.store.user_checked(user).map_err(dev_err)? {
             Some(Ok(r)) => Some(r),
@@ -725,10 +856,13 @@ impl Hsm {
             None => None,
         };
         let locked = match &rec {
-            Some(r) => r.locked,
-            None => max > 0 && self.phantoms.get(user) >= max,
+            Some(r) => r.is_locked(rule.now),
+            None => self.phantoms.is_locked(user, &rule),
         };
-        if locked {
+        // A known address is heard through a lock that ends by itself, never
+        // through an admin's lock (`user lock`) or a permanent one.
+        let heard = trusted && rec.as_ref().is_some_and(|r| r.locked_until != 0);
+        if locked && !heard {
             self.stats.logins_failed.fetch_add(1, Ordering::Relaxed);
             self.throttle.failed(user, peer);
             log::warn!("event=login_failed user={user:?} peer={peer_s} reason=locked");
@@ -740,7 +874,14 @@ impl Hsm {
         if let (true, Some(h)) = (ok, phc) {
             self.logins.remember(user, h, password);
             self.throttle.succeeded(user, peer);
-            if rec.as_ref().is_some_and(|r| r.failures > 0) {
+            if let Some(ip) = peer {
+                self.known.remember(user, ip);
+            }
+            if locked {
+                // Heard through its known address: the strangers' lock on
+                // the others stays.
+                log::info!("event=login_while_locked user={user:?} peer={peer_s}");
+            } else if rec.as_ref().is_some_and(|r| r.failures > 0 || r.locked) {
                 self.store.login_succeeded(user).map_err(dev_err)?;
             }
             self.stats.logins_ok.fetch_add(1, Ordering::Relaxed);
@@ -751,14 +892,11 @@ impl Hsm {
         let counted = if refused {
             None
         } else {
-            self.store.login_failed(user, max).map_err(dev_err)?
+            self.store.login_failed(user, &rule).map_err(dev_err)?
         };
         let (failures, now_locked) = match counted {
             Some(x) => x,
-            None => {
-                let n = self.phantoms.bump(user);
-                (n, max > 0 && n >= max)
-            }
+            None => self.phantoms.bump(user, &rule),
         };
         if now_locked {
             // New logins are refused from now on; the user's live logins go
@@ -776,6 +914,38 @@ impl Hsm {
     /// Objects `user` holds in this server's table.
     pub fn object_count(&self, user: &str) -> usize {
         read(&self.table).by_owner.get(user).map_or(0, |s| s.len())
+    }
+
+    /// Quota bytes of the token objects `user` holds in this server's table
+    /// (see [`quota_bytes`]).
+    pub fn token_bytes(&self, user: &str) -> usize {
+        let k = QuotaKey::Owner(user.to_string());
+        read(&self.table).bytes.get(&k).copied().unwrap_or(0)
+    }
+
+    /// Quota bytes of the live session objects connection `conn` made.
+    pub fn session_bytes(&self, conn: u64) -> usize {
+        read(&self.table)
+            .bytes
+            .get(&QuotaKey::Conn(conn))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether `o`, new or replacing `old`, fits in the byte quota of its
+    /// owner (token object) or of the connection that made it (session
+    /// object); a change that does not grow it always fits.
+    pub fn fits_quota(&self, o: &Object, old: Option<&Object>) -> bool {
+        let new = quota_bytes(o);
+        let old = old.map_or(0, quota_bytes);
+        if new <= old {
+            return true;
+        }
+        let (used, max) = match &o.session {
+            None => (self.token_bytes(&o.owner), self.limits.max_user_bytes),
+            Some(s) => (self.session_bytes(s.conn), self.limits.max_session_bytes),
+        };
+        used.saturating_sub(old).saturating_add(new) <= max
     }
 
     /// A fresh handle, never handed out before.
@@ -912,6 +1082,11 @@ impl Hsm {
     /// store (one durable transaction) before any of them is visible.
     fn put_all(&self, objs: Vec<Object>) -> Result<Vec<Arc<Object>>, Rv> {
         let _w = lock(&self.writer);
+        self.put_all_locked(objs)
+    }
+
+    /// [`Hsm::put_all`] with the writer lock held.
+    fn put_all_locked(&self, objs: Vec<Object>) -> Result<Vec<Arc<Object>>, Rv> {
         self.owners_not_gone(&objs)?;
         let mut sealed = Vec::new();
         for o in objs.iter().filter(|o| o.is_token()) {
@@ -962,17 +1137,56 @@ impl Hsm {
         self.put_all(vec![o])?.pop().ok_or(ckr::GENERAL_ERROR)
     }
 
-    /// Replace an existing object (same handle) with a new version; an
-    /// object destroyed meanwhile stays destroyed.
-    pub fn replace(&self, o: Object) -> Result<Arc<Object>, Rv> {
+    /// Whether `old` is still the current version of its object (the
+    /// writer lock held): with, for a token object, the stored bytes that
+    /// version has.
+    fn version(&self, old: &Arc<Object>) -> Result<Version, Rv> {
+        let local = read(&self.table).objects.get(&old.handle).cloned();
+        if let Some(cur) = local {
+            if !Arc::ptr_eq(&cur, old) {
+                return Ok(Version::Changed);
+            }
+            if !cur.is_token() {
+                return Ok(Version::Current(None));
+            }
+            // The embedded store: this process is its only writer (redb
+            // locks the file) and the table mirrors it under the writer
+            // lock, so the stored bytes are those of `cur`.
+            return Ok(match self.store.object(old.handle).map_err(dev_err)? {
+                Some(b) => Version::Current(Some(b)),
+                None => Version::Gone,
+            });
+        }
+        if self.shared && old.is_token() {
+            let Some(bytes) = self.store.object(old.handle).map_err(dev_err)? else {
+                return Ok(Version::Gone);
+            };
+            return Ok(match self.decode_token(old.handle, bytes.clone()) {
+                Some(cur) if Arc::ptr_eq(&cur, old) => Version::Current(Some(bytes)),
+                Some(_) => Version::Changed,
+                None => Version::Gone,
+            });
+        }
+        Ok(Version::Gone)
+    }
+
+    /// Replace object `old` with `o` (same handle) only if `old` is still
+    /// its current version: a compare-and-swap, on the table and on the
+    /// stored record (redb and PostgreSQL alike). `Ok(None)`: another
+    /// write came first and nothing was written; read again and retry.
+    /// `C_SetAttributeValue` goes through here, so a change that returned
+    /// `CKR_OK` is never undone by another session's write.
+    pub fn replace_if(&self, old: &Arc<Object>, o: Object) -> Result<Option<Arc<Object>>, Rv> {
         let _w = lock(&self.writer);
         self.owners_not_gone(std::slice::from_ref(&o))?;
-        let local = read(&self.table).objects.contains_key(&o.handle);
-        if !(local || (self.shared && o.is_token())) {
-            return Err(ckr::OBJECT_HANDLE_INVALID);
-        }
+        let expected = match self.version(old)? {
+            Version::Gone => return Err(ckr::OBJECT_HANDLE_INVALID),
+            Version::Changed => return Ok(None),
+            Version::Current(b) => b,
+        };
         let mut sealed = None;
         if o.is_token() {
+            let expected = expected.ok_or(ckr::GENERAL_ERROR)?;
             let b = self.seal(&o)?;
             let row = ObjectRow {
                 handle: o.handle,
@@ -980,8 +1194,10 @@ impl Hsm {
                 label: o.get(cka::LABEL).unwrap_or_default(),
                 bytes: &b,
             };
-            if !self.store.update_object(&row).map_err(dev_err)? {
-                return Err(ckr::OBJECT_HANDLE_INVALID);
+            match self.store.swap_object(&row, &expected).map_err(dev_err)? {
+                Swap::Swapped => {}
+                Swap::Changed => return Ok(None),
+                Swap::Gone => return Err(ckr::OBJECT_HANDLE_INVALID),
             }
             sealed = Some(b);
         }
@@ -992,7 +1208,27 @@ impl Hsm {
             }
             _ => write(&self.table).insert(o.clone()),
         }
-        Ok(o)
+        Ok(Some(o))
+    }
+
+    /// Insert `o`, made from the objects `srcs`, only if each is still the
+    /// current version of its object (`C_CopyObject`, `C_DeriveKey`: a new
+    /// object is never made of a version another session has already
+    /// changed). `Ok(None)`: read again.
+    pub fn put_if_current(
+        &self,
+        srcs: &[&Arc<Object>],
+        o: Object,
+    ) -> Result<Option<Arc<Object>>, Rv> {
+        let _w = lock(&self.writer);
+        for src in srcs {
+            match self.version(src)? {
+                Version::Gone => return Err(ckr::OBJECT_HANDLE_INVALID),
+                Version::Changed => return Ok(None),
+                Version::Current(_) => {}
+            }
+        }
+        Ok(self.put_all_locked(vec![o])?.pop())
     }
 
     /// Insert two objects (a key pair) at once: both or neither.
@@ -1189,4 +1425,76 @@ pub fn migrate(store: &Store, unlock: &Unlock) -> Result<String, String> {
         out.push_str(&format!("object {b} (left as is)\n"));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::SessionScope;
+
+    fn data(label: &[u8], token: bool) -> crate::object::Attrs {
+        let class = hsmlink_core::attr::ulong(hsmlink_core::ck::cko::DATA);
+        crate::object::build(
+            &[
+                Attribute {
+                    ty: cka::CLASS,
+                    value: &class,
+                },
+                Attribute {
+                    ty: cka::TOKEN,
+                    value: &[u8::from(token)],
+                },
+                Attribute {
+                    ty: cka::LABEL,
+                    value: label,
+                },
+            ],
+            crate::object::Origin::Create,
+        )
+        .unwrap()
+    }
+
+    /// `replace_if` and `put_if_current` are a compare-and-swap: a write
+    /// based on a version another write has replaced changes nothing.
+    #[test]
+    fn changes_swap_only_the_version_they_read() {
+        let hsm = Hsm::dev("alice", b"pw").unwrap();
+        let app = [3u8; 16];
+        for session in [None, Some(SessionScope { app, conn: 1 })] {
+            let token = session.is_none();
+            let obj = |h, label: &[u8]| Object::new(h, "alice".into(), session, data(label, token));
+            let h = hsm.alloc_handle().unwrap();
+            let v0 = hsm.put(obj(h, b"v0")).unwrap();
+            let v1 = hsm
+                .replace_if(&v0, obj(h, b"v1"))
+                .unwrap()
+                .expect("v0 is current");
+            // A writer that read v0 loses, and so does a copy of v0.
+            assert!(hsm.replace_if(&v0, obj(h, b"late")).unwrap().is_none());
+            let c = hsm.alloc_handle().unwrap();
+            assert!(hsm
+                .put_if_current(&[&v0], obj(c, b"copy"))
+                .unwrap()
+                .is_none());
+            assert!(hsm.get("alice", &app, 1, c).is_none());
+            let now = hsm.get("alice", &app, 1, h).unwrap();
+            assert_eq!(now.get(cka::LABEL), Some(&b"v1"[..]));
+            if token {
+                // The stored record is v1's too.
+                let stored = hsm.store.object(h).unwrap().unwrap();
+                let rec = vault::open_object(&hsm.master, h, &stored).unwrap();
+                let o = Object::from_record(h, &rec);
+                assert_eq!(o.get(cka::LABEL), Some(&b"v1"[..]));
+            }
+            assert!(hsm
+                .put_if_current(&[&v1], obj(c, b"copy"))
+                .unwrap()
+                .is_some());
+            hsm.remove(h).unwrap();
+            assert_eq!(
+                hsm.replace_if(&v1, obj(h, b"gone")).err(),
+                Some(ckr::OBJECT_HANDLE_INVALID)
+            );
+        }
+    }
 }

@@ -613,10 +613,17 @@ pub fn import(class: u64, kt: u64, t: &BTreeMap<u64, &[u8]>, a: &mut Attrs) -> R
 /// Longest generic secret (bytes).
 pub const MAX_SECRET: usize = 512;
 
-fn check_secret_len(kt: u64, len: usize) -> Result<(), Rv> {
+/// Shortest generic secret or HMAC key (bytes): 112 bits, the least NIST
+/// SP 800-131A and SP 800-107 allow for an HMAC key. A shorter key can be
+/// tried exhaustively against its MACs.
+pub const MIN_SECRET: usize = 14;
+
+/// Whether a secret key of type `kt` may be `len` bytes long, however it is
+/// made (imported, generated, derived, unwrapped).
+pub fn check_secret_len(kt: u64, len: usize) -> Result<(), Rv> {
     let ok = match kt {
         ckk::AES => matches!(len, 16 | 24 | 32),
-        _ => (1..=MAX_SECRET).contains(&len),
+        _ => (MIN_SECRET..=MAX_SECRET).contains(&len),
     };
     if ok {
         Ok(())

@@ -21,19 +21,24 @@
 //!   read), a reply of at most the client's `max_frame` (1 KiB to 1 MiB,
 //!   longer replies become `CKR_DATA_LEN_RANGE`); a template or attribute
 //!   list of at most 32 entries, random numbers 32 KiB per request;
-//! - one PKCS#11 session per connection, [`Limits::max_connections`] of them;
-//!   a connection idle for [`Limits::idle_secs`] is closed;
+//! - one PKCS#11 session per connection, [`Limits::max_connections`] of them,
+//!   at most [`Limits::max_unauthenticated`] not logged in and
+//!   [`Limits::max_connections_per_address`] from one address (see
+//!   [`registry`]); a connection idle for [`Limits::idle_secs`] is closed,
+//!   one not logged in [`Limits::login_timeout_ms`] after its accept, or
+//!   whose frame is not whole [`Limits::frame_timeout_ms`] after its first
+//!   byte;
 //! - at most four running operations (one per kind, a new one replaces the
 //!   old), buffering at most [`Limits::max_inflight_bytes`] together (GCM
 //!   decryption, RSA and ECDSA inputs);
 //! - one search cursor, of at most [`Limits::max_find`] handles;
-//! - at most [`Limits::max_session_objects`] session objects, which die
-//!   with the connection;
+//! - at most [`Limits::max_session_objects`] session objects of at most
+//!   [`Limits::max_session_bytes`] together, which die with the connection;
 //! - logins are throttled and lock a user after repeated failures
 //!   ([`Limits::login`]).
 //!
 //! Token objects are the user's persistent storage: their number is bounded
-//! per user by [`Limits::max_objects_per_user`] (the embedded store keeps
+//! per user by [`Limits::max_objects_per_user`] and [`Limits::max_user_bytes`] (the embedded store keeps
 //! them all in memory), as a hardware HSM's by its capacity.
 //!
 //! A connection thread may spin for [`Limits::spin_us`] after each reply
@@ -50,6 +55,7 @@ pub mod hsm;
 pub mod keys;
 pub mod object;
 pub mod pgstore;
+pub mod registry;
 pub mod server;
 pub mod store;
 pub mod tls;

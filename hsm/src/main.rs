@@ -228,16 +228,43 @@ struct NetArgs {
     /// Most simultaneous connections (each carries one PKCS#11 session).
     #[arg(long, value_name = "N", default_value_t = 256)]
     max_connections: usize,
+    /// Most simultaneous connections that have not logged in yet (part of
+    /// --max-connections). Past it, or past --max-connections, the least
+    /// active of them (from the address holding the most) is closed to make
+    /// room: silent or slow peers cannot keep a client out.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_unauthenticated: usize,
+    /// Most simultaneous connections from one client address. Past it, the
+    /// address's least active connection that has not logged in is closed
+    /// to make room; if all have logged in, the new one is refused.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    max_connections_per_address: usize,
+    /// Close a connection that has not logged in this many milliseconds
+    /// after it was accepted (TLS handshake, Hello and Login together).
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    login_timeout_ms: u64,
+    /// Close a connection whose request frame is not complete this many
+    /// milliseconds after its first byte came (a client dripping bytes).
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    frame_timeout_ms: u64,
     /// Close connections idle for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     idle_timeout: u64,
     /// Most session objects one connection may hold.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     max_session_objects: usize,
+    /// Most bytes the session objects of one connection may hold together
+    /// (C_GetObjectSize plus 512 per object); past it CKR_DEVICE_MEMORY.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    max_session_bytes: usize,
     /// Most objects one user may hold on this server (creating a token object
     /// past it is CKR_DEVICE_MEMORY).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     max_objects_per_user: usize,
+    /// Most bytes the token objects of one user may hold together on this
+    /// server (counted as for --max-session-bytes); past it CKR_DEVICE_MEMORY.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    max_user_bytes: usize,
     /// Most bytes one connection's running operations may buffer together.
     #[arg(long, value_name = "BYTES", default_value_t = 2 << 20)]
     max_inflight_bytes: usize,
@@ -254,6 +281,20 @@ struct NetArgs {
     /// client address); it doubles with each further failure, up to 5 s.
     #[arg(long, value_name = "MS", default_value_t = 250)]
     login_delay_ms: u64,
+    /// How long a lock after --max-login-failures lasts. Each failure after
+    /// a lock lapsed locks again for twice as long, up to --max-lock-secs;
+    /// a success or `user unlock` ends it. While locked, a user can still
+    /// log in from an address it logged in from lately that has failed
+    /// nothing since.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    lock_secs: u64,
+    /// The longest a lock lasts.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    max_lock_secs: u64,
+    /// Locks last until `user unlock` (or `user passwd`), from every
+    /// address: anyone who can guess user names can then lock them out.
+    #[arg(long)]
+    permanent_lock: bool,
     /// Serve plain TCP only (no TLS). Plain TCP is otherwise accepted from
     /// loopback peers only.
     #[arg(long)]
@@ -440,15 +481,27 @@ type Res = Result<(), String>;
 fn limits(n: &NetArgs) -> Limits {
     let mut l = Limits {
         max_connections: n.max_connections.max(1),
+        max_unauthenticated: n.max_unauthenticated.max(1),
+        max_connections_per_address: n.max_connections_per_address.max(1),
+        login_timeout_ms: n.login_timeout_ms.max(1),
+        frame_timeout_ms: n.frame_timeout_ms.max(1),
         idle_secs: n.idle_timeout.max(1),
         max_session_objects: n.max_session_objects,
+        max_session_bytes: n.max_session_bytes,
         max_objects_per_user: n.max_objects_per_user,
+        max_user_bytes: n.max_user_bytes,
         max_inflight_bytes: n.max_inflight_bytes,
         spin_us: n.spin_us.min(1000),
         ..Limits::default()
     };
     l.login.max_failures = n.max_login_failures;
     l.login.base_delay = std::time::Duration::from_millis(n.login_delay_ms);
+    l.login.lock = if n.permanent_lock {
+        std::time::Duration::ZERO
+    } else {
+        std::time::Duration::from_secs(n.lock_secs.max(1))
+    };
+    l.login.max_lock = std::time::Duration::from_secs(n.max_lock_secs.max(n.lock_secs).max(1));
     l
 }
 

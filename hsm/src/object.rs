@@ -600,20 +600,8 @@ fn defaults(class: u64, key_type: Option<u64>) -> Attrs {
         // No restriction unless the application gives a list.
         a.insert(cka::ALLOWED_MECHANISMS, Vec::new());
         let on = match class {
-            cko::PUBLIC_KEY => &[
-                cka::ENCRYPT,
-                cka::VERIFY,
-                cka::VERIFY_RECOVER,
-                cka::WRAP,
-                cka::DERIVE,
-            ][..],
-            cko::PRIVATE_KEY => &[
-                cka::DECRYPT,
-                cka::SIGN,
-                cka::SIGN_RECOVER,
-                cka::UNWRAP,
-                cka::DERIVE,
-            ][..],
+            cko::PUBLIC_KEY => &[cka::ENCRYPT, cka::VERIFY, cka::VERIFY_RECOVER, cka::WRAP][..],
+            cko::PRIVATE_KEY => &[cka::DECRYPT, cka::SIGN, cka::SIGN_RECOVER, cka::UNWRAP][..],
             _ => &[
                 cka::ENCRYPT,
                 cka::DECRYPT,
@@ -621,12 +609,14 @@ fn defaults(class: u64, key_type: Option<u64>) -> Attrs {
                 cka::VERIFY,
                 cka::WRAP,
                 cka::UNWRAP,
-                cka::DERIVE,
             ][..],
         };
         for ty in on {
             set_bool(&mut a, *ty, true);
         }
+        // v2.40 (common key attributes): CKA_DERIVE defaults to false; the
+        // other usages are token-specific (true here, as before).
+        set_bool(&mut a, cka::DERIVE, false);
         if class == cko::PUBLIC_KEY || class == cko::SECRET_KEY {
             set_bool(&mut a, cka::TRUSTED, false);
         }
@@ -658,6 +648,43 @@ fn change_allowed(p: Policy, ty: u64, old: Option<&[u8]>, new: &[u8], copy: bool
     }
 }
 
+/// Usage flags: what a key may be used for.
+pub const USAGES: [u64; 9] = [
+    cka::ENCRYPT,
+    cka::DECRYPT,
+    cka::SIGN,
+    cka::VERIFY,
+    cka::SIGN_RECOVER,
+    cka::VERIFY_RECOVER,
+    cka::WRAP,
+    cka::UNWRAP,
+    cka::DERIVE,
+];
+
+/// Whether setting `ty` from `old` to `new` lets a key do more: a usage
+/// flag turned on, or a `CKA_ALLOWED_MECHANISMS` list that admits a
+/// mechanism the old one did not (an empty list admits every mechanism).
+fn widens(ty: u64, old: Option<&[u8]>, new: &[u8]) -> bool {
+    if USAGES.contains(&ty) {
+        let was = old.and_then(|v| attr::read_bool(v).ok()).unwrap_or(false);
+        return attr::read_bool(new).unwrap_or(true) && !was;
+    }
+    if ty == cka::ALLOWED_MECHANISMS {
+        let list = |v: &[u8]| -> Vec<u64> {
+            v.chunks_exact(8)
+                .filter_map(|c| attr::read_ulong(c).ok())
+                .collect()
+        };
+        let old = list(old.unwrap_or(&[]));
+        let new = list(new);
+        if old.is_empty() {
+            return false;
+        }
+        return new.is_empty() || new.iter().any(|m| !old.contains(m));
+    }
+    false
+}
+
 /// Apply a `SetAttributes` (or, with `copy`, a `CopyObject`) template to a
 /// copy of `attrs`, checking every rule.
 pub fn apply(attrs: &Attrs, template: &[Attribute<'_>], copy: bool) -> Result<Attrs, Rv> {
@@ -672,6 +699,10 @@ pub fn apply(attrs: &Attrs, template: &[Attribute<'_>], copy: bool) -> Result<At
     if !copy && !get_flag(attrs, cka::MODIFIABLE) {
         return Err(ckr::ACTION_PROHIBITED);
     }
+    // The key policy (docs/security.md): the usages of a key whose secret
+    // never leaves the token only narrow, so that no change (and no copy)
+    // adds a use its owner did not give it when it was made.
+    let sealed = has_secrets(Some(class)) && !exportable(attrs);
     let mut out = attrs.clone();
     for (ty, v) in &t {
         let p = if token_only(*ty) {
@@ -679,6 +710,9 @@ pub fn apply(attrs: &Attrs, template: &[Attribute<'_>], copy: bool) -> Result<At
         } else {
             policy(class, key_type, *ty).ok_or(ckr::ATTRIBUTE_TYPE_INVALID)?
         };
+        if sealed && widens(*ty, attrs.get(ty).map(Vec::as_slice), v) {
+            return Err(ckr::ATTRIBUTE_READ_ONLY);
+        }
         if !change_allowed(p, *ty, attrs.get(ty).map(Vec::as_slice), v, copy) {
             return Err(ckr::ATTRIBUTE_READ_ONLY);
         }
@@ -829,6 +863,67 @@ mod tests {
             ),
             Err(ckr::TEMPLATE_INCONSISTENT)
         );
+    }
+
+    #[test]
+    fn usages_of_a_non_exportable_key_only_narrow() {
+        let secret = attr::ulong(cko::SECRET_KEY);
+        let aes = attr::ulong(ckk::AES);
+        let gcm = attr::ulong(hsmlink_core::ck::ckm::AES_GCM);
+        let ecb = attr::ulong(hsmlink_core::ck::ckm::AES_ECB);
+        let both = [gcm, ecb].concat();
+        let key = |extractable: u8| {
+            build(
+                &[
+                    at(cka::CLASS, &secret),
+                    at(cka::KEY_TYPE, &aes),
+                    at(cka::VALUE, &[7; 16]),
+                    at(cka::EXTRACTABLE, &[extractable]),
+                    at(cka::DECRYPT, &[0]),
+                    at(cka::ALLOWED_MECHANISMS, &both),
+                ],
+                Origin::Create,
+            )
+            .unwrap()
+        };
+        let sealed = key(0);
+        assert_eq!(sealed[&cka::DERIVE], [0], "CKA_DERIVE defaults to false");
+        for copy in [false, true] {
+            for widen in [
+                at(cka::DERIVE, &[1]),
+                at(cka::DECRYPT, &[1]),
+                at(cka::ALLOWED_MECHANISMS, &[]),
+                at(cka::ALLOWED_MECHANISMS, &attr::ulong(0x1234)),
+            ] {
+                assert_eq!(
+                    apply(&sealed, &[widen], copy),
+                    Err(ckr::ATTRIBUTE_READ_ONLY),
+                    "{:#x} (copy: {copy})",
+                    widen.ty
+                );
+            }
+            let narrowed = apply(
+                &sealed,
+                &[at(cka::ENCRYPT, &[0]), at(cka::ALLOWED_MECHANISMS, &gcm)],
+                copy,
+            )
+            .unwrap();
+            assert_eq!(narrowed[&cka::ALLOWED_MECHANISMS], gcm);
+            // An attribute the class does not have is still that error.
+            assert_eq!(
+                apply(&sealed, &[at(cka::VERIFY_RECOVER, &[1])], copy),
+                Err(ckr::ATTRIBUTE_TYPE_INVALID)
+            );
+        }
+        // An exportable key's usages change freely: it hides nothing.
+        let open = key(1);
+        let wider = apply(
+            &open,
+            &[at(cka::DERIVE, &[1]), at(cka::ALLOWED_MECHANISMS, &[])],
+            false,
+        )
+        .unwrap();
+        assert_eq!(wider[&cka::DERIVE], [1]);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use postgres::config::{Host, SslMode};
 use postgres::{Client, Config, NoTls};
 use postgres_openssl::MakeTlsConnector;
 
-use crate::store::{handle_taken, ObjectRow, Rewrite, StoreError, UserRecord};
+use crate::store::{handle_taken, ObjectRow, Rewrite, StoreError, Swap, UserRecord};
 use crate::vault::RecordKey;
 
 /// Handles reserved per `nextval`.
@@ -403,6 +403,7 @@ impl PgStore {
                         failures: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
                         locked: r.get(3),
                         generation: 0,
+                        locked_until: 0,
                     },
                 )
             })
@@ -499,6 +500,28 @@ impl PgStore {
             })
             .map_err(pg_err("write object"))?;
         Ok(n > 0)
+    }
+
+    /// Replace object `r.handle` only if its record is still `expected`
+    /// (one conditional UPDATE: atomic across the servers of a fleet).
+    pub fn swap_object(&self, r: &ObjectRow<'_>, expected: &[u8]) -> Result<Swap, StoreError> {
+        let h = handle_i64(r.handle)?;
+        let n = self
+            .with(|c| {
+                c.execute(
+                    "UPDATE hsmlink_objects SET owner = $2, label = $3, record = $4
+                     WHERE handle = $1 AND record = $5",
+                    &[&h, &r.owner, &r.label, &r.bytes, &expected],
+                )
+            })
+            .map_err(pg_err("write object"))?;
+        if n > 0 {
+            return Ok(Swap::Swapped);
+        }
+        Ok(match self.object(r.handle)? {
+            Some(_) => Swap::Changed,
+            None => Swap::Gone,
+        })
     }
 
     pub fn delete_object(&self, handle: u64) -> Result<bool, StoreError> {

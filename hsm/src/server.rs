@@ -12,6 +12,7 @@ use hsmlink_transport_std::spin::{Activity, SpinHistory};
 
 use crate::conn::{Connection, SERVER_MAX_FRAME};
 use crate::hsm::Hsm;
+use crate::registry::{ConnState, Watched};
 
 /// How connections are secured.
 #[derive(Clone, Default)]
@@ -60,7 +61,14 @@ impl Server {
     }
 
     /// Accept connections forever.
+    ///
+    /// Each connection gets a thread; the registry ([`crate::registry`])
+    /// bounds them (a peer that has not logged in holds one only until its
+    /// login deadline, or until a newer connection needs its place) and
+    /// ends the ones past a deadline.
     pub fn run(self) -> io::Result<()> {
+        let registry = self.hsm.connections.clone();
+        registry.start_reaper(self.hsm.limits.clone());
         loop {
             let (stream, peer) = match self.listener.accept() {
                 Ok(x) => x,
@@ -70,11 +78,15 @@ impl Server {
                     continue;
                 }
             };
-            if self.active.load(Ordering::SeqCst) >= self.hsm.limits.max_connections {
-                log::warn!("event=refused peer={peer} reason=connection_limit");
-                drop(stream);
-                continue;
-            }
+            let id = self.hsm.connection_id();
+            let state = match registry.admit(id, peer.ip(), &stream, &self.hsm.limits) {
+                Ok(s) => s,
+                Err(why) => {
+                    log::warn!("event=refused peer={peer} reason={why:?}");
+                    drop(stream);
+                    continue;
+                }
+            };
             self.active.fetch_add(1, Ordering::SeqCst);
             let hsm = self.hsm.clone();
             let active = self.active.clone();
@@ -86,13 +98,18 @@ impl Server {
                     stats.connections_now.fetch_add(1, Ordering::SeqCst);
                     stats.connections_total.fetch_add(1, Ordering::Relaxed);
                     let started = std::time::Instant::now();
-                    log::info!("event=connected peer={peer}");
+                    log::info!("event=connected peer={peer} conn={id}");
                     let h = hsm.clone();
+                    let st = state.clone();
+                    state.served_by(std::thread::current());
                     let r = catch_unwind(AssertUnwindSafe(|| {
-                        serve_secured(h, stream, peer, &security)
+                        serve_secured(h, stream, peer, &security, st)
                     }));
                     let ms = started.elapsed().as_millis();
                     match r {
+                        Ok(_) if state.is_evicted() => {
+                            log::info!("event=closed peer={peer} ms={ms} reason=ended")
+                        }
                         Ok(Ok(())) => log::info!("event=closed peer={peer} ms={ms}"),
                         Ok(Err(e))
                             if e.kind() == io::ErrorKind::WouldBlock
@@ -108,11 +125,13 @@ impl Server {
                         }
                         Err(_) => log::error!("event=closed peer={peer} ms={ms} reason=panic"),
                     }
+                    hsm.connections.remove(id);
                     hsm.stats.connections_now.fetch_sub(1, Ordering::SeqCst);
                     active.fetch_sub(1, Ordering::SeqCst);
                 });
             if let Err(e) = spawned {
                 log::error!("event=spawn_failed error={:?}", e.to_string());
+                registry.remove(id);
                 self.active.fetch_sub(1, Ordering::SeqCst);
             }
         }
@@ -137,10 +156,11 @@ fn serve_secured(
     stream: TcpStream,
     peer: SocketAddr,
     security: &Security,
+    state: Arc<ConnState>,
 ) -> io::Result<()> {
     let idle = Duration::from_secs(hsm.limits.idle_secs.max(1));
     stream.set_read_timeout(Some(idle))?;
-    let is_tls = crate::tls::starts_with_tls(&stream)?;
+    let is_tls = crate::tls::starts_with_tls_unless(&stream, &|| state.is_evicted())?;
     match (&security.tls, is_tls) {
         (Some(config), true) => {
             let conn = rustls::ServerConnection::new(config.clone())
@@ -148,18 +168,23 @@ fn serve_secured(
             let probe_socket = stream.try_clone()?;
             stream.set_nodelay(true)?;
             stream.set_write_timeout(Some(Duration::from_secs(30)))?;
-            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let sock = Watched {
+                sock: stream,
+                state: state.clone(),
+            };
+            let mut tls = rustls::StreamOwned::new(conn, sock);
             while tls.conn.is_handshaking() {
                 tls.conn.complete_io(&mut tls.sock)?;
             }
+            state.frame_done();
             log::info!("event=tls peer={peer} version=1.3");
-            serve_stream(hsm, &probe_socket, &mut tls, Some(peer))
+            serve_stream(hsm, &probe_socket, &mut tls, Some(peer), state)
         }
         (None, true) => Err(io::Error::other(
             "TLS asked for, but this server has no certificate",
         )),
         (_, false) if crate::tls::plain_allowed(peer.ip(), security.allow_plain) => {
-            serve_plain(hsm, stream, Some(peer))
+            serve_plain(hsm, stream, Some(peer), state)
         }
         (_, false) => {
             log::warn!("event=refused peer={peer} reason=plain_tcp_from_network");
@@ -169,20 +194,30 @@ fn serve_secured(
 }
 
 /// Serve one plain connection until the peer closes, errs, idles out or
-/// sends a frame that ends it.
+/// sends a frame that ends it (no deadlines or caps: those are the
+/// accepting [`Server`]'s).
 pub fn serve_connection(hsm: Arc<Hsm>, stream: TcpStream) -> io::Result<()> {
     let peer = stream.peer_addr().ok();
-    serve_plain(hsm, stream, peer)
+    let state = ConnState::detached(hsm.connection_id());
+    serve_plain(hsm, stream, peer, state)
 }
 
-fn serve_plain(hsm: Arc<Hsm>, stream: TcpStream, peer: Option<SocketAddr>) -> io::Result<()> {
+fn serve_plain(
+    hsm: Arc<Hsm>,
+    stream: TcpStream,
+    peer: Option<SocketAddr>,
+    state: Arc<ConnState>,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let idle = Duration::from_secs(hsm.limits.idle_secs.max(1));
     stream.set_read_timeout(Some(idle))?;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
     let probe_socket = stream.try_clone()?;
-    let mut stream = stream;
-    serve_stream(hsm, &probe_socket, &mut stream, peer)
+    let mut stream = Watched {
+        sock: stream,
+        state: state.clone(),
+    };
+    serve_stream(hsm, &probe_socket, &mut stream, peer, state)
 }
 
 /// A byte stream the server reads frames from, which may hold bytes of its
@@ -192,13 +227,13 @@ trait FrameStream: Read + Write {
     fn has_buffered(&mut self) -> bool;
 }
 
-impl FrameStream for TcpStream {
+impl FrameStream for Watched {
     fn has_buffered(&mut self) -> bool {
         false
     }
 }
 
-impl FrameStream for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+impl FrameStream for rustls::StreamOwned<rustls::ServerConnection, Watched> {
     fn has_buffered(&mut self) -> bool {
         self.conn
             .process_new_packets()
@@ -213,13 +248,15 @@ fn serve_stream<S: FrameStream>(
     socket: &TcpStream,
     stream: &mut S,
     peer: Option<SocketAddr>,
+    state: Arc<ConnState>,
 ) -> io::Result<()> {
-    let mut conn = Connection::new(hsm.clone());
+    let mut conn = Connection::with_id(hsm.clone(), state.id());
     if let Some(p) = peer {
         conn.set_peer(p.ip());
     }
+    conn.set_state(state.clone());
     let probe = ProbeGuard::new(&hsm, conn.id(), socket);
-    let r = serve_frames(&mut conn, socket, stream);
+    let r = serve_frames(&mut conn, socket, stream, &state);
     // Session objects go before the probe does: another connection asking
     // in between must not see them.
     drop(conn);
@@ -231,12 +268,14 @@ fn serve_frames<S: FrameStream>(
     conn: &mut Connection,
     socket: &TcpStream,
     stream: &mut S,
+    state: &ConnState,
 ) -> io::Result<()> {
     let mut input = FrameReader::default();
     let spin = Duration::from_micros(conn.hsm().limits.spin_us);
     let mut spins = SpinHistory::default();
     // Connection ids start at 1; a party is never 0.
     let who = conn.id().max(1);
+    let mut last_user: Option<Arc<str>> = None;
     loop {
         let wait = (!input.has_unread() && !stream.has_buffered())
             .then(|| spins.await_readable(socket, spin, &CONNECTIONS, who));
@@ -246,8 +285,34 @@ fn serve_frames<S: FrameStream>(
         if let Some(w) = wait {
             spins.done(w, spin);
         }
+        state.frame_done();
         conn_requests(conn).fetch_add(1, Ordering::Relaxed);
-        let reply = conn.handle_body(body);
+        let reply = if state.is_authenticated() {
+            let reply = conn.handle_body(body);
+            // Logged out and in again as someone else: the registry follows.
+            if let Some(u) = conn.user() {
+                if !last_user.as_ref().is_some_and(|l| Arc::ptr_eq(l, u)) {
+                    state.logged_in(u.clone());
+                    last_user = Some(u.clone());
+                }
+            }
+            reply
+        } else {
+            // Before login the registry may end the connection at any time;
+            // a request it ended is not handled at all (a login attempt is
+            // counted once, or not).
+            if !state.begin_request() {
+                input.wipe_frame();
+                return Err(io::Error::other("connection ended"));
+            }
+            let reply = conn.handle_body(body);
+            if let Some(u) = conn.user() {
+                state.logged_in(u.clone());
+                last_user = Some(u.clone());
+            }
+            state.end_request();
+            reply
+        };
         input.wipe_frame();
         stream.write_all(&reply)?;
         stream.flush()?;

@@ -89,8 +89,8 @@ pub struct UserRecord {
     pub phc: String,
     /// Consecutive failed logins.
     pub failures: u32,
-    /// Locked after too many failures (or by an admin), until an admin
-    /// unlocks it.
+    /// Locked: after too many failures (until `locked_until` passes, or an
+    /// admin unlocks it), or by an admin (`user lock`: until `unlock`).
     pub locked: bool,
     /// Login generation: bumped by a password change and by an admin lock.
     /// A login rests on the id, password hash and generation it was granted
@@ -99,6 +99,9 @@ pub struct UserRecord {
     /// refuses new logins but ends no live session, so that whoever can
     /// send wrong PINs cannot kick a logged-in user out.
     pub generation: u64,
+    /// When a lock ends by itself (milliseconds since the Unix epoch); 0:
+    /// only an admin's `unlock` (or `passwd`) ends it.
+    pub locked_until: u64,
 }
 
 /// The authenticated user format before the login generation.
@@ -108,6 +111,49 @@ struct UserRecordV3 {
     phc: String,
     failures: u32,
     locked: bool,
+}
+
+impl UserRecord {
+    /// Whether the user is locked at `now` (milliseconds since the Unix
+    /// epoch).
+    pub fn is_locked(&self, now: u64) -> bool {
+        self.locked && (self.locked_until == 0 || now < self.locked_until)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How a failed login locks: after `max` consecutive failures (0: never),
+/// until [`LockRule::until`] (milliseconds since the Unix epoch).
+#[derive(Clone, Copy)]
+pub struct LockRule {
+    pub max: u32,
+    pub now: u64,
+    /// Lock length (ms) for the first lock; doubled for each failure past
+    /// `max` (a failure once a lock has lapsed locks again, for twice as
+    /// long), up to `max_ms`. 0: permanent.
+    pub base_ms: u64,
+    pub max_ms: u64,
+}
+
+impl LockRule {
+    /// When a lock after `failures` consecutive failures ends (0: never).
+    pub fn until(&self, failures: u32) -> u64 {
+        if self.base_ms == 0 {
+            return 0;
+        }
+        let n = failures.saturating_sub(self.max).min(30);
+        let ms = self
+            .base_ms
+            .saturating_mul(1u64 << n)
+            .min(self.max_ms.max(self.base_ms));
+        self.now.saturating_add(ms)
+    }
 }
 
 /// The first user format (a PHC string only).
@@ -231,6 +277,7 @@ pub fn read_user(
                     failures: v3.failures,
                     locked: v3.locked,
                     generation: 0,
+                    locked_until: 0,
                 })
             };
             match decoded {
@@ -249,6 +296,7 @@ pub fn read_user(
                     failures: v3.failures,
                     locked: v3.locked,
                     generation: 0,
+                    locked_until: 0,
                 })
             })?,
         )),
@@ -260,6 +308,7 @@ pub fn read_user(
                 failures: v2.failures,
                 locked: v2.locked,
                 generation: 0,
+                locked_until: 0,
             }))
         }
         Some((&FORMAT_PLAIN, rest)) => {
@@ -331,6 +380,17 @@ pub struct ObjectRow<'a> {
     pub owner: &'a str,
     pub label: &'a [u8],
     pub bytes: &'a [u8],
+}
+
+/// What [`Store::swap_object`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Swap {
+    /// The expected version was there and is replaced.
+    Swapped,
+    /// The object is gone.
+    Gone,
+    /// The object holds another version: nothing written.
+    Changed,
 }
 
 /// The database of one HSM (or of a fleet).
@@ -546,21 +606,37 @@ impl Store {
     }
 
     /// Count a failed login of `name`: returns the consecutive failures and
-    /// whether the user is now locked (locked when they reach `max`, if `max`
-    /// is not 0), or `None` for an unknown user.
-    pub fn login_failed(&self, name: &str, max: u32) -> Result<Option<(u32, bool)>, StoreError> {
+    /// whether the user is now locked (locked when they reach `rule.max`,
+    /// if not 0, until `rule.until(failures)`), or `None` for an unknown
+    /// user.
+    pub fn login_failed(
+        &self,
+        name: &str,
+        rule: &LockRule,
+    ) -> Result<Option<(u32, bool)>, StoreError> {
         self.update_user(name, |u| {
             u.failures = u.failures.saturating_add(1);
-            if max > 0 && u.failures >= max {
+            // An admin's lock (no end) stays as it is.
+            if rule.max > 0 && u.failures >= rule.max && !(u.locked && u.locked_until == 0) {
                 u.locked = true;
+                u.locked_until = rule.until(u.failures);
             }
             (u.failures, u.locked)
         })
     }
 
-    /// Reset the failure count of `name` after a successful login.
+    /// Reset the failure count (and a lapsed lock) of `name` after a
+    /// successful login.
     pub fn login_succeeded(&self, name: &str) -> Result<(), StoreError> {
-        self.update_user(name, |u| u.failures = 0).map(|_| ())
+        self.update_user(name, |u| {
+            u.failures = 0;
+            // A lock that lapsed is over; an admin's lock (no end) stays.
+            if u.locked && u.locked_until != 0 {
+                u.locked = false;
+                u.locked_until = 0;
+            }
+        })
+        .map(|_| ())
     }
 
     /// Unlock user `name` (and reset its failures); whether it exists.
@@ -568,6 +644,7 @@ impl Store {
         self.update_user(name, |u| {
             u.failures = 0;
             u.locked = false;
+            u.locked_until = 0;
         })
         .map(|o| o.is_some())
     }
@@ -578,6 +655,7 @@ impl Store {
         self.update_user(name, |u| {
             u.locked = true;
             u.generation = u.generation.wrapping_add(1);
+            u.locked_until = 0;
         })
         .map(|o| o.is_some())
     }
@@ -700,6 +778,16 @@ impl Store {
         match self {
             Store::Redb(r) => r.update_object(row),
             Store::Postgres(p) => p.update_object(row),
+        }
+    }
+
+    /// Replace object `row.handle` only if its stored bytes are still
+    /// `expected` (a compare-and-swap: a change made meanwhile by another
+    /// session, or another server of a fleet, is never overwritten).
+    pub fn swap_object(&self, row: &ObjectRow<'_>, expected: &[u8]) -> Result<Swap, StoreError> {
+        match self {
+            Store::Redb(r) => r.swap_object(row, expected),
+            Store::Postgres(p) => p.swap_object(row, expected),
         }
     }
 
@@ -938,6 +1026,24 @@ impl RedbStore {
         Ok(true)
     }
 
+    fn swap_object(&self, row: &ObjectRow<'_>, expected: &[u8]) -> Result<Swap, StoreError> {
+        let tx = begin_write(&self.db)?;
+        {
+            let mut t = tx.open_table(OBJECTS).map_err(err("objects table"))?;
+            let same = match t.get(row.handle).map_err(err("read object"))? {
+                None => return Ok(Swap::Gone),
+                Some(cur) => cur.value() == expected,
+            };
+            if !same {
+                return Ok(Swap::Changed);
+            }
+            t.insert(row.handle, row.bytes)
+                .map_err(err("write object"))?;
+        }
+        tx.commit().map_err(err("commit"))?;
+        Ok(Swap::Swapped)
+    }
+
     fn delete_object(&self, handle: u64) -> Result<bool, StoreError> {
         let tx = begin_write(&self.db)?;
         let existed;
@@ -1122,6 +1228,12 @@ mod tests {
         assert!(e.0.contains("already stored"), "{e}");
         assert_eq!(s.object(7).unwrap().unwrap(), b"y");
         assert_eq!(s.object(8).unwrap(), None);
+        // Compare-and-swap: only over the version the writer read.
+        assert_eq!(s.swap_object(&row(7, b"z"), b"x").unwrap(), Swap::Changed);
+        assert_eq!(s.object(7).unwrap().as_deref(), Some(&b"y"[..]));
+        assert_eq!(s.swap_object(&row(7, b"z"), b"y").unwrap(), Swap::Swapped);
+        assert_eq!(s.object(7).unwrap().as_deref(), Some(&b"z"[..]));
+        assert_eq!(s.swap_object(&row(8, b"z"), b"y").unwrap(), Swap::Gone);
         assert!(s.remove_user("alice", None).unwrap());
         assert!(!s.remove_user("alice", None).unwrap());
     }
@@ -1155,12 +1267,12 @@ mod tests {
         s.set_password("alice", "alice-phc".into()).unwrap();
         s.set_password("bob", "bob-phc".into()).unwrap();
         assert_eq!(s.user("alice").unwrap().unwrap().phc, "alice-phc");
-        // An edited byte (the lock flag is the one before the last, the
-        // login generation): refused.
+        // An edited byte (the lock flag, before the login generation and
+        // `locked_until`, each one byte here): refused.
         let mut edited = raw(&s, "alice");
         s.lock_user("alice").unwrap();
         let locked = raw(&s, "alice");
-        let flag = edited.len() - 2;
+        let flag = edited.len() - 3;
         edited[flag] ^= 1;
         plant(&s, "alice", &edited);
         let e = s.user("alice").unwrap_err();
@@ -1186,7 +1298,13 @@ mod tests {
         plant(&s, "alice", &v2);
         assert!(s.user("alice").is_err());
         // A refused record is not updated (no failure count, no unlock).
-        assert!(s.login_failed("alice", 5).is_err());
+        let rule = LockRule {
+            max: 5,
+            now: 0,
+            base_ms: 0,
+            max_ms: 0,
+        };
+        assert!(s.login_failed("alice", &rule).is_err());
         assert!(s.unlock_user("alice").is_err());
         assert_eq!(raw(&s, "alice"), v2);
         // The bad records are listed as such.
@@ -1225,16 +1343,44 @@ mod tests {
     fn login_failures_lock_and_unlock() {
         let s = keyed();
         s.put_user("u", &UserRecord::default()).unwrap();
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((1, false)));
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((2, false)));
+        let r = LockRule {
+            max: 3,
+            now: 1000,
+            base_ms: 60,
+            max_ms: 200,
+        };
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((1, false)));
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((2, false)));
         s.login_succeeded("u").unwrap();
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((1, false)));
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((2, false)));
-        assert_eq!(s.login_failed("u", 3).unwrap(), Some((3, true)));
-        assert!(s.user("u").unwrap().unwrap().locked);
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((1, false)));
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((2, false)));
+        assert_eq!(s.login_failed("u", &r).unwrap(), Some((3, true)));
+        let u = s.user("u").unwrap().unwrap();
+        assert_eq!(u.locked_until, 1060, "the first lock: 60 ms");
+        assert!(u.is_locked(1059) && !u.is_locked(1060));
+        // A failure once it lapsed locks again, twice as long, up to 200 ms.
+        let later = LockRule { now: 1060, ..r };
+        assert_eq!(s.login_failed("u", &later).unwrap(), Some((4, true)));
+        assert_eq!(s.user("u").unwrap().unwrap().locked_until, 1180);
+        assert_eq!(s.login_failed("u", &later).unwrap(), Some((5, true)));
+        assert_eq!(s.user("u").unwrap().unwrap().locked_until, 1260);
         assert!(s.unlock_user("u").unwrap());
         assert_eq!(s.user("u").unwrap().unwrap(), UserRecord::default());
-        assert_eq!(s.login_failed("nobody", 3).unwrap(), None);
+        // Permanent locks: no end.
+        let permanent = LockRule { base_ms: 0, ..r };
+        for _ in 0..3 {
+            s.login_failed("u", &permanent).unwrap();
+        }
+        let u = s.user("u").unwrap().unwrap();
+        assert!(u.locked && u.locked_until == 0 && u.is_locked(u64::MAX));
+        // A permanent lock (or an admin's) is not lifted by a login that
+        // got through (only `unlock` or `passwd` lift it).
+        s.login_succeeded("u").unwrap();
+        let u = s.user("u").unwrap().unwrap();
+        assert!(u.locked && u.failures == 0 && u.is_locked(u64::MAX));
+        assert!(s.unlock_user("u").unwrap());
+        assert_eq!(s.user("u").unwrap().unwrap(), UserRecord::default());
+        assert_eq!(s.login_failed("nobody", &r).unwrap(), None);
         assert!(!s.unlock_user("nobody").unwrap());
     }
 
@@ -1243,8 +1389,14 @@ mod tests {
         let s = keyed();
         s.set_password("u", "p1".into()).unwrap();
         assert_eq!(s.user("u").unwrap().unwrap().generation, 0);
+        let rule = LockRule {
+            max: 3,
+            now: 1000,
+            base_ms: 60_000,
+            max_ms: 60_000,
+        };
         for _ in 0..3 {
-            s.login_failed("u", 3).unwrap();
+            s.login_failed("u", &rule).unwrap();
         }
         let u = s.user("u").unwrap().unwrap();
         assert!(u.locked);
@@ -1289,6 +1441,10 @@ mod tests {
         let mut v1 = vec![FORMAT_PLAIN];
         v1.extend(postcard::to_stdvec(&("phc-string",)).unwrap());
         assert_eq!(decode_user("u", &v1, None).unwrap().phc, "phc-string");
+        let mut v2 = vec![FORMAT_USER2];
+        v2.extend(postcard::to_stdvec(&("phc", 4u32, true)).unwrap());
+        let u = decode_user("u", &v2, None).unwrap();
+        assert_eq!((u.failures, u.locked, u.locked_until), (4, true, 0));
     }
 
     #[test]

@@ -152,6 +152,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// little-endian length; one whose first three bytes read `16 03 01` or more
 /// announces over 66,000 bytes, beyond any frame the server accepts.
 pub fn starts_with_tls(stream: &TcpStream) -> io::Result<bool> {
+    starts_with_tls_unless(stream, &|| false)
+}
+
+/// [`starts_with_tls`], giving up (an error) as soon as `ended()` says the
+/// connection was ended meanwhile.
+pub fn starts_with_tls_unless(stream: &TcpStream, ended: &dyn Fn() -> bool) -> io::Result<bool> {
     let mut head = [0u8; 3];
     let mut got = 0;
     // Peek until three bytes are there (or the peer closes).
@@ -159,6 +165,9 @@ pub fn starts_with_tls(stream: &TcpStream) -> io::Result<bool> {
         got = stream.peek(&mut head)?;
         if got >= 3 || got == 0 {
             break;
+        }
+        if ended() {
+            return Err(io::Error::other("connection ended"));
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }

@@ -152,6 +152,11 @@ pub struct LoginPolicy {
     pub max_wait: Duration,
     /// Failures older than this are forgotten by the rate limiter.
     pub forget_after: Duration,
+    /// How long the first lock lasts; each failure after a lock lapsed
+    /// locks again for twice as long, up to `max_lock`. Zero: a lock lasts
+    /// until an admin unlocks the user.
+    pub lock: Duration,
+    pub max_lock: Duration,
 }
 
 impl Default for LoginPolicy {
@@ -163,6 +168,8 @@ impl Default for LoginPolicy {
             max_delay: Duration::from_secs(5),
             max_wait: Duration::from_secs(10),
             forget_after: Duration::from_secs(15 * 60),
+            lock: Duration::from_secs(60),
+            max_lock: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -218,6 +225,18 @@ impl Throttle {
         k
     }
 
+    /// Recent failures counted against address `ip`.
+    pub fn address_failures(&self, ip: IpAddr) -> u32 {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.get(&ThrottleKey::Addr(ip)).map_or(0, |s| {
+            if s.last.elapsed() > self.policy.forget_after {
+                0
+            } else {
+                s.failures
+            }
+        })
+    }
+
     fn delay(&self, failures: u32) -> Duration {
         if failures < self.policy.free_failures.max(1) {
             return Duration::ZERO;
@@ -227,12 +246,22 @@ impl Throttle {
     }
 
     /// Take a turn for an attempt: how long to wait before checking the
-    /// password, or [`Throttled`].
-    pub fn reserve(&self, user: &str, peer: Option<IpAddr>) -> Result<Duration, Throttled> {
+    /// password, or [`Throttled`]. An attempt from an address the user
+    /// logged in from lately (`trusted`, see [`KnownAddresses`]) queues
+    /// behind its address only, not behind the user's other attempts.
+    pub fn reserve(
+        &self,
+        user: &str,
+        peer: Option<IpAddr>,
+        trusted: bool,
+    ) -> Result<Duration, Throttled> {
         let now = Instant::now();
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let mut at = now;
-        let keys = Self::keys(user, peer);
+        let mut keys = Self::keys(user, peer);
+        if trusted && peer.is_some() {
+            keys.remove(0);
+        }
         for k in &keys {
             if let Some(s) = slots.get(k) {
                 if now.duration_since(s.last) > self.policy.forget_after {
@@ -289,11 +318,63 @@ impl Throttle {
     }
 }
 
+/// Addresses each user logged in from lately (in memory, per server): a
+/// correct password from one of them, which has failed nothing since, is
+/// checked even while the user is locked by failures from elsewhere, so
+/// that strangers guessing a name cannot lock its owner out. Guesses from
+/// such an address still count, and the first one ends its privilege.
+pub struct KnownAddresses {
+    map: Mutex<HashMap<String, Vec<IpAddr>>>,
+}
+
+/// Addresses kept per user (the most recent).
+const KNOWN_PER_USER: usize = 16;
+
+impl Default for KnownAddresses {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KnownAddresses {
+    pub fn new() -> Self {
+        KnownAddresses {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn contains(&self, user: &str, ip: IpAddr) -> bool {
+        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(user).is_some_and(|v| v.contains(&ip))
+    }
+
+    pub fn remember(&self, user: &str, ip: IpAddr) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= THROTTLE_MAX && !m.contains_key(user) {
+            m.clear();
+        }
+        let v = m.entry(user.to_string()).or_default();
+        v.retain(|a| *a != ip);
+        if v.len() >= KNOWN_PER_USER {
+            v.remove(0);
+        }
+        v.push(ip);
+    }
+
+    /// Forget a user's addresses (its password changed, it was removed).
+    pub fn forget(&self, user: &str) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(user);
+    }
+}
+
 /// Failed logins of *unknown* user names, counted in memory so that an
-/// unknown name locks like a real one and a lockout reveals nothing about
-/// which names exist.
+/// unknown name locks like a real one (lock length included) and a lockout
+/// reveals nothing about which names exist.
 pub struct PhantomFailures {
-    map: Mutex<HashMap<String, u32>>,
+    /// Name → (consecutive failures, end of the lock as in
+    /// [`crate::store::UserRecord::locked_until`]).
+    map: Mutex<HashMap<String, (u32, u64)>>,
 }
 
 impl Default for PhantomFailures {
@@ -309,19 +390,27 @@ impl PhantomFailures {
         }
     }
 
-    pub fn get(&self, user: &str) -> u32 {
+    /// Whether the unknown name `user` is locked under `rule`.
+    pub fn is_locked(&self, user: &str, rule: &crate::store::LockRule) -> bool {
         let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(user).copied().unwrap_or(0)
+        m.get(user).is_some_and(|(n, until)| {
+            rule.max > 0 && *n >= rule.max && (*until == 0 || rule.now < *until)
+        })
     }
 
-    pub fn bump(&self, user: &str) -> u32 {
+    /// Count a failure as [`crate::store::Store::login_failed`] does.
+    pub fn bump(&self, user: &str, rule: &crate::store::LockRule) -> (u32, bool) {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= THROTTLE_MAX && !m.contains_key(user) {
             m.clear();
         }
-        let v = m.entry(user.to_string()).or_insert(0);
-        *v = v.saturating_add(1);
-        *v
+        let (n, until) = m.entry(user.to_string()).or_insert((0, 0));
+        *n = n.saturating_add(1);
+        let locked = rule.max > 0 && *n >= rule.max;
+        if locked {
+            *until = rule.until(*n);
+        }
+        (*n, locked)
     }
 }
 
@@ -358,32 +447,36 @@ mod tests {
             ..LoginPolicy::default()
         });
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(t.reserve("u", Some(ip)), Ok(Duration::ZERO));
+        assert_eq!(t.reserve("u", Some(ip), false), Ok(Duration::ZERO));
         t.failed("u", Some(ip));
-        assert_eq!(t.reserve("u", Some(ip)), Ok(Duration::ZERO));
+        assert_eq!(t.reserve("u", Some(ip), false), Ok(Duration::ZERO));
         t.failed("u", Some(ip));
         // Two failures: the next attempt waits, and attempts queue.
-        let w1 = t.reserve("u", Some(ip)).unwrap();
+        let w1 = t.reserve("u", Some(ip), false).unwrap();
         assert!(w1 > Duration::from_millis(50), "{w1:?}");
-        let w2 = t.reserve("v", Some(ip)).unwrap();
+        let w2 = t.reserve("v", Some(ip), false).unwrap();
         assert!(
             w2 > w1,
             "{w1:?} {w2:?}: the address is throttled for other users too"
         );
         // Another address and another user are not slowed.
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(t.reserve("w", Some(other)), Ok(Duration::ZERO));
+        assert_eq!(t.reserve("w", Some(other), false), Ok(Duration::ZERO));
+        // The user is throttled from another address too, unless it logged
+        // in from there lately.
+        assert!(t.reserve("u", Some(other), false).unwrap() > Duration::ZERO);
+        assert_eq!(t.reserve("u", Some(other), true), Ok(Duration::ZERO));
         // Enough queued attempts: refused outright.
         let mut refused = false;
         for _ in 0..20 {
-            if t.reserve("x", Some(ip)).is_err() {
+            if t.reserve("x", Some(ip), false).is_err() {
                 refused = true;
                 break;
             }
         }
         assert!(refused);
         t.succeeded("u", Some(ip));
-        assert_eq!(t.reserve("u", Some(ip)), Ok(Duration::ZERO));
+        assert_eq!(t.reserve("u", Some(ip), false), Ok(Duration::ZERO));
     }
 
     #[test]

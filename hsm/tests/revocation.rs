@@ -140,7 +140,7 @@ fn revocation_logins_racing_remove_or_passwd_never_outlive_them() {
             std::thread::spawn(move || {
                 let mut flags = Vec::new();
                 for conn in 1_000_000u64.. {
-                    match hsm.login_session("alice", b"alice-pw", None, conn) {
+                    match hsm.login_session("alice", b"alice-pw", None, conn, None) {
                         Ok(g) => {
                             flags.push(g.revoked);
                             granted.fetch_add(1, Ordering::SeqCst);

@@ -7,6 +7,8 @@
 //! Everything past the pointers is safe code in `module` and `hsmlink-core`.
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
+#[cfg(feature = "fuzz-client")]
+pub mod hostile;
 #[cfg(feature = "test-client")]
 pub mod testing;
 
@@ -57,63 +59,117 @@ unsafe fn get<T: Copy>(p: *const T) -> Result<T, Rv> {
     Ok(ptr::read(p))
 }
 
+/// A caller's element count, checked before any use: it must fit a
+/// `usize`, and `n` elements of `T` must fit in `isize::MAX` bytes (the
+/// limit of any Rust slice); anything else is `CKR_ARGUMENTS_BAD`.
+fn count<T>(n: CK_ULONG) -> Result<usize, Rv> {
+    let n = usize::try_from(n).map_err(|_| ckr::ARGUMENTS_BAD)?;
+    let bytes = n
+        .checked_mul(std::mem::size_of::<T>())
+        .ok_or(ckr::ARGUMENTS_BAD)?;
+    if bytes > isize::MAX as usize {
+        return Err(ckr::ARGUMENTS_BAD);
+    }
+    Ok(n)
+}
+
 fn len(n: CK_ULONG) -> Result<usize, Rv> {
-    usize::try_from(n)
-        .ok()
-        .filter(|&n| n <= isize::MAX as usize)
-        .ok_or(ckr::ARGUMENTS_BAD)
+    count::<u8>(n)
+}
+
+/// A pointer and count pair from the caller, checked with checked
+/// arithmetic: not null (unless the count is zero), aligned for `T`, and
+/// the `count × size_of::<T>()` bytes from `p` neither overflow nor wrap
+/// around the address space. `None` for a zero count (no pointer needed).
+fn span<T>(p: *const T, n: CK_ULONG) -> Result<Option<usize>, Rv> {
+    let n = count::<T>(n)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if p.is_null() || !p.is_aligned() {
+        return Err(ckr::ARGUMENTS_BAD);
+    }
+    let bytes = n * std::mem::size_of::<T>();
+    (p as usize).checked_add(bytes).ok_or(ckr::ARGUMENTS_BAD)?;
+    Ok(Some(n))
 }
 
 unsafe fn bytes<'a>(p: *const u8, n: CK_ULONG) -> Result<&'a [u8], Rv> {
-    let n = len(n)?;
-    if n == 0 {
-        return Ok(&[]);
-    }
-    if p.is_null() {
-        return Err(ckr::ARGUMENTS_BAD);
-    }
-    Ok(std::slice::from_raw_parts(p, n))
+    array(p, n)
 }
 
 unsafe fn bytes_mut<'a>(p: *mut u8, n: CK_ULONG) -> Result<&'a mut [u8], Rv> {
-    let n = len(n)?;
-    if n == 0 {
-        return Ok(&mut []);
-    }
-    if p.is_null() {
-        return Err(ckr::ARGUMENTS_BAD);
-    }
-    Ok(std::slice::from_raw_parts_mut(p, n))
+    array_mut(p, n)
 }
 
 unsafe fn array<'a, T>(p: *const T, n: CK_ULONG) -> Result<&'a [T], Rv> {
-    let n = len(n)?;
-    if n == 0 {
-        return Ok(&[]);
+    match span(p, n)? {
+        None => Ok(&[]),
+        Some(n) => Ok(std::slice::from_raw_parts(p, n)),
     }
-    if p.is_null() || !p.is_aligned() {
-        return Err(ckr::ARGUMENTS_BAD);
-    }
-    Ok(std::slice::from_raw_parts(p, n))
 }
 
 unsafe fn array_mut<'a, T>(p: *mut T, n: CK_ULONG) -> Result<&'a mut [T], Rv> {
-    let n = len(n)?;
-    if n == 0 {
-        return Ok(&mut []);
+    match span(p, n)? {
+        None => Ok(&mut []),
+        Some(n) => Ok(std::slice::from_raw_parts_mut(p, n)),
     }
-    if p.is_null() || !p.is_aligned() {
-        return Err(ckr::ARGUMENTS_BAD);
+}
+
+/// A caller's output array of `cap` elements, written element by element:
+/// no slice of the caller's claimed size is made and nothing is allocated
+/// by it; only as many elements as there are to return are written.
+struct OutArray<T> {
+    p: *mut T,
+    cap: usize,
+}
+
+impl<T> OutArray<T> {
+    unsafe fn new(p: *mut T, n: CK_ULONG) -> Result<Self, Rv> {
+        let cap = span(p, n)?.unwrap_or(0);
+        Ok(OutArray { p, cap })
     }
-    Ok(std::slice::from_raw_parts_mut(p, n))
+
+    fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Write element `i` (`i < cap`, else `CKR_GENERAL_ERROR`).
+    fn put(&mut self, i: usize, v: T) -> R {
+        if i >= self.cap {
+            return Err(ckr::GENERAL_ERROR);
+        }
+        // SAFETY: `span` checked the pointer (non-null, aligned, the
+        // caller's `cap` elements within the address space) and `i < cap`.
+        unsafe { self.p.add(i).write(v) };
+        Ok(())
+    }
 }
 
 /// A template as (type, value bytes in the host's layout).
+/// More than [`MAX_ATTRS`] attributes (what one message to the HSM holds)
+/// is `CKR_ARGUMENTS_BAD`, checked before the array is read, so no
+/// allocation is ever sized by the caller's count.
 unsafe fn template<'a>(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<(u64, &'a [u8])>, Rv> {
+    if count::<CK_ATTRIBUTE>(n)? > MAX_ATTRS {
+        return Err(ckr::ARGUMENTS_BAD);
+    }
     array(p, n)?
         .iter()
         .map(|a| Ok((a.type_ as u64, bytes(a.pValue as *const u8, a.ulValueLen)?)))
         .collect()
+}
+
+/// A request too large for one frame (a template with long values) is
+/// `CKR_DATA_LEN_RANGE` inside the module, a code the object and key
+/// functions may not return; they answer `CKR_DEVICE_MEMORY` instead (the
+/// module's frame buffers cannot hold it).
+fn too_large(rv: Rv) -> Rv {
+    if rv == ckr::DATA_LEN_RANGE {
+        ckr::DEVICE_MEMORY
+    } else {
+        rv
+    }
 }
 
 /// The parameter structure of a mechanism: present, aligned, exact size.
@@ -293,7 +349,7 @@ static UNLOAD: extern "C" fn() = unload;
 
 /// Free the session slots if nothing uses them: without this, every
 /// `dlopen`/`dlclose` cycle of an application that finalizes properly
-/// would leak them (4.3 MiB).
+/// would leak them (6.5 MiB).
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 extern "C" fn unload() {
     if let Some(slots) = module::slots_for_unload() {
@@ -387,11 +443,12 @@ pub unsafe extern "C" fn C_GetInterfaceList(
             *count = 1;
             return Ok(());
         }
-        if *count < 1 {
+        let mut dst = OutArray::new(pInterfacesList, *count)?;
+        if dst.cap() < 1 {
             *count = 1;
             return Err(ckr::BUFFER_TOO_SMALL);
         }
-        *out(pInterfacesList)? = INTERFACE.0;
+        dst.put(0, INTERFACE.0)?;
         *count = 1;
         Ok(())
     })
@@ -408,9 +465,12 @@ pub unsafe extern "C" fn C_GetInterface(
     guard(move || {
         let dst = out(ppInterface)?;
         if !pInterfaceName.is_null() {
-            let name = std::ffi::CStr::from_ptr(pInterfaceName as *const std::os::raw::c_char);
-            if name.to_bytes_with_nul() != INTERFACE_NAME {
-                return Err(ckr::ARGUMENTS_BAD);
+            // Compared byte by byte, reading no further than the first
+            // difference or NUL: never past the end of a short string.
+            for (i, want) in INTERFACE_NAME.iter().enumerate() {
+                if *pInterfaceName.add(i) != *want {
+                    return Err(ckr::ARGUMENTS_BAD);
+                }
             }
         }
         if !pVersion.is_null() && get(pVersion)? != VERSION_2_40 {
@@ -434,11 +494,12 @@ cfn!(C_GetSlotList(tokenPresent: CK_BBOOL, pSlotList: *mut CK_SLOT_ID, pulCount:
         *count = 1;
         return Ok(());
     }
-    if *count < 1 {
+    let mut dst = OutArray::new(pSlotList, *count)?;
+    if dst.cap() < 1 {
         *count = 1;
         return Err(ckr::BUFFER_TOO_SMALL);
     }
-    *out(pSlotList)? = SLOT_ID as CK_SLOT_ID;
+    dst.put(0, SLOT_ID as CK_SLOT_ID)?;
     *count = 1;
     Ok(())
 });
@@ -498,13 +559,13 @@ cfn!(C_GetMechanismList(slotID: CK_SLOT_ID, pMechanismList: *mut CK_MECHANISM_TY
         *count = all.len() as CK_ULONG;
         return Ok(());
     }
-    if (*count as usize) < all.len() {
+    let mut dst = OutArray::new(pMechanismList, *count)?;
+    if dst.cap() < all.len() {
         *count = all.len() as CK_ULONG;
         return Err(ckr::BUFFER_TOO_SMALL);
     }
-    let dst = array_mut(pMechanismList, all.len() as CK_ULONG)?;
-    for (d, m) in dst.iter_mut().zip(all) {
-        *d = m.ty as CK_MECHANISM_TYPE;
+    for (i, m) in all.iter().enumerate() {
+        dst.put(i, m.ty as CK_MECHANISM_TYPE)?;
     }
     *count = all.len() as CK_ULONG;
     Ok(())
@@ -595,6 +656,14 @@ cfn!(C_SetOperationState(hSession: CK_SESSION_HANDLE, pOperationState: *mut CK_B
 
 cfn!(C_Login(hSession: CK_SESSION_HANDLE, userType: CK_USER_TYPE, pPin: *mut CK_UTF8CHAR, ulPinLen: CK_ULONG) {
     let m = module::module()?;
+    // A NULL pPin asks for the protected authentication path (v2.40 §5.6),
+    // which this token does not have (no CKF_PROTECTED_AUTHENTICATION_PATH):
+    // an argument error, never sent to the HSM as an empty PIN (which would
+    // count as a failed login). An empty PIN (non-NULL, length 0) is a PIN.
+    if pPin.is_null() {
+        m.token.session_info(hSession as u64)?;
+        return Err(ckr::ARGUMENTS_BAD);
+    }
     let pin = bytes(pPin, ulPinLen)?;
     m.token.login(hSession as u64, userType as u64, pin)
 });
@@ -609,7 +678,10 @@ cfn!(C_CreateObject(hSession: CK_SESSION_HANDLE, pTemplate: *mut CK_ATTRIBUTE, u
     let m = module::module()?;
     let t = canonical_template(&template(pTemplate, ulCount)?)?;
     let dst = out(phObject)?;
-    *dst = m.token.create_object(hSession as u64, &as_attributes(&t))? as CK_OBJECT_HANDLE;
+    *dst = m
+        .token
+        .create_object(hSession as u64, &as_attributes(&t))
+        .map_err(too_large)? as CK_OBJECT_HANDLE;
     Ok(())
 });
 
@@ -619,8 +691,8 @@ cfn!(C_CopyObject(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE, pTempl
     let dst = out(phNewObject)?;
     *dst = m
         .token
-        .copy_object(hSession as u64, hObject as u64, &as_attributes(&t))?
-        as CK_OBJECT_HANDLE;
+        .copy_object(hSession as u64, hObject as u64, &as_attributes(&t))
+        .map_err(too_large)? as CK_OBJECT_HANDLE;
     Ok(())
 });
 
@@ -640,37 +712,7 @@ cfn!(C_GetAttributeValue(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE,
     let attrs = array_mut(pTemplate, ulCount)?;
     let mut rv = ckr::OK;
     for chunk in attrs.chunks_mut(MAX_ATTRS) {
-        let types: Vec<u64> = chunk.iter().map(|a| a.type_ as u64).collect();
-        let mut answers: Vec<Option<Vec<u8>>> = Vec::with_capacity(types.len());
-        let mut codes: Vec<Rv> = Vec::with_capacity(types.len());
-        m.token.get_attributes(hSession as u64, hObject as u64, &types, |i, v| {
-            let (val, code) = match v {
-                AttrValue::Value(b) => {
-                    let ty = types.get(i).copied().unwrap_or_default();
-                    (Some(host_value(ty, b).into_owned()), ckr::OK)
-                }
-                AttrValue::Sensitive => (None, ckr::ATTRIBUTE_SENSITIVE),
-                AttrValue::Invalid => (None, ckr::ATTRIBUTE_TYPE_INVALID),
-            };
-            answers.push(val);
-            codes.push(code);
-        })?;
-        for ((a, val), code) in chunk.iter_mut().zip(answers).zip(codes) {
-            let Some(val) = val else {
-                a.ulValueLen = UNAVAILABLE_INFORMATION as CK_ULONG;
-                rv = code;
-                continue;
-            };
-            if a.pValue.is_null() {
-                a.ulValueLen = val.len() as CK_ULONG;
-            } else if len(a.ulValueLen)? >= val.len() {
-                bytes_mut(a.pValue as *mut u8, val.len() as CK_ULONG)?.copy_from_slice(&val);
-                a.ulValueLen = val.len() as CK_ULONG;
-            } else {
-                a.ulValueLen = UNAVAILABLE_INFORMATION as CK_ULONG;
-                rv = ckr::BUFFER_TOO_SMALL;
-            }
-        }
+        attribute_chunk(&m, hSession as u64, hObject as u64, chunk, &mut rv)?;
     }
     if rv == ckr::OK {
         Ok(())
@@ -679,29 +721,104 @@ cfn!(C_GetAttributeValue(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE,
     }
 });
 
+/// One exchange of `C_GetAttributeValue` for up to [`MAX_ATTRS`]
+/// attributes, written into the caller's template (`rv` collects the
+/// per-attribute outcome). When the values together do not fit one reply
+/// frame (the HSM answers `CKR_DATA_LEN_RANGE`, which `C_GetAttributeValue`
+/// may not return), the chunk is asked for in halves; a single value larger
+/// than a frame is `CKR_FUNCTION_FAILED`.
+fn attribute_chunk(
+    m: &module::Module,
+    session: u64,
+    object: u64,
+    chunk: &mut [CK_ATTRIBUTE],
+    rv: &mut Rv,
+) -> R {
+    let types: Vec<u64> = chunk.iter().map(|a| a.type_ as u64).collect();
+    let mut answers: Vec<Option<Vec<u8>>> = Vec::with_capacity(types.len());
+    let mut codes: Vec<Rv> = Vec::with_capacity(types.len());
+    let r = m.token.get_attributes(session, object, &types, |i, v| {
+        let (val, code) = match v {
+            AttrValue::Value(b) => {
+                let ty = types.get(i).copied().unwrap_or_default();
+                (Some(host_value(ty, b).into_owned()), ckr::OK)
+            }
+            AttrValue::Sensitive => (None, ckr::ATTRIBUTE_SENSITIVE),
+            AttrValue::Invalid => (None, ckr::ATTRIBUTE_TYPE_INVALID),
+        };
+        answers.push(val);
+        codes.push(code);
+    });
+    match r {
+        Err(ckr::DATA_LEN_RANGE) if chunk.len() > 1 => {
+            let (head, tail) = chunk.split_at_mut(chunk.len() / 2);
+            attribute_chunk(m, session, object, head, rv)?;
+            return attribute_chunk(m, session, object, tail, rv);
+        }
+        Err(ckr::DATA_LEN_RANGE) => {
+            log::warn!("an attribute value is larger than a frame can carry");
+            return Err(ckr::FUNCTION_FAILED);
+        }
+        r => r?,
+    }
+    for ((a, val), code) in chunk.iter_mut().zip(answers).zip(codes) {
+        let Some(val) = val else {
+            a.ulValueLen = UNAVAILABLE_INFORMATION as CK_ULONG;
+            *rv = code;
+            continue;
+        };
+        if a.pValue.is_null() {
+            a.ulValueLen = val.len() as CK_ULONG;
+        } else if len(a.ulValueLen)? >= val.len() {
+            // SAFETY: the caller's buffer holds `ulValueLen` bytes (its
+            // contract), at least `val.len()`; `bytes_mut` checks the
+            // pointer and the length.
+            unsafe { bytes_mut(a.pValue as *mut u8, val.len() as CK_ULONG)? }.copy_from_slice(&val);
+            a.ulValueLen = val.len() as CK_ULONG;
+        } else {
+            a.ulValueLen = UNAVAILABLE_INFORMATION as CK_ULONG;
+            *rv = ckr::BUFFER_TOO_SMALL;
+        }
+    }
+    Ok(())
+}
+
 cfn!(C_SetAttributeValue(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE, pTemplate: *mut CK_ATTRIBUTE, ulCount: CK_ULONG) {
     let m = module::module()?;
     let t = canonical_template(&template(pTemplate, ulCount)?)?;
-    m.token.set_attributes(hSession as u64, hObject as u64, &as_attributes(&t))
+    m.token
+        .set_attributes(hSession as u64, hObject as u64, &as_attributes(&t))
+        .map_err(too_large)
 });
 
 cfn!(C_FindObjectsInit(hSession: CK_SESSION_HANDLE, pTemplate: *mut CK_ATTRIBUTE, ulCount: CK_ULONG) {
     let m = module::module()?;
     let t = canonical_template(&template(pTemplate, ulCount)?)?;
-    m.token.find_init(hSession as u64, &as_attributes(&t))
+    m.token
+        .find_init(hSession as u64, &as_attributes(&t))
+        .map_err(too_large)
 });
 
 cfn!(C_FindObjects(hSession: CK_SESSION_HANDLE, phObject: *mut CK_OBJECT_HANDLE, ulMaxObjectCount: CK_ULONG, pulObjectCount: *mut CK_ULONG) {
     let m = module::module()?;
     let count = out(pulObjectCount)?;
-    let dst = array_mut(phObject, ulMaxObjectCount)?;
-    if ulMaxObjectCount > 0 && dst.is_empty() {
-        return Err(ckr::ARGUMENTS_BAD);
-    }
-    let mut found = vec![0u64; dst.len()];
-    let n = m.token.find(hSession as u64, &mut found)?;
-    for (d, h) in dst.iter_mut().zip(&found[..n]) {
-        *d = *h as CK_OBJECT_HANDLE;
+    let mut dst = OutArray::new(phObject, ulMaxObjectCount)?;
+    // Handles come in batches of at most MAX_FIND through a buffer of that
+    // size: what is written is bounded by what the search finds, never by
+    // the caller's count.
+    let mut batch = [0u64; hsmlink_core::wire::MAX_FIND];
+    let mut n = 0usize;
+    loop {
+        let want = (dst.cap() - n).min(batch.len());
+        let room = batch.get_mut(..want).ok_or(ckr::GENERAL_ERROR)?;
+        let got = m.token.find(hSession as u64, room)?;
+        for (i, h) in batch.iter().take(got.min(want)).enumerate() {
+            dst.put(n + i, *h as CK_OBJECT_HANDLE)?;
+        }
+        n += got.min(want);
+        if want == 0 || got < want {
+            break;
+        }
     }
     *count = n as CK_ULONG;
     Ok(())
@@ -904,7 +1021,10 @@ cfn!(C_GenerateKey(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, p
     let mech = mechanism(pMechanism)?;
     let t = canonical_template(&template(pTemplate, ulCount)?)?;
     let dst = out(phKey)?;
-    *dst = m.token.generate_key(hSession as u64, &mech, &as_attributes(&t))? as CK_OBJECT_HANDLE;
+    *dst = m
+        .token
+        .generate_key(hSession as u64, &mech, &as_attributes(&t))
+        .map_err(too_large)? as CK_OBJECT_HANDLE;
     Ok(())
 });
 
@@ -929,7 +1049,7 @@ cfn!(C_GenerateKeyPair(
         &mech,
         &as_attributes(&public),
         &as_attributes(&private),
-    )?;
+    ).map_err(too_large)?;
     *pub_dst = pu as CK_OBJECT_HANDLE;
     *priv_dst = pr as CK_OBJECT_HANDLE;
     Ok(())
@@ -956,7 +1076,7 @@ cfn!(C_UnwrapKey(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hUn
         hUnwrappingKey as u64,
         wrapped,
         &as_attributes(&t),
-    )? as CK_OBJECT_HANDLE;
+    ).map_err(too_large)? as CK_OBJECT_HANDLE;
     Ok(())
 });
 
@@ -967,8 +1087,8 @@ cfn!(C_DeriveKey(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hBa
     let dst = out(phKey)?;
     *dst = m
         .token
-        .derive_key(hSession as u64, &mech, hBaseKey as u64, &as_attributes(&t))?
-        as CK_OBJECT_HANDLE;
+        .derive_key(hSession as u64, &mech, hBaseKey as u64, &as_attributes(&t))
+        .map_err(too_large)? as CK_OBJECT_HANDLE;
     Ok(())
 });
 
@@ -1092,3 +1212,168 @@ pub static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
     C_CancelFunction: Some(C_CancelFunction),
     C_WaitForSlotEvent: Some(C_WaitForSlotEvent),
 };
+
+#[cfg(test)]
+mod abi_bounds_tests {
+    //! The pointer helpers at the edges of their arithmetic: every count
+    //! whose byte size overflows, passes `isize::MAX` or wraps the address
+    //! space is `CKR_ARGUMENTS_BAD` before any dereference.
+    use super::*;
+
+    const HALF: CK_ULONG = (isize::MAX as CK_ULONG) / 8;
+
+    #[test]
+    fn abi_bounds_count_checks_count_times_size() {
+        assert_eq!(count::<u8>(0), Ok(0));
+        assert_eq!(count::<u8>(isize::MAX as CK_ULONG), Ok(isize::MAX as usize));
+        assert_eq!(
+            count::<u8>(isize::MAX as CK_ULONG + 1),
+            Err(ckr::ARGUMENTS_BAD)
+        );
+        assert_eq!(count::<u8>(CK_ULONG::MAX), Err(ckr::ARGUMENTS_BAD));
+        // 8-byte elements: 2^60 × 8 = 2^63 > isize::MAX; 2^61 × 8 wraps to 0.
+        assert_eq!(count::<u64>(HALF), Ok(HALF as usize));
+        assert_eq!(count::<u64>(HALF + 1), Err(ckr::ARGUMENTS_BAD));
+        assert_eq!(count::<u64>(1 << 60), Err(ckr::ARGUMENTS_BAD));
+        assert_eq!(count::<u64>(1 << 61), Err(ckr::ARGUMENTS_BAD));
+        assert_eq!(count::<u64>(CK_ULONG::MAX), Err(ckr::ARGUMENTS_BAD));
+        let attr = std::mem::size_of::<CK_ATTRIBUTE>() as CK_ULONG;
+        let most = isize::MAX as CK_ULONG / attr;
+        assert_eq!(count::<CK_ATTRIBUTE>(most), Ok(most as usize));
+        assert_eq!(count::<CK_ATTRIBUTE>(most + 1), Err(ckr::ARGUMENTS_BAD));
+        // Zero-sized elements never overflow.
+        assert_eq!(count::<()>(CK_ULONG::MAX), Ok(usize::MAX));
+    }
+
+    #[test]
+    fn abi_bounds_span_refuses_null_misaligned_and_wrapping() {
+        let mut v = [0u64; 4];
+        let p = v.as_mut_ptr();
+        assert_eq!(span(p, 4), Ok(Some(4)));
+        assert_eq!(span(p, 0), Ok(None));
+        assert_eq!(span(std::ptr::null::<u64>(), 0), Ok(None));
+        assert_eq!(span(std::ptr::null::<u64>(), 1), Err(ckr::ARGUMENTS_BAD));
+        let odd = (p as *mut u8).wrapping_add(1) as *const u64;
+        assert_eq!(span(odd, 1), Err(ckr::ARGUMENTS_BAD));
+        assert_eq!(span(p, 1 << 61), Err(ckr::ARGUMENTS_BAD));
+        // A pointer near the top of the address space whose range wraps.
+        let high = (usize::MAX - 15) as *const u64;
+        assert_eq!(span(high, 1), Ok(Some(1)));
+        assert_eq!(span(high, 2), Err(ckr::ARGUMENTS_BAD));
+        let high_byte = (usize::MAX - 3) as *const u8;
+        assert_eq!(span(high_byte, 4), Err(ckr::ARGUMENTS_BAD));
+        assert_eq!(span(high_byte, 3), Ok(Some(3)));
+    }
+
+    #[test]
+    fn abi_bounds_slice_helpers_at_the_edges() {
+        unsafe {
+            let mut v = [7u64; 2];
+            assert_eq!(array(v.as_ptr(), 2).map(|s| s.len()), Ok(2));
+            assert_eq!(array(v.as_ptr(), 1 << 61).err(), Some(ckr::ARGUMENTS_BAD));
+            assert_eq!(array(v.as_ptr(), HALF + 1).err(), Some(ckr::ARGUMENTS_BAD));
+            assert_eq!(
+                array_mut(v.as_mut_ptr(), 1 << 61).err(),
+                Some(ckr::ARGUMENTS_BAD)
+            );
+            assert_eq!(
+                array_mut(v.as_mut_ptr(), CK_ULONG::MAX).err(),
+                Some(ckr::ARGUMENTS_BAD)
+            );
+            assert_eq!(array::<u64>(std::ptr::null(), 0).map(|s| s.len()), Ok(0));
+            let mut b = [0u8; 3];
+            assert_eq!(bytes(b.as_ptr(), 3).map(|s| s.len()), Ok(3));
+            assert_eq!(
+                bytes(b.as_ptr(), CK_ULONG::MAX).err(),
+                Some(ckr::ARGUMENTS_BAD)
+            );
+            assert_eq!(
+                bytes_mut(b.as_mut_ptr(), isize::MAX as CK_ULONG + 1).err(),
+                Some(ckr::ARGUMENTS_BAD)
+            );
+            assert_eq!(bytes(std::ptr::null(), 1).err(), Some(ckr::ARGUMENTS_BAD));
+            assert_eq!(bytes(std::ptr::null(), 0).map(|s| s.len()), Ok(0));
+        }
+    }
+
+    #[test]
+    fn abi_bounds_out_array_writes_only_within_its_count() {
+        let mut v = [0u64; 3];
+        let mut o = unsafe { OutArray::new(v.as_mut_ptr(), 3) }.unwrap();
+        assert_eq!(o.cap(), 3);
+        o.put(0, 1).unwrap();
+        o.put(2, 3).unwrap();
+        assert_eq!(o.put(3, 4), Err(ckr::GENERAL_ERROR));
+        assert_eq!(v, [1, 0, 3]);
+        for n in [1 << 60, 1 << 61, CK_ULONG::MAX] {
+            assert_eq!(
+                unsafe { OutArray::new(v.as_mut_ptr(), n) }.err(),
+                Some(ckr::ARGUMENTS_BAD),
+                "{n}"
+            );
+        }
+        let o = unsafe { OutArray::<u64>::new(std::ptr::null_mut(), 0) }.unwrap();
+        assert_eq!(o.cap(), 0);
+    }
+
+    #[test]
+    fn abi_bounds_template_counts_are_bounded_before_reading() {
+        unsafe {
+            // Counts past MAX_ATTRS are refused without reading the array:
+            // the pointer here points at nothing of that size.
+            let one = CK_ATTRIBUTE {
+                type_: 0,
+                pValue: std::ptr::null_mut(),
+                ulValueLen: 0,
+            };
+            for n in [
+                MAX_ATTRS as CK_ULONG + 1,
+                1 << 40,
+                1 << 59,
+                1 << 61,
+                CK_ULONG::MAX,
+            ] {
+                assert_eq!(template(&one, n).err(), Some(ckr::ARGUMENTS_BAD), "{n}");
+            }
+            assert_eq!(template(&one, 1).map(|t| t.len()), Ok(1));
+            assert_eq!(template(std::ptr::null(), 0).map(|t| t.len()), Ok(0));
+            assert_eq!(
+                template(std::ptr::null(), 1).err(),
+                Some(ckr::ARGUMENTS_BAD)
+            );
+            // An attribute whose value length overflows.
+            let mut b = [0u8; 1];
+            let bad = CK_ATTRIBUTE {
+                type_: 3,
+                pValue: b.as_mut_ptr().cast(),
+                ulValueLen: CK_ULONG::MAX,
+            };
+            assert_eq!(template(&bad, 1).err(), Some(ckr::ARGUMENTS_BAD));
+        }
+    }
+
+    #[test]
+    fn abi_bounds_output_refuses_overflowing_lengths() {
+        unsafe {
+            let mut b = [0u8; 4];
+            let mut l: CK_ULONG = CK_ULONG::MAX;
+            assert_eq!(
+                output(b.as_mut_ptr(), &mut l).err(),
+                Some(ckr::ARGUMENTS_BAD)
+            );
+            let mut l: CK_ULONG = 4;
+            assert_eq!(
+                output(b.as_mut_ptr(), &mut l).map(|(o, _)| o.map(|o| o.len())),
+                Ok(Some(4))
+            );
+            assert_eq!(
+                output(std::ptr::null_mut(), &mut l).map(|(o, _)| o.is_none()),
+                Ok(true)
+            );
+            assert_eq!(
+                output(b.as_mut_ptr(), std::ptr::null_mut()).err(),
+                Some(ckr::ARGUMENTS_BAD)
+            );
+        }
+    }
+}

@@ -22,9 +22,11 @@ use crate::types::CK_ULONG;
 pub const SLOT_ID: u64 = 1;
 /// Most sessions open at once.
 pub const MAX_SESSIONS: usize = 128;
-/// Frame buffer per direction per session. Every slot's buffers are
-/// allocated (and written) at `C_Initialize`: 128 sessions × 2 × 17 KiB =
-/// 4.3 MiB. Streams go in ~17 KiB pieces: 1 GiB of AES-CBC through
+/// Frame buffer per direction per session (at least
+/// [`hsmlink_core::token::MIN_BUF`], checked at compile time). Every slot's
+/// buffers (request, reply, and the output kept for an application whose
+/// buffer was too small) are allocated (and written) at `C_Initialize`:
+/// 128 sessions × 3 × 17 KiB = 6.5 MiB. Streams go in ~17 KiB pieces: 1 GiB of AES-CBC through
 /// `C_EncryptUpdate` at ~600–650 MB/s (8 KiB pieces: ~410 MB/s; 33 KiB
 /// buffers: ~700 MB/s for twice the memory).
 pub const BUF: usize = 16 * 1024 + 1024;
@@ -151,6 +153,11 @@ pub fn initialize() -> Result<(), Rv> {
         TcpConnector::with_security(&config.addr, config.timeouts, config.security.clone())
             .map_err(|e| {
                 log::error!("hsmlink configuration: {}: {e}", config.addr_key);
+                ckr::GENERAL_ERROR
+            })?
+            .with_hosts(&config.hosts)
+            .map_err(|e| {
+                log::error!("hsmlink configuration: {e}");
                 ckr::GENERAL_ERROR
             })?;
     let mut app = [0u8; 16];
@@ -296,6 +303,8 @@ pub struct Config {
     pub special_pin: bool,
     pub timeouts: Timeouts,
     pub security: Security,
+    /// TLS per host a special PIN may name (`[hosts]` in the file).
+    pub hosts: Vec<(String, ServerAuth)>,
     pub log: Option<String>,
     pub log_file: Option<String>,
 }
@@ -320,15 +329,57 @@ fn bad(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Read the settings file into (file key -> text value).
-fn read_file(path: &str) -> Result<Vec<(String, String)>, ConfigError> {
+/// The settings file: (file key -> text value), and the `[hosts]` table.
+type FileSettings = (Vec<(String, String)>, Vec<(String, ServerAuth)>);
+
+/// One `[hosts."host:port"]` table: `tls_pin` or `tls_ca`.
+fn read_host(path: &str, host: &str, v: &toml::Value) -> Result<ServerAuth, ConfigError> {
+    let key = format!("{path}: hosts.{host:?}");
+    let t = v
+        .as_table()
+        .ok_or_else(|| bad(&key, "want a table with tls_pin or tls_ca"))?;
+    if let Some(k) = t.keys().find(|k| *k != "tls_pin" && *k != "tls_ca") {
+        return Err(bad(
+            format!("{key}.{k}"),
+            "unknown setting (tls_pin, tls_ca)",
+        ));
+    }
+    let text = |k: &str| -> Result<Option<String>, ConfigError> {
+        match t.get(k) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad(format!("{key}.{k}"), "want a string")),
+        }
+    };
+    match (text("tls_pin")?, text("tls_ca")?) {
+        (Some(pin), None) => Ok(ServerAuth::Pin(
+            hsmlink_transport_std::tls::parse_pin(&pin)
+                .map_err(|e| bad(format!("{key}.tls_pin"), e.0))?,
+        )),
+        (None, Some(ca)) => Ok(ServerAuth::CaFile(ca)),
+        _ => Err(bad(key, "give tls_pin or tls_ca (one of them)")),
+    }
+}
+
+/// Read the settings file into (file key -> text value) and its hosts.
+fn read_file(path: &str) -> Result<FileSettings, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| bad("HSMLINK_CONFIG", format!("cannot read {path:?}: {e}")))?;
     let table: toml::Table = text
         .parse()
         .map_err(|e| bad("HSMLINK_CONFIG", format!("{path:?} is not valid TOML: {e}")))?;
     let mut out = Vec::new();
+    let mut hosts = Vec::new();
     for (k, v) in table {
+        if k == "hosts" {
+            let t = v
+                .as_table()
+                .ok_or_else(|| bad(format!("{path}: hosts"), "want a table of hosts"))?;
+            for (host, h) in t {
+                hosts.push((host.clone(), read_host(path, host, h)?));
+            }
+            continue;
+        }
         if !KEYS.iter().any(|key| key.file == k) {
             return Err(bad(format!("{path}: {k}"), "unknown setting"));
         }
@@ -356,7 +407,7 @@ fn read_file(path: &str) -> Result<Vec<(String, String)>, ConfigError> {
         };
         out.push((k, text));
     }
-    Ok(out)
+    Ok((out, hosts))
 }
 
 impl Config {
@@ -377,11 +428,11 @@ impl Config {
         get: impl Fn(&str) -> Option<String>,
         default_file: &str,
     ) -> Result<Config, ConfigError> {
-        let file = match get("HSMLINK_CONFIG") {
+        let (file, hosts) = match get("HSMLINK_CONFIG") {
             Some(path) if !path.is_empty() => read_file(&path)?,
-            Some(_) => Vec::new(),
+            Some(_) => Default::default(),
             None if std::path::Path::new(default_file).exists() => read_file(default_file)?,
-            None => Vec::new(),
+            None => Default::default(),
         };
         // (name to report, value) of a setting, environment first.
         let value = |file_key: &str| -> Option<(String, String)> {
@@ -491,6 +542,7 @@ impl Config {
             special_pin,
             timeouts,
             security,
+            hosts,
             log: value("log").map(|(_, v)| v),
             log_file: value("log_file").map(|(_, v)| v),
         })
@@ -716,6 +768,53 @@ mod tests {
         assert!(e.key.contains("timeout_ms"), "{e}");
         let e = Config::from_env(env(&[("HSMLINK_CONFIG", "/nonexistent/x.toml")])).unwrap_err();
         assert_eq!(e.key, "HSMLINK_CONFIG");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn special_pin_tls_hosts_table_in_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("hsmlink-hosts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hsmlink.toml");
+        let p = path.to_str().unwrap();
+        let pin = "AB".repeat(32);
+        std::fs::write(
+            &path,
+            format!(
+                "addr = \"127.0.0.1:1\"\n[hosts.\"hsm-b.example:4433\"]\ntls_pin = \"{pin}\"\n\
+                 [hosts.\"10.0.0.9\"]\ntls_ca = \"/etc/ca.pem\"\n"
+            ),
+        )
+        .unwrap();
+        let c = Config::from_env(env(&[("HSMLINK_CONFIG", p)])).unwrap();
+        assert_eq!(c.addr, "127.0.0.1:1");
+        assert_eq!(
+            c.hosts,
+            vec![
+                (
+                    "10.0.0.9".to_string(),
+                    ServerAuth::CaFile("/etc/ca.pem".into())
+                ),
+                (
+                    "hsm-b.example:4433".to_string(),
+                    ServerAuth::Pin([0xAB; 32])
+                ),
+            ]
+        );
+        for (bad_table, key) in [
+            ("[hosts.\"h\"]\n", "hosts.\"h\""),
+            ("[hosts.\"h\"]\ntls_pin = \"xyz\"\n", "tls_pin"),
+            ("[hosts.\"h\"]\ntls_pn = \"x\"\n", "tls_pn"),
+            (
+                &format!("[hosts.\"h\"]\ntls_pin = \"{pin}\"\ntls_ca = \"c\"\n"),
+                "hosts",
+            ),
+            ("hosts = 3\n", "hosts"),
+        ] {
+            std::fs::write(&path, bad_table).unwrap();
+            let e = Config::from_env(env(&[("HSMLINK_CONFIG", p)])).unwrap_err();
+            assert!(e.key.contains(key), "{bad_table:?}: {e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -284,6 +284,25 @@ impl Hsm {
             .unwrap_or_else(|| panic!("cannot parse a port out of {:?}", self.addr))
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of the server's `/proc/PID/status` in its unit (kB for
+    /// `VmRSS`), e.g. `status_field("Threads")`.
+    pub fn status_field(&self, name: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| {
+                let v = l.strip_prefix(name)?.strip_prefix(':')?;
+                v.split_whitespace().next()?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no {name} in /proc/PID/status"))
+    }
+
     /// What the server wrote on stderr so far (first 64 KiB).
     pub fn stderr(&self) -> String {
         self.stderr

@@ -1,7 +1,11 @@
 //! Login protection: a brute-force attempt is slowed down, then locked out
-//! (`CKR_PIN_LOCKED`, even for the right password) until an admin unlocks
-//! the user; the lock survives a restart; other users are not locked; an
-//! unknown user name locks like a real one.
+//! (`CKR_PIN_LOCKED`, even for the right password); the lock lasts
+//! `--lock-secs` (60 s), doubling for each failure after it lapsed, or until
+//! an admin unlocks the user (`--permanent-lock`: only then); the lock
+//! survives a restart; other users are not locked; an unknown user name
+//! locks like a real one; strangers cannot lock a user out of an address it
+//! logs in from; a NULL PIN is `CKR_ARGUMENTS_BAD` and counts nothing, an
+//! empty one is a wrong PIN counted once.
 
 mod hsm_service;
 
@@ -11,6 +15,7 @@ use cryptoki::error::RvError;
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use hsm_service::*;
+use hsmlink_pkcs11::ffi::testing as raw;
 use hsmlink_tests::{rv_of, token, TempDir};
 
 fn attempt(s: &Session, pin: &str) -> Result<(), RvError> {
@@ -85,7 +90,10 @@ fn lockout_after_five_failures_until_admin_unlock_and_across_restart() {
 
     // The admin sees the lock (through the running server's admin socket).
     let users = cli_ok(&["user", "list", "--data", d], &[]);
-    assert!(users.contains("alice\tlocked\tfailures=5"), "{users}");
+    assert!(
+        users.contains("alice\tlocked\tfailures=5\tlocked_for="),
+        "{users}"
+    );
     assert!(users.contains("bob\tactive\tfailures=0"), "{users}");
 
     // The lock is persisted: still locked after a restart.
@@ -165,5 +173,200 @@ fn lockout_of_unknown_names_and_a_configurable_threshold() {
     drop(s);
     let status = cli_ok(&["status", "--data", d], &[]);
     assert!(status.contains("lockouts=2"), "{status}");
+    t.reinitialize(&[]).expect("back to the defaults");
+}
+
+#[test]
+fn lockout_expires_and_doubles_with_each_relock() {
+    let t = token();
+    let data = TempDir::new("lockout3");
+    let secrets = Secrets::new();
+    let d = path_str(data.path());
+    add_user(&["--data", d], "dave", "dave-pw");
+    let hsm = serve(
+        data.path(),
+        &secrets,
+        &[
+            "--max-login-failures",
+            "3",
+            "--login-delay-ms",
+            "20",
+            "--lock-secs",
+            "1",
+            "--max-lock-secs",
+            "2",
+        ],
+    );
+    let addr = hsm.addr().to_string();
+    let s = session_at(&t, &addr, "dave");
+    for i in 0..3 {
+        assert_eq!(attempt(&s, &format!("g{i}")), Err(RvError::PinIncorrect));
+    }
+    let locked_at = Instant::now();
+    assert_eq!(attempt(&s, "dave-pw"), Err(RvError::PinLocked));
+    let users = cli_ok(&["user", "list", "--data", d], &[]);
+    assert!(
+        users.contains("dave\tlocked\tfailures=3\tlocked_for="),
+        "{users}"
+    );
+
+    // The first lock (1 s) lapses; one more failure locks again, for 2 s.
+    std::thread::sleep(Duration::from_millis(1100).saturating_sub(locked_at.elapsed()));
+    assert_eq!(attempt(&s, "g3"), Err(RvError::PinIncorrect));
+    let relocked_at = Instant::now();
+    assert_eq!(attempt(&s, "dave-pw"), Err(RvError::PinLocked));
+    std::thread::sleep(Duration::from_millis(1300).saturating_sub(relocked_at.elapsed()));
+    assert_eq!(
+        attempt(&s, "dave-pw"),
+        Err(RvError::PinLocked),
+        "the second lock lasts twice as long"
+    );
+    std::thread::sleep(Duration::from_millis(2100).saturating_sub(relocked_at.elapsed()));
+    attempt(&s, "dave-pw").expect("the lock lapsed: the right password logs in");
+    drop(s);
+    let users = cli_ok(&["user", "list", "--data", d], &[]);
+    assert!(users.contains("dave\tactive\tfailures=0\tid="), "{users}");
+    t.reinitialize(&[]).expect("back to the defaults");
+}
+
+#[test]
+fn lockout_by_strangers_does_not_lock_the_owner_out_of_its_usual_address() {
+    let t = token();
+    let data = TempDir::new("lockout4");
+    let secrets = Secrets::new();
+    let d = path_str(data.path());
+    add_user(&["--data", d], "erin", "erin-pw");
+    let hsm = serve(data.path(), &secrets, &["--login-delay-ms", "20"]);
+    let addr = hsm.addr().to_string();
+    // Erin works from 127.0.0.1 (the module's address).
+    drop(login_at(&t, &addr, "erin", "erin-pw"));
+
+    // A stranger at 127.0.0.2 guesses until erin is locked.
+    for i in 0..5 {
+        assert_eq!(
+            login_from(&addr, "127.0.0.2", "erin", &format!("x{i}")),
+            CKR_PIN_INCORRECT
+        );
+    }
+    assert_eq!(
+        login_from(&addr, "127.0.0.2", "erin", "erin-pw"),
+        CKR_PIN_LOCKED
+    );
+    // The lock holds for every other address, right password or not...
+    assert_eq!(
+        login_from(&addr, "127.0.0.3", "erin", "erin-pw"),
+        CKR_PIN_LOCKED
+    );
+    // ... but erin still gets in from where she logged in before.
+    let start = Instant::now();
+    drop(login_at(&t, &addr, "erin", "erin-pw"));
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "erin waited {:?} behind the stranger's failures",
+        start.elapsed()
+    );
+    let users = cli_ok(&["user", "list", "--data", d], &[]);
+    assert!(users.contains("erin\tlocked"), "{users}");
+    assert_eq!(
+        login_from(&addr, "127.0.0.3", "erin", "erin-pw"),
+        CKR_PIN_LOCKED
+    );
+    // A wrong guess from erin's own address is a failure like any other,
+    // and ends that address's privilege.
+    let s = session_at(&t, &addr, "erin");
+    assert_eq!(attempt(&s, "oops"), Err(RvError::PinIncorrect));
+    assert_eq!(attempt(&s, "erin-pw"), Err(RvError::PinLocked));
+    drop(s);
+    drop(hsm);
+
+    // With --permanent-lock a lock is for everyone, until unlocked.
+    let hsm = serve(
+        data.path(),
+        &secrets,
+        &["--login-delay-ms", "20", "--permanent-lock"],
+    );
+    let addr = hsm.addr().to_string();
+    cli_ok(&["user", "unlock", "--data", d, "erin"], &[]);
+    drop(login_at(&t, &addr, "erin", "erin-pw"));
+    for i in 0..5 {
+        assert_eq!(
+            login_from(&addr, "127.0.0.2", "erin", &format!("y{i}")),
+            CKR_PIN_INCORRECT
+        );
+    }
+    let s = session_at(&t, &addr, "erin");
+    assert_eq!(attempt(&s, "erin-pw"), Err(RvError::PinLocked));
+    drop(s);
+    let users = cli_ok(&["user", "list", "--data", d], &[]);
+    assert!(users.contains("erin\tlocked\tfailures=5\tid="), "{users}");
+    cli_ok(&["user", "unlock", "--data", d, "erin"], &[]);
+    assert_eq!(login_from(&addr, "127.0.0.2", "erin", "erin-pw"), CKR_OK);
+    t.reinitialize(&[]).expect("back to the defaults");
+}
+
+#[test]
+fn lockout_counts_an_empty_pin_once_and_a_null_pin_not_at_all() {
+    let t = token();
+    let data = TempDir::new("lockout5");
+    let secrets = Secrets::new();
+    let d = path_str(data.path());
+    add_user(&["--data", d], "frank", "frank-pw");
+    let hsm = serve(data.path(), &secrets, &["--max-login-failures", "3"]);
+    let addr = hsm.addr().to_string();
+    let s = session_at(&t, &addr, "frank");
+    let h = s.handle();
+    // NULL pPin: this token has no protected authentication path (v2.40
+    // §5.6), so it is an argument error, whatever the length; not counted.
+    for len in [0, 8] {
+        assert_eq!(
+            t.raw.login_null_pin(h, raw::CKU_USER, len),
+            raw::CKR_ARGUMENTS_BAD,
+            "NULL pPin, length {len}"
+        );
+    }
+    let users = cli_ok(&["user", "list", "--data", d], &[]);
+    assert!(users.contains("frank\tactive\tfailures=0"), "{users}");
+    // An empty PIN is a PIN: wrong, and counted once per attempt.
+    for n in 1..=2 {
+        assert_eq!(t.raw.login(h, raw::CKU_USER, b""), raw::CKR_PIN_INCORRECT);
+        let users = cli_ok(&["user", "list", "--data", d], &[]);
+        assert!(
+            users.contains(&format!("frank\tactive\tfailures={n}\tid=")),
+            "{users}"
+        );
+    }
+    assert_eq!(t.raw.login(h, raw::CKU_USER, b""), raw::CKR_PIN_INCORRECT);
+    assert_eq!(
+        t.raw.login(h, raw::CKU_USER, b"frank-pw"),
+        raw::CKR_PIN_LOCKED
+    );
+    drop(s);
+    t.reinitialize(&[]).expect("back to the defaults");
+}
+
+#[test]
+fn lockout_a_pin_retried_after_the_login_deadline_closed_the_connection() {
+    let t = token();
+    let data = TempDir::new("lockout6");
+    let secrets = Secrets::new();
+    let d = path_str(data.path());
+    add_user(&["--data", d], "gina", "gina-pw");
+    let hsm = serve(data.path(), &secrets, &["--login-timeout-ms", "500"]);
+    let addr = hsm.addr().to_string();
+    let s = session_at(&t, &addr, "gina");
+    // A wrong PIN, then the user takes her time: the server closes the
+    // connection that has not logged in; the next C_Login gets through on
+    // a new one, and the wrong one was counted once.
+    assert_eq!(attempt(&s, "typo"), Err(RvError::PinIncorrect));
+    std::thread::sleep(Duration::from_millis(1200));
+    attempt(&s, "gina-pw").expect("C_Login after the server closed the first connection");
+    let log = hsm.stderr();
+    assert_eq!(
+        log.matches("event=login_failed user=\"gina\"").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("reason=login_timeout"), "{log}");
+    drop(s);
     t.reinitialize(&[]).expect("back to the defaults");
 }

@@ -94,7 +94,7 @@ fn revocation_removed_user_live_session_fails_and_a_new_user_of_the_name_sees_no
     // The old password no longer logs in (from another client).
     assert_eq!(
         raw_login(hsm.addr(), "alice", "alice-old-pw"),
-        Some(PIN_INCORRECT)
+        Some(CKR_PIN_INCORRECT)
     );
     drop(s);
 
@@ -151,7 +151,7 @@ fn revocation_password_change_and_lock_end_live_sessions() {
     );
     assert_eq!(
         raw_login(hsm.addr(), "bob", "bob-pw-1"),
-        Some(PIN_INCORRECT)
+        Some(CKR_PIN_INCORRECT)
     );
     // The application logs out and in again with the new password; the
     // user keeps its objects (same id).
@@ -172,7 +172,10 @@ fn revocation_password_change_and_lock_end_live_sessions() {
     // An admin lock ends the session too, and holds until unlock.
     cli_ok(&["user", "lock", "--data", d, "bob"], &[]);
     assert_eq!(rv_of(s.find_objects(&[])), RvError::UserNotLoggedIn);
-    assert_eq!(raw_login(hsm.addr(), "bob", "bob-pw-2"), Some(PIN_LOCKED));
+    assert_eq!(
+        raw_login(hsm.addr(), "bob", "bob-pw-2"),
+        Some(CKR_PIN_LOCKED)
+    );
     drop(s);
     let users = cli_ok(&["user", "list", "--data", d], &[]);
     assert!(users.contains("bob\tlocked"), "{users}");
@@ -205,10 +208,13 @@ fn revocation_lockout_by_wrong_pins_refuses_new_logins_but_keeps_live_sessions()
     for i in 0..5 {
         assert_eq!(
             raw_login(hsm.addr(), "carol", &format!("guess {i}")),
-            Some(PIN_INCORRECT)
+            Some(CKR_PIN_INCORRECT)
         );
     }
-    assert_eq!(raw_login(hsm.addr(), "carol", "carol-pw"), Some(PIN_LOCKED));
+    assert_eq!(
+        raw_login(hsm.addr(), "carol", "carol-pw"),
+        Some(CKR_PIN_LOCKED)
+    );
     // Carol's live session goes on: reads, creates, keeps its objects.
     assert_eq!(handle_of(&s, "carol-session").len(), 1);
     assert_eq!(handle_of(&s, "carol-token").len(), 1);

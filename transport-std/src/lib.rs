@@ -104,6 +104,9 @@ pub struct TcpConnector {
     next: AtomicUsize,
     health: Mutex<Vec<Health>>,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Per-host TLS for hosts named by a special PIN (`user:password@host`):
+    /// (`host:port`, lower case, and how that server is verified).
+    hosts: Vec<(String, Arc<rustls::ClientConfig>)>,
     /// Request/reply exchanges made by every link of this connector.
     exchanges: Arc<AtomicU64>,
 }
@@ -191,8 +194,65 @@ impl TcpConnector {
             timeouts,
             next: AtomicUsize::new(0),
             tls,
+            hosts: Vec::new(),
             exchanges: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// TLS settings per host, for the hosts a special PIN may name
+    /// (`host[:port]`, the port 4433 by default): such a host is dialled
+    /// with TLS verified by its own pin or CA file.
+    pub fn with_hosts(mut self, hosts: &[(String, ServerAuth)]) -> Result<Self, ConfigError> {
+        for (host, auth) in hosts {
+            let endpoint = with_default_port(host.trim()).to_ascii_lowercase();
+            if endpoint
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(ConfigError(format!(
+                    "bad host {host:?} in [hosts]: want host[:port]"
+                )));
+            }
+            let config = tls::client_config(auth)
+                .map_err(|e| ConfigError(format!("[hosts.{host:?}]: {e}")))?;
+            self.hosts.push((endpoint, config));
+        }
+        Ok(self)
+    }
+
+    /// How a host named by a special PIN is dialled: `Ok(None)` plain,
+    /// `Ok(Some(tls))` with TLS, `Err` not at all. Security is decided per
+    /// host: its own `[hosts]` entry; else, for one of the configured
+    /// endpoints, their setting; else, for a loopback host, the global
+    /// setting; else (another machine) TLS verified by the global pin or
+    /// CA, or, with none configured, refused before any byte is sent (the
+    /// password would travel to an unverified peer, maybe in clear).
+    fn security_for(&self, endpoint: &str) -> Result<Option<Arc<rustls::ClientConfig>>, LinkError> {
+        let key = endpoint.to_ascii_lowercase();
+        if let Some((_, config)) = self.hosts.iter().find(|(h, _)| *h == key) {
+            return Ok(Some(config.clone()));
+        }
+        if self
+            .endpoints
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(endpoint))
+            || all_loopback(endpoint)
+        {
+            return Ok(self.tls.clone());
+        }
+        match &self.tls {
+            Some(config) => Ok(Some(config.clone())),
+            None => {
+                log::error!(
+                    "login refused: the special PIN names {endpoint}, which is not this machine, \
+                     and no TLS pin or CA is configured for it; the password was not sent. Add \
+                     [hosts.\"{endpoint}\"] with tls_pin (or tls_ca) to the configuration file \
+                     (HSMLINK_CONFIG), or set HSMLINK_TLS_PIN / HSMLINK_TLS_CA"
+                );
+                Err(LinkError::Connect)
+            }
+        }
     }
 
     /// Exchanges (round trips) made so far by all links of this connector.
@@ -248,7 +308,11 @@ impl TcpConnector {
         &self.endpoints
     }
 
-    fn dial(&self, endpoint: &str) -> Result<TcpLink, LinkError> {
+    fn dial(
+        &self,
+        endpoint: &str,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<TcpLink, LinkError> {
         let addrs: Vec<SocketAddr> = endpoint
             .to_socket_addrs()
             .map_err(|_| LinkError::Connect)?
@@ -257,7 +321,7 @@ impl TcpConnector {
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, self.timeouts.connect) {
                 Ok(stream) => {
-                    let mut link = self.wrap(stream, endpoint)?;
+                    let mut link = self.wrap(stream, endpoint, tls)?;
                     link.counter = Some(self.exchanges.clone());
                     link.liveness = Some(self.timeouts);
                     return Ok(link);
@@ -271,7 +335,12 @@ impl TcpConnector {
         Err(last)
     }
 
-    fn wrap(&self, stream: TcpStream, endpoint: &str) -> Result<TcpLink, LinkError> {
+    fn wrap(
+        &self,
+        stream: TcpStream,
+        endpoint: &str,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<TcpLink, LinkError> {
         let t = self.timeouts;
         stream.set_nodelay(true).map_err(|_| LinkError::Io)?;
         let keepalive = socket2::TcpKeepalive::new()
@@ -280,7 +349,7 @@ impl TcpConnector {
             .with_retries(3);
         // Keepalive is best effort: some platforms lack the knobs.
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let Some(config) = &self.tls else {
+        let Some(config) = tls else {
             return TcpLink::new(stream, t.io);
         };
         // The handshake is bounded by the connect timeout.
@@ -344,14 +413,16 @@ impl Connector for TcpConnector {
 
     fn connect(&self, host: Option<&str>) -> Result<TcpLink, LinkError> {
         if let Some(h) = host {
-            return self.dial(&with_default_port(h));
+            let endpoint = with_default_port(h);
+            let tls = self.security_for(&endpoint)?;
+            return self.dial(&endpoint, tls.as_ref());
         }
         let mut last = LinkError::Connect;
         for i in self.order() {
             let Some(endpoint) = self.endpoints.get(i) else {
                 continue;
             };
-            match self.dial(endpoint) {
+            match self.dial(endpoint, self.tls.as_ref()) {
                 Ok(link) => {
                     self.mark(i, true);
                     return Ok(link);
@@ -586,6 +657,63 @@ mod tests {
         assert!(TcpConnector::new("a:notaport", t).is_err());
         let many = vec!["h:1"; 17].join(",");
         assert!(TcpConnector::new(&many, t).is_err());
+    }
+
+    #[test]
+    fn special_pin_tls_is_decided_per_dialled_host() {
+        let t = Timeouts::default();
+        let pin = ServerAuth::Pin([7; 32]);
+        // Default: loopback, plain.
+        let plain = TcpConnector::new("127.0.0.1:4433", t).unwrap();
+        assert!(matches!(plain.security_for("127.0.0.1:9"), Ok(None)));
+        assert!(matches!(plain.security_for("localhost:9"), Ok(None)));
+        assert!(matches!(plain.security_for("[::1]:9"), Ok(None)));
+        // Another machine with nothing to verify it: refused, not plain.
+        for host in [
+            "10.0.0.7:4433",
+            "hsm.example:4433",
+            "[fd00::2]:4433",
+            "127.0.0.1.example:1",
+        ] {
+            assert_eq!(
+                plain.security_for(host).err(),
+                Some(LinkError::Connect),
+                "{host}"
+            );
+        }
+        // Refused before any connection: nothing listens there, and the
+        // error comes at once (no connect attempt to wait for).
+        let started = Instant::now();
+        assert_eq!(
+            plain.connect(Some("192.0.2.77:4433")).err(),
+            Some(LinkError::Connect)
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // Its own [hosts] entry: TLS with that pin (names match in any case,
+        // the port defaults to 4433).
+        let per_host = TcpConnector::new("127.0.0.1:4433", t)
+            .unwrap()
+            .with_hosts(&[("HSM.example".into(), pin.clone())])
+            .unwrap();
+        assert!(matches!(
+            per_host.security_for("hsm.example:4433"),
+            Ok(Some(_))
+        ));
+        assert!(per_host.security_for("hsm.example:4434").is_err());
+        assert!(per_host.security_for("other.example:4433").is_err());
+        // A global pin or CA verifies any other host.
+        let global = TcpConnector::with_security("127.0.0.1:4433", t, Security::Tls(pin)).unwrap();
+        assert!(matches!(global.security_for("10.0.0.7:4433"), Ok(Some(_))));
+        assert!(matches!(global.security_for("127.0.0.1:5"), Ok(Some(_))));
+        // A configured endpoint keeps the operator's explicit choice.
+        let explicit = TcpConnector::new("10.0.0.1:4433", t).unwrap();
+        assert!(matches!(explicit.security_for("10.0.0.1:4433"), Ok(None)));
+        assert!(explicit.security_for("10.0.0.2:4433").is_err());
+        // Bad [hosts] keys are configuration errors.
+        assert!(TcpConnector::new("127.0.0.1:1", t)
+            .unwrap()
+            .with_hosts(&[("h:notaport".into(), ServerAuth::Pin([1; 32]))])
+            .is_err());
     }
 
     #[test]

@@ -31,6 +31,9 @@ struct Options {
     /// Cases to run (all by default), and whether to run the 1 GiB stream.
     cases: Vec<Case>,
     stream: bool,
+    /// The lock case: one thread's sign latency while another opens and
+    /// closes sessions against a live and a silent HSM.
+    lock_io: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -39,6 +42,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         threads: vec![1, 2],
         cases: CASES.to_vec(),
         stream: true,
+        lock_io: true,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -66,9 +70,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 let list = it.next().ok_or(CASES_HELP)?;
                 o.cases.clear();
                 o.stream = false;
+                o.lock_io = false;
                 for name in list.split(',').map(str::trim) {
                     match name {
                         "stream" => o.stream = true,
+                        "lockio" => o.lock_io = true,
                         _ => o.cases.push(
                             CASES
                                 .into_iter()
@@ -88,7 +94,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-/// `cargo xtask bench [--seconds N] [--threads 1,2] [--cases rsa,ecdsa,gcm,digest,find,stream]`.
+/// `cargo xtask bench [--seconds N] [--threads 1,2] [--cases rsa,ecdsa,gcm,digest,find,stream,lockio]`.
 pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<(), String> {
     parse(args)?;
     if !Path::new(SOFTHSM).exists() {
@@ -154,7 +160,7 @@ const CASES: [Case; 5] = [
     Case::Find,
 ];
 
-const CASES_HELP: &str = "--cases wants a list of rsa, ecdsa, gcm, digest, find, stream";
+const CASES_HELP: &str = "--cases wants a list of rsa, ecdsa, gcm, digest, find, stream, lockio";
 
 impl Case {
     /// The name `--cases` knows the case by.
@@ -604,6 +610,10 @@ pub fn worker_main(args: &[String]) -> Result<(), String> {
         );
     }
     println!();
+    if o.lock_io {
+        lock_io(&targets[0], o.seconds)?;
+        println!();
+    }
     let server_pid = server.child.id();
     for t in targets.iter().filter(|_| o.stream) {
         let (mb_s, client, server) = stream_gib(t, server_pid)?;
@@ -629,6 +639,169 @@ pub fn worker_main(args: &[String]) -> Result<(), String> {
     println!("loopback round trip (64-byte ping-pong, median of 20,000): {rtt:.1} µs");
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+/// A listener that accepts connections and never answers: an HSM that is
+/// down behind a proxy, or hung. Returns its address.
+fn silent_hsm() -> Result<String, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = l.local_addr().map_err(|e| e.to_string())?.to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming() {
+            held.push(s);
+        }
+    });
+    Ok(addr)
+}
+
+/// Rounds of each lock-case scenario, taken in turn (alone, live, silent,
+/// alone, ...), so that load from elsewhere on the machine falls on all
+/// three alike; each scenario's latencies are pooled over its rounds.
+const LOCK_ROUNDS: usize = 3;
+
+/// The lock case: ECDSA P-256 sign latency of one thread (its session
+/// already connected) alone, then while a second thread opens a session,
+/// uses it (connect, `Hello`, login: `C_GenerateRandom`) and closes it, in
+/// a loop: against the live HSM, and with a silent endpoint (accepts, never
+/// answers; every other new connection goes there first and waits for the
+/// 1 s I/O timeout). Prints p50/p99 of the signer and the p99 ratio to
+/// the signer alone (the goal: under 2×).
+fn lock_io(t: &Target, seconds: f64) -> Result<(), String> {
+    let silent = silent_hsm()?;
+    let live = t
+        .env
+        .iter()
+        .find(|(k, _)| k == "HSMLINK_ADDR")
+        .map(|(_, v)| v.clone())
+        .ok_or("no HSMLINK_ADDR")?;
+    let scenarios: [(&str, String, bool); 3] = [
+        ("alone", live.clone(), false),
+        ("opener thread, live HSM", live.clone(), true),
+        (
+            "opener thread, silent HSM endpoint",
+            format!("{live},{silent}"),
+            true,
+        ),
+    ];
+    let round = seconds / LOCK_ROUNDS as f64;
+    println!(
+        "== lock case: C_Sign ECDSA P-256 latency of one thread, {seconds} s each \
+         ({LOCK_ROUNDS} rounds of {round:.1} s, in turn)"
+    );
+    let mut pooled: Vec<(Vec<u32>, u64, Duration)> =
+        vec![(Vec::new(), 0, Duration::ZERO); scenarios.len()];
+    for _ in 0..LOCK_ROUNDS {
+        for ((_, addr, opener), pool) in scenarios.iter().zip(pooled.iter_mut()) {
+            let (lat, opened, slowest) = lock_io_round(t, addr, *opener, round)?;
+            pool.0.extend(lat);
+            pool.1 += opened;
+            pool.2 = pool.2.max(slowest);
+        }
+    }
+    println!("| signer | signs/s | p50 µs | p99 µs | p99 / alone | opener sessions | slowest opener call ms |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut alone_p99 = None;
+    for ((label, _, opener), (mut lat, opened, slowest)) in scenarios.into_iter().zip(pooled) {
+        lat.sort_unstable();
+        let pct = |q: f64| -> f64 {
+            lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
+                .map(|&ns| ns as f64 / 1000.0)
+                .unwrap_or(0.0)
+        };
+        let p99 = pct(0.99);
+        let base = *alone_p99.get_or_insert(p99);
+        println!(
+            "| {label} | {:.0} | {:.1} | {p99:.1} | {:.2}x | {} | {} |",
+            lat.len() as f64 / seconds,
+            pct(0.5),
+            p99 / base.max(f64::MIN_POSITIVE),
+            if opener {
+                opened.to_string()
+            } else {
+                "-".into()
+            },
+            if opener {
+                format!("{:.0}", slowest.as_secs_f64() * 1000.0)
+            } else {
+                "-".into()
+            },
+        );
+    }
+    Ok(())
+}
+
+/// One round of one lock-case scenario: the signer's latencies (ns), the
+/// sessions the opener opened, and its slowest round.
+fn lock_io_round(
+    t: &Target,
+    addr: &str,
+    opener: bool,
+    seconds: f64,
+) -> Result<(Vec<u32>, u64, Duration), String> {
+    std::env::set_var("HSMLINK_TIMEOUT_MS", "1000");
+    let p = open(&Target {
+        name: t.name,
+        module: t.module.clone(),
+        env: vec![
+            ("HSMLINK_ADDR".into(), addr.to_string()),
+            ("HSMLINK_USER".into(), USER.into()),
+        ],
+        stats_file: None,
+    })?;
+    let signer = session(&p)?;
+    let ec = find_one(&signer, ObjectClass::PRIVATE_KEY, "bench-ec")?;
+    let msg32 = [0x5au8; 32];
+    for _ in 0..200 {
+        signer
+            .sign(&Mechanism::Ecdsa, ec, &msg32)
+            .map_err(|e| format!("warm-up sign: {e}"))?;
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        let other = scope.spawn(|| {
+            let mut opened = 0u64;
+            let mut slowest = Duration::ZERO;
+            while opener && !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                let slot = match p
+                    .get_slots_with_token()
+                    .ok()
+                    .and_then(|s| s.first().copied())
+                {
+                    Some(s) => s,
+                    None => break,
+                };
+                if let Ok(s) = p.open_ro_session(slot) {
+                    let _ = s.generate_random_vec(16);
+                    opened += 1;
+                }
+                slowest = slowest.max(started.elapsed());
+            }
+            (opened, slowest)
+        });
+        let until = Instant::now() + Duration::from_secs_f64(seconds);
+        let mut lat = Vec::with_capacity(1 << 16);
+        let mut failed = None;
+        while Instant::now() < until {
+            let started = Instant::now();
+            if let Err(e) = signer.sign(&Mechanism::Ecdsa, ec, &msg32) {
+                failed = Some(e.to_string());
+                break;
+            }
+            lat.push(started.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (opened, slowest) = other.join().unwrap_or((0, Duration::ZERO));
+        match failed {
+            Some(e) => Err(format!("C_Sign: {e}")),
+            None => Ok((lat, opened, slowest)),
+        }
+    });
+    drop(signer);
+    p.finalize().map_err(|e| e.to_string())?;
+    std::env::remove_var("HSMLINK_TIMEOUT_MS");
+    result
 }
 
 /// Peak resident memory (VmHWM, KiB) of a process.

@@ -37,6 +37,8 @@ pub const TARGETS: &[&str] = &[
     "token_model",
     "server",
     "store_records",
+    "extraction",
+    "abi",
 ];
 
 /// An input that runs longer than this is a hang.
@@ -250,7 +252,10 @@ pub fn fuzz(root: &Path, args: &[String]) -> Result<(), String> {
     println!("fuzz targets built in {:.0?}", started.elapsed());
     if o.record {
         let corpus = fuzz_dir.join("corpus");
-        let _ = fs::remove_dir_all(&corpus);
+        // The recorded targets' seeds only: `abi`'s are not recorded.
+        for t in TARGETS.iter().filter(|t| **t != "abi") {
+            let _ = fs::remove_dir_all(corpus.join(t));
+        }
         let bin = fuzz_dir.join("target/x86_64-unknown-linux-gnu/release/record_corpus");
         run(Command::new(bin).arg(&corpus))?;
     }

@@ -32,7 +32,7 @@ commands:
           signed, public keys read) with OpenSSL verifying the signatures
   test    build; cargo fmt --check; clippy -D warnings; cargo test --workspace;
           the demo; cargo build -p hsmlink-core for thumbv7em-none-eabihf
-  bench   [--seconds N] [--threads 1,2] [--cases rsa,ecdsa,gcm,digest,find,stream]:
+  bench   [--seconds N] [--threads 1,2] [--cases rsa,ecdsa,gcm,digest,find,stream,lockio]:
           hsmlink (module + local software HSM) against SoftHSMv2 in the
           same run, with the raw OpenSSL limit
   conformance

@@ -423,6 +423,16 @@ impl Raw {
         ))
     }
 
+    /// `C_Login` with a NULL `pPin` and length `len`.
+    pub fn login_null_pin(
+        &self,
+        session: CK_SESSION_HANDLE,
+        user_type: CK_ULONG,
+        len: CK_ULONG,
+    ) -> CK_RV {
+        call!(self.C_Login(session, user_type, std::ptr::null_mut(), len))
+    }
+
     /// `C_SignInit` with any mechanism type and parameter structure.
     pub fn sign_init<P>(
         &self,
@@ -606,6 +616,23 @@ impl Raw {
         (rv, handles)
     }
 
+    /// `C_FindObjectsInit` with a template of raw (type, bytes) pairs.
+    pub fn template_find_init(
+        &self,
+        session: CK_SESSION_HANDLE,
+        template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> CK_RV {
+        let mut attrs: Vec<CK_ATTRIBUTE> = template
+            .iter()
+            .map(|(type_, value)| CK_ATTRIBUTE {
+                type_: *type_,
+                pValue: value.as_ptr().cast_mut().cast(),
+                ulValueLen: value.len() as CK_ULONG,
+            })
+            .collect();
+        call!(self.C_FindObjectsInit(session, attrs.as_mut_ptr(), attrs.len() as CK_ULONG))
+    }
+
     /// `C_FindObjectsInit` with an empty template (match everything).
     pub fn find_objects_init_all(&self, session: CK_SESSION_HANDLE) -> CK_RV {
         call!(self.C_FindObjectsInit(session, ptr::null_mut(), 0))
@@ -646,6 +673,172 @@ impl Raw {
     /// `C_GetSlotList(FALSE, NULL, NULL)` (must be `CKR_ARGUMENTS_BAD`).
     pub fn slot_list_null_count(&self) -> CK_RV {
         call!(self.C_GetSlotList(0, ptr::null_mut(), ptr::null_mut()))
+    }
+
+    // ----- hostile arguments (abi_bounds) -----------------------------------
+    //
+    // These pass the module a real buffer of `real` elements (guarded by a
+    // canary tail) with a *claimed* count that may be far larger: what a
+    // buggy or hostile application does. The module must check the count
+    // with checked arithmetic and write no more than it has to return; a
+    // write past the real buffer shows in `overrun`.
+
+    /// `C_FindObjects` with a buffer of `real` handles (plus a guard tail)
+    /// and `ulMaxObjectCount = claimed`: (rv, handles written, count
+    /// returned, whether the guard tail was written).
+    pub fn find_objects_claiming(
+        &self,
+        session: CK_SESSION_HANDLE,
+        real: usize,
+        claimed: CK_ULONG,
+    ) -> (CK_RV, Vec<CK_OBJECT_HANDLE>, CK_ULONG, bool) {
+        const GUARD: CK_OBJECT_HANDLE = 0xA5A5_A5A5;
+        let mut buf: Vec<CK_OBJECT_HANDLE> = vec![GUARD; real + 64];
+        let mut count: CK_ULONG = 0xFFFF;
+        let rv = call!(self.C_FindObjects(session, buf.as_mut_ptr(), claimed, &mut count));
+        let overrun = buf[real..].iter().any(|&h| h != GUARD);
+        let n = (count as usize).min(real);
+        buf.truncate(n);
+        (rv, buf, count, overrun)
+    }
+
+    /// `C_GetMechanismList` (or `C_GetSlotList` when `slots`) with a buffer
+    /// of `real` elements and `*pulCount = claimed`: (rv, count returned,
+    /// elements written into the real buffer, whether the guard tail was
+    /// written).
+    pub fn list_claiming(
+        &self,
+        slots: bool,
+        real: usize,
+        claimed: CK_ULONG,
+    ) -> (CK_RV, CK_ULONG, Vec<CK_ULONG>, bool) {
+        const GUARD: CK_ULONG = 0xA5A5_A5A5;
+        let mut buf: Vec<CK_ULONG> = vec![GUARD; real + 64];
+        let mut count = claimed;
+        let rv = if slots {
+            call!(self.C_GetSlotList(0, buf.as_mut_ptr(), &mut count))
+        } else {
+            call!(self.C_GetMechanismList(1, buf.as_mut_ptr(), &mut count))
+        };
+        let overrun = buf[real..].iter().any(|&v| v != GUARD);
+        buf.truncate(real);
+        buf.retain(|&v| v != GUARD);
+        (rv, count, buf, overrun)
+    }
+
+    /// The template functions (`C_CreateObject`, `C_FindObjectsInit`,
+    /// `C_GetAttributeValue`, `C_SetAttributeValue`, `C_GenerateKey`) given
+    /// a one-attribute template and `ulCount = claimed`: their return values
+    /// in that order. A claimed count past what the module accepts must be
+    /// refused before the array is read.
+    pub fn template_count_claiming(
+        &self,
+        session: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+        claimed: CK_ULONG,
+    ) -> Vec<(&'static str, CK_RV)> {
+        let mut value = [0u8; 8];
+        let mut attr = CK_ATTRIBUTE {
+            type_: CKA_LABEL,
+            pValue: value.as_mut_ptr().cast(),
+            ulValueLen: value.len() as CK_ULONG,
+        };
+        let mut handle: CK_OBJECT_HANDLE = 0;
+        let mut mech = CK_MECHANISM {
+            mechanism: CKM_AES_KEY_GEN,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        let mut rvs = vec![(
+            "C_CreateObject",
+            call!(self.C_CreateObject(session, &mut attr, claimed, &mut handle)),
+        )];
+        rvs.push((
+            "C_FindObjectsInit",
+            call!(self.C_FindObjectsInit(session, &mut attr, claimed)),
+        ));
+        if rvs[1].1 == CKR_OK {
+            call!(self.C_FindObjectsFinal(session));
+        }
+        rvs.push((
+            "C_SetAttributeValue",
+            call!(self.C_SetAttributeValue(session, object, &mut attr, claimed)),
+        ));
+        rvs.push((
+            "C_GenerateKey",
+            call!(self.C_GenerateKey(session, &mut mech, &mut attr, claimed, &mut handle)),
+        ));
+        rvs
+    }
+
+    /// `C_GetAttributeValue` with a one-attribute template and `ulCount =
+    /// claimed` (only counts whose byte size overflows are safe to pass:
+    /// the module must refuse them before reading).
+    pub fn get_attribute_count_claiming(
+        &self,
+        session: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+        claimed: CK_ULONG,
+    ) -> CK_RV {
+        let mut attr = CK_ATTRIBUTE {
+            type_: CKA_LABEL,
+            pValue: ptr::null_mut(),
+            ulValueLen: 0,
+        };
+        call!(self.C_GetAttributeValue(session, object, &mut attr, claimed))
+    }
+
+    /// `C_GenerateRandom` into a buffer of `real` bytes claimed to be
+    /// `claimed` long (only overflowing claims are safe: refused unread).
+    pub fn generate_random_claiming(
+        &self,
+        session: CK_SESSION_HANDLE,
+        real: usize,
+        claimed: CK_ULONG,
+    ) -> CK_RV {
+        let mut buf = vec![0u8; real.max(1)];
+        call!(self.C_GenerateRandom(session, buf.as_mut_ptr(), claimed))
+    }
+
+    /// `C_Encrypt` with a misaligned length pointer (an odd address inside
+    /// a real buffer).
+    pub fn encrypt_misaligned_len(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> CK_RV {
+        let mut words = [0u64; 4];
+        let len_ptr = (words.as_mut_ptr() as *mut u8).wrapping_add(1) as *mut CK_ULONG;
+        let mut out = [0u8; 64];
+        call!(self.C_Encrypt(
+            session,
+            data.as_ptr().cast_mut(),
+            data.len() as CK_ULONG,
+            out.as_mut_ptr(),
+            len_ptr
+        ))
+    }
+
+    /// `C_GenerateRandom(session, buf)` into a buffer of `n` bytes.
+    pub fn generate_random(&self, session: CK_SESSION_HANDLE, n: usize) -> (CK_RV, Vec<u8>) {
+        let mut buf = vec![0u8; n];
+        let rv = call!(self.C_GenerateRandom(session, buf.as_mut_ptr(), n as CK_ULONG));
+        (rv, buf)
+    }
+
+    /// `C_WrapKey` into a buffer of `capacity` bytes (`None`: length query).
+    pub fn wrap_key(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        wrapping_key: CK_OBJECT_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        capacity: Option<usize>,
+    ) -> Out<u8> {
+        let mut mech = CK_MECHANISM {
+            mechanism,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        byte_out(capacity, |buf, len| {
+            call!(self.C_WrapKey(session, &mut mech, wrapping_key, key, buf, len))
+        })
     }
 }
 

@@ -1,13 +1,18 @@
 //! Helpers shared by the service tests (crash, lockout, isolation,
 //! postgres, at_rest): the `hsmlink-hsm` command line, a persistent server
-//! with a passphrase, and the module pointed at it as one user.
+//! with a passphrase, the module pointed at it as one user, and a raw login
+//! from another loopback address.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
+use hsmlink_core::wire::{self, Request, Response, Secret, PROTOCOL_VERSION};
 use hsmlink_tests::{hsm_binary, Hsm, TempDir, Token};
 
 /// The operator passphrase of the test stores.
@@ -141,45 +146,55 @@ pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-pub const PIN_INCORRECT: u64 = 0xA0;
-pub const PIN_LOCKED: u64 = 0xA4;
-
 /// One login over a raw plain-TCP connection of the wire protocol (another
-/// client than this process's module): `None` for success, else the CKR.
+/// client than this process's module), from 127.0.0.1: `None` for success,
+/// else the CKR.
 pub fn raw_login(addr: &str, user: &str, password: &str) -> Option<u64> {
-    use hsmlink_core::wire::{self, Request, Response, Secret, HEADER_LEN, PROTOCOL_VERSION};
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(addr).expect("connect");
-    c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .expect("timeout");
-    let mut exchange = |req: &Request<'_>| -> Vec<u8> {
-        let mut buf = vec![0u8; 4096];
-        let n = wire::encode_frame(req, &mut buf).expect("encode");
-        c.write_all(&buf[..n]).expect("send");
-        let mut header = [0u8; HEADER_LEN];
-        c.read_exact(&mut header).expect("reply header");
-        let len = wire::frame_len(header, 1 << 20).expect("reply length");
-        let mut body = vec![0u8; len];
-        c.read_exact(&mut body).expect("reply body");
-        body
+    match login_from(addr, "127.0.0.1", user, password) {
+        CKR_OK => None,
+        rv => Some(rv),
+    }
+}
+
+/// A login from loopback address `from` (127.0.0.2, ...), speaking the wire
+/// protocol directly: the server's answer (`CKR_OK` as 0).
+pub fn login_from(addr: &str, from: &str, user: &str, password: &str) -> u64 {
+    let to: SocketAddr = addr.parse().expect("address");
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&local.into()).expect("bind a loopback address");
+    sock.connect(&to.into()).expect("connect");
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut ask = |r: &Request<'_>| -> u64 {
+        let mut buf = vec![0u8; 1024];
+        let n = wire::encode_frame(r, &mut buf).unwrap();
+        s.write_all(&buf[..n]).unwrap();
+        let mut h = [0u8; 4];
+        s.read_exact(&mut h).expect("a reply");
+        let mut body = vec![0u8; u32::from_le_bytes(h) as usize];
+        s.read_exact(&mut body).unwrap();
+        let rv = match wire::decode::<Response<'_>>(&body).unwrap() {
+            Response::Ok | Response::Hello { .. } => 0,
+            Response::Error(rv) => rv,
+            other => panic!("unexpected {other:?}"),
+        };
+        rv
     };
-    let hello = exchange(&Request::Hello {
-        version: PROTOCOL_VERSION,
-        max_frame: 65_536,
-        app: [7; 16],
-    });
-    assert!(matches!(
-        wire::decode::<Response<'_>>(&hello),
-        Ok(Response::Hello { .. })
-    ));
-    let reply = exchange(&Request::Login {
+    assert_eq!(
+        ask(&Request::Hello {
+            version: PROTOCOL_VERSION,
+            max_frame: 65536,
+            app: [3; 16],
+        }),
+        0
+    );
+    ask(&Request::Login {
         user,
         password: Secret(password.as_bytes()),
-    });
-    let answer = match wire::decode::<Response<'_>>(&reply).expect("reply") {
-        Response::Ok => None,
-        Response::Error(rv) => Some(rv),
-        other => panic!("unexpected reply {other:?}"),
-    };
-    answer
+    })
 }
+
+pub const CKR_OK: u64 = 0;
+pub const CKR_PIN_INCORRECT: u64 = 0xa0;
+pub const CKR_PIN_LOCKED: u64 = 0xa4;
