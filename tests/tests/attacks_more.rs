@@ -955,4 +955,112 @@ mod attacks_more {
         assert!(early.load(Ordering::SeqCst) > 0);
         assert_eq!(refused.load(Ordering::SeqCst), 2 * ROUNDS);
     }
+
+    /// A truncated-MAC verification oracle: with `CKM_AES_CMAC_GENERAL` a
+    /// tag may be 1 byte long, so `C_Verify` with a 1-byte tag tells the
+    /// first byte of the CMAC in at most 256 tries, a 2-byte tag the second,
+    /// and so on: 16 × 256 verifications give the whole tag of any message,
+    /// and a key that may only verify (`CKA_SIGN` false) signs. It gives an
+    /// AES-based function of the key the owner did not allow, which is the
+    /// stuff of key-separation attacks. Verifying a CMAC_GENERAL tag shorter
+    /// than 8 bytes is refused (`CKR_MECHANISM_PARAM_INVALID`, 2^64 tries
+    /// for the first step); signing with it is not (whoever may sign can
+    /// compute the tag anyway).
+    #[test]
+    fn truncated_mac_verification_is_no_signing_oracle() {
+        let t = token();
+        let session = t.user_session();
+        let k = session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Sensitive(true),
+                    Attribute::Sign(false),
+                    Attribute::Verify(true),
+                    Attribute::Encrypt(false),
+                ],
+            )
+            .unwrap();
+        let message = b"pay 1000 to the attacker";
+        assert_eq!(
+            t.raw
+                .sign_init::<()>(session.handle(), cryptoki_sys::CKM_AES_CMAC, None, k),
+            cryptoki_sys::CKR_KEY_FUNCTION_NOT_PERMITTED
+        );
+        // The attack: learn the tag a byte at a time.
+        let mut tag: Vec<u8> = Vec::new();
+        let mut refused = None;
+        'bytes: for len in 1..=16usize {
+            let params = len as cryptoki_sys::CK_MAC_GENERAL_PARAMS;
+            for b in 0..=255u8 {
+                let r = t.raw.verify_init(
+                    session.handle(),
+                    cryptoki_sys::CKM_AES_CMAC_GENERAL,
+                    Some(&params),
+                    k,
+                );
+                if r != raw::CKR_OK {
+                    refused = Some((len, r));
+                    break 'bytes;
+                }
+                let mut guess = tag.clone();
+                guess.push(b);
+                match t.raw.verify(session.handle(), message, &guess) {
+                    raw::CKR_OK => {
+                        tag = guess;
+                        continue 'bytes;
+                    }
+                    cryptoki_sys::CKR_SIGNATURE_INVALID => {}
+                    other => panic!("C_Verify: {}", raw::rv_name(other)),
+                }
+            }
+            panic!("no byte {len} verified");
+        }
+        let forged = tag.len() == 16
+            && t.raw
+                .verify_init::<()>(session.handle(), cryptoki_sys::CKM_AES_CMAC, None, k)
+                == raw::CKR_OK
+            && t.raw.verify(session.handle(), message, &tag) == raw::CKR_OK;
+        assert!(!forged, "a CMAC forged with a verify-only key");
+        assert_eq!(
+            refused,
+            Some((1, cryptoki_sys::CKR_MECHANISM_PARAM_INVALID)),
+            "the first step (a 1-byte tag) is refused"
+        );
+        // 8 bytes and more are verified; a signing key still signs short tags.
+        for len in [7usize, 8, 16] {
+            let params = len as cryptoki_sys::CK_MAC_GENERAL_PARAMS;
+            let r = t.raw.verify_init(
+                session.handle(),
+                cryptoki_sys::CKM_AES_CMAC_GENERAL,
+                Some(&params),
+                k,
+            );
+            if len < 8 {
+                assert_eq!(r, cryptoki_sys::CKR_MECHANISM_PARAM_INVALID, "{len}");
+            } else {
+                assert_eq!(r, raw::CKR_OK, "{len}");
+                assert_eq!(
+                    t.raw.verify(session.handle(), message, &vec![0u8; len]),
+                    cryptoki_sys::CKR_SIGNATURE_INVALID
+                );
+            }
+        }
+        let signer = sealed_aes(&session);
+        let params: cryptoki_sys::CK_MAC_GENERAL_PARAMS = 1;
+        assert_eq!(
+            t.raw.sign_init(
+                session.handle(),
+                cryptoki_sys::CKM_AES_CMAC_GENERAL,
+                Some(&params),
+                signer
+            ),
+            raw::CKR_OK
+        );
+        let out = t.raw.sign(session.handle(), message, Some(16));
+        assert_eq!((out.rv, out.data.len()), (raw::CKR_OK, 1));
+        assert_hidden(&t, &session, k);
+    }
 }
