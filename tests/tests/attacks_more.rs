@@ -1063,4 +1063,183 @@ mod attacks_more {
         assert_eq!((out.rv, out.data.len()), (raw::CKR_OK, 1));
         assert_hidden(&t, &session, k);
     }
+
+    /// Key material given in a generation template: a "generated" key
+    /// whose value the caller chose would carry `CKA_LOCAL`,
+    /// `CKA_ALWAYS_SENSITIVE` and `CKA_NEVER_EXTRACTABLE` true, the token's
+    /// word that nobody ever knew it. `CKA_VALUE` in `C_GenerateKey`, and
+    /// `CKA_VALUE` (EC), `CKA_PRIVATE_EXPONENT`, `CKA_PRIME_1`, `CKA_MODULUS`
+    /// (RSA) in `C_GenerateKeyPair`, are refused; nothing is made.
+    #[test]
+    fn generation_templates_carry_no_key_material() {
+        let t = token();
+        let session = t.user_session();
+        let label = unique_label("chosen");
+        let chosen = [0x11u8; 32];
+        let refused = |r: cryptoki::error::Result<ObjectHandle>| {
+            let e = rv(r);
+            assert!(
+                matches!(
+                    e,
+                    Some(
+                        RvError::TemplateInconsistent
+                            | RvError::AttributeReadOnly
+                            | RvError::AttributeTypeInvalid
+                    )
+                ),
+                "{e:?}"
+            );
+        };
+        refused(session.generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::Label(label.clone().into_bytes()),
+                Attribute::ValueLen(32.into()),
+                Attribute::Value(chosen.to_vec()),
+                Attribute::Sensitive(true),
+            ],
+        ));
+        refused(session.generate_key(
+            &Mechanism::GenericSecretKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::Label(label.clone().into_bytes()),
+                Attribute::ValueLen(32.into()),
+                Attribute::Value(chosen.to_vec()),
+            ],
+        ));
+        let ec_params = verify::params_of_curve(Nid::X9_62_PRIME256V1);
+        refused(
+            session
+                .generate_key_pair(
+                    &Mechanism::EccKeyPairGen,
+                    &[
+                        Attribute::Token(false),
+                        Attribute::EcParams(ec_params.clone()),
+                    ],
+                    &[
+                        Attribute::Token(false),
+                        Attribute::Label(label.clone().into_bytes()),
+                        Attribute::Value(chosen.to_vec()),
+                    ],
+                )
+                .map(|p| p.1),
+        );
+        for private_part in [
+            Attribute::PrivateExponent(vec![1]),
+            Attribute::Prime1(vec![0xff; 64]),
+            Attribute::Modulus(vec![0xff; 128]),
+        ] {
+            refused(
+                session
+                    .generate_key_pair(
+                        &Mechanism::RsaPkcsKeyPairGen,
+                        &[Attribute::Token(false), Attribute::ModulusBits(1024.into())],
+                        &[
+                            Attribute::Token(false),
+                            Attribute::Label(label.clone().into_bytes()),
+                            private_part,
+                        ],
+                    )
+                    .map(|p| p.1),
+            );
+        }
+        let found = session
+            .find_objects(&[Attribute::Label(label.into_bytes())])
+            .unwrap();
+        assert!(found.is_empty(), "objects made: {found:?}");
+    }
+
+    /// `CKA_ALLOWED_MECHANISMS` as a Bleichenbacher defence: an RSA key
+    /// restricted to OAEP must not answer PKCS#1 v1.5 unwraps, not even
+    /// with a different error for a good and a bad padding (the check of
+    /// the mechanism comes before the decryption). Likewise an AES key
+    /// restricted to `CKM_AES_KEY_WRAP_PAD` is no RFC 3394 integrity oracle.
+    #[test]
+    fn allowed_mechanisms_are_checked_before_any_decryption() {
+        let t = token();
+        let session = t.user_session();
+        let oaep = cryptoki::mechanism::rsa::PkcsOaepParams::new(
+            cryptoki::mechanism::MechanismType::SHA256,
+            cryptoki::mechanism::rsa::PkcsMgfType::MGF1_SHA256,
+            cryptoki::mechanism::rsa::PkcsOaepSource::empty(),
+        );
+        let (public, private) = session
+            .generate_key_pair(
+                &Mechanism::RsaPkcsKeyPairGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::ModulusBits(2048.into()),
+                    Attribute::Wrap(true),
+                ],
+                &[
+                    Attribute::Token(false),
+                    Attribute::Sensitive(true),
+                    Attribute::Unwrap(true),
+                    Attribute::AllowedMechanisms(vec![
+                        cryptoki::mechanism::MechanismType::RSA_PKCS_OAEP,
+                    ]),
+                ],
+            )
+            .unwrap();
+        let exportable = session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Extractable(true),
+                ],
+            )
+            .unwrap();
+        let template = exportable_template(KeyType::GENERIC_SECRET, None);
+        let good = session
+            .wrap_key(&Mechanism::RsaPkcs, public, exportable)
+            .unwrap();
+        let mut bad = good.clone();
+        bad[0] ^= 0x55;
+        for blob in [&good, &bad, &vec![0u8; 256]] {
+            assert_rv(
+                session.unwrap_key(&Mechanism::RsaPkcs, private, blob, &template),
+                RvError::MechanismInvalid,
+            );
+            assert_rv(
+                session.unwrap_key(&Mechanism::RsaX509, private, blob, &template),
+                RvError::MechanismInvalid,
+            );
+        }
+        // OAEP, the mechanism allowed, works.
+        let blob = session
+            .wrap_key(&Mechanism::RsaPkcsOaep(oaep), public, exportable)
+            .unwrap();
+        session
+            .unwrap_key(&Mechanism::RsaPkcsOaep(oaep), private, &blob, &template)
+            .expect("an OAEP unwrap");
+
+        let kek = session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Sensitive(true),
+                    Attribute::Wrap(true),
+                    Attribute::Unwrap(true),
+                    Attribute::AllowedMechanisms(vec![
+                        cryptoki::mechanism::MechanismType::AES_KEY_WRAP_PAD,
+                    ]),
+                ],
+            )
+            .unwrap();
+        let padded = session
+            .wrap_key(&Mechanism::AesKeyWrapPad, kek, exportable)
+            .unwrap();
+        for blob in [&padded, &vec![0u8; 40]] {
+            assert_rv(
+                session.unwrap_key(&Mechanism::AesKeyWrap, kek, blob, &template),
+                RvError::MechanismInvalid,
+            );
+        }
+    }
 }
