@@ -620,7 +620,8 @@ mod attacks_more {
     /// The size of a non-exportable key depends on public values only: 500
     /// RSA-1024 keys, all the same size (with the old sizes 2 keys in 150
     /// stood out, so the chance that 500 were all equal is about 0.1%);
-    /// P-256 keys likewise.
+    /// P-256 keys likewise. A length query of a part answers
+    /// `CK_UNAVAILABLE_INFORMATION`, as v2.40 says for sensitive attributes.
     #[test]
     fn object_size_tells_nothing_of_a_private_key() {
         let t = token();
@@ -635,6 +636,22 @@ mod attacks_more {
         for _ in 0..500 {
             let pair = hsmlink_tests::keys::rsa(&session, 1024, &label);
             *sizes.entry(size(pair.private)).or_insert(0u32) += 1;
+            // Nor does a length query tell a part's length.
+            let mut q: Vec<raw::AttrQuery> = [
+                cryptoki_sys::CKA_PRIVATE_EXPONENT,
+                cryptoki_sys::CKA_EXPONENT_1,
+                cryptoki_sys::CKA_EXPONENT_2,
+                cryptoki_sys::CKA_COEFFICIENT,
+            ]
+            .into_iter()
+            .map(raw::AttrQuery::length)
+            .collect();
+            assert_eq!(
+                t.raw
+                    .get_attribute_value(session.handle(), pair.private, &mut q),
+                cryptoki_sys::CKR_ATTRIBUTE_SENSITIVE
+            );
+            assert!(q.iter().all(raw::AttrQuery::unavailable));
             session.destroy_object(pair.private).unwrap();
             session.destroy_object(pair.public).unwrap();
         }
