@@ -257,13 +257,14 @@ struct Handles {
     end: u64,
 }
 
-/// What a login rests on: the user's id, password hash and lock. A change
-/// of any (removal, `passwd`, a lock) ends the login.
+/// What a login rests on: the user's id, password hash and login
+/// generation ([`UserRecord::generation`]). A change of any (removal,
+/// `passwd`, an admin lock) ends the login; an automatic lockout does not.
 #[derive(Clone, PartialEq, Eq)]
 struct Stamp {
     id: u64,
     phc: String,
-    locked: bool,
+    generation: u64,
 }
 
 impl Stamp {
@@ -271,7 +272,7 @@ impl Stamp {
         Stamp {
             id: u.id,
             phc: u.phc.clone(),
-            locked: u.locked,
+            generation: u.generation,
         }
     }
 }
@@ -701,21 +702,21 @@ impl Hsm {
                 }
             };
         for name in names {
-            let now = match records.remove(&name) {
-                Some(Ok(u)) => Some(Stamp::of(&u)),
+            let (now, reason) = match records.remove(&name) {
+                Some(Ok(u)) => (
+                    Some(Stamp::of(&u)),
+                    if u.locked { "locked" } else { "changed" },
+                ),
                 Some(Err(e)) => {
                     log::error!("event=user_refused user={name:?} reason={:?}", e.0);
-                    None
+                    (None, "refused")
                 }
-                None => None,
+                None => (None, "removed"),
             };
-            let reason = match &now {
-                None => "removed",
-                Some(st) if st.locked => "locked",
-                Some(_) => "changed",
-            };
+            // A lock by failed logins leaves the stamp as it was: the live
+            // logins go on (only new ones are refused).
             self.revoke_where(reason, |l| {
-                *l.name == *name && now.as_ref().is_none_or(|st| *st != l.stamp || st.locked)
+                *l.name == *name && now.as_ref().is_none_or(|st| *st != l.stamp)
             });
         }
     }
@@ -945,9 +946,11 @@ impl Hsm {
             None => self.phantoms.bump(user, &rule),
         };
         if now_locked {
+            // New logins are refused from now on; the user's live logins go
+            // on (whoever can send wrong PINs must not be able to end a
+            // legitimate user's sessions). An admin's `user lock` ends them.
             self.logins.forget(user);
             self.stats.lockouts.fetch_add(1, Ordering::Relaxed);
-            self.revoke_user(user, "locked");
         }
         log::warn!(
             "event=login_failed user={user:?} peer={peer_s} reason=bad_password failures={failures} locked={now_locked}"
@@ -1495,12 +1498,12 @@ pub fn migrate(store: &Store, unlock: &Unlock) -> Result<String, String> {
         let o = Object::from_record(h, &rec);
         let b = vault::seal_object(&master, h, &o.to_record()).map_err(|x| x.to_string())?;
         store
-            .put_objects(&[ObjectRow {
+            .update_object(&ObjectRow {
                 handle: h,
                 owner: &o.owner,
                 label: o.get(cka::LABEL).unwrap_or_default(),
                 bytes: &b,
-            }])
+            })
             .map_err(e)?;
         sealed += usize::from(plain);
         moved += usize::from(owner_moves);

@@ -191,10 +191,10 @@ const SERVE_HELP: &str = "Examples:\n  \
     (longer ones close the connection); --max-session-objects session objects per connection; \
     --max-inflight-bytes buffered by a connection's running operations; connections idle for \
     --idle-timeout seconds are closed.\n\n\
-    Revocation: `user remove`, `user passwd` and `user lock` (and a lockout) end the user's live \
-    logins at once on this server (their next request answers CKR_USER_NOT_LOGGED_IN, their \
-    session objects are destroyed); the servers of a PostgreSQL fleet check their logged-in \
-    users' records every second.\n\n\
+    Revocation: `user remove`, `user passwd` and `user lock` end the user's live logins at once \
+    on this server (their next request answers CKR_USER_NOT_LOGGED_IN, their session objects are \
+    destroyed); the servers of a PostgreSQL fleet check their logged-in users' records every \
+    second. A lockout by failed logins refuses new logins only: it ends no live login.\n\n\
     Tampering: user records are authenticated with a key derived from the master key; a server \
     refuses to start on a refused user record, an unprotected keyring when a passphrase or key \
     file is given, or a master key other than the one it served before (DATA/master.check); \
