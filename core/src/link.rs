@@ -60,6 +60,15 @@ pub trait Link {
         Err(LinkError::Io)
     }
 
+    /// Whether a password may be sent on this link: its peer is this
+    /// machine, or the link is encrypted and the peer verified. The core
+    /// sends `Login` only on a link that says `true`; a link that says
+    /// `false` should say why in its log (naming the peer, never the
+    /// password). A link that cannot tell answers `true`.
+    fn may_carry_password(&self) -> bool {
+        true
+    }
+
     /// End the connection in order: the HSM destroys the session's objects
     /// when it sees the end, and a link that can should wait (bounded) until
     /// the HSM has closed its side, so that when `C_CloseSession` returns the

@@ -45,6 +45,9 @@ pub const MAX_USER: usize = 64;
 pub const MAX_PASSWORD: usize = 128;
 /// Longest host override from a special PIN (`user:password@host`).
 pub const MAX_HOST: usize = 64;
+/// Longest PIN `C_Login` takes: a special PIN `user:password@host` at its
+/// longest; a longer one is `CKR_PIN_LEN_RANGE`, unread.
+pub const MAX_PIN: usize = MAX_USER + 1 + MAX_PASSWORD + 1 + MAX_HOST;
 /// Bytes kept per session for the encoded mechanism of an operation that
 /// starts in the same exchange as its data; larger parameters (a long GCM
 /// AAD) make the operation start with its own exchange instead.
@@ -396,6 +399,21 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         })
     }
 
+    /// Session handles start at `first` (at least 1) instead of 1: a
+    /// library that makes tokens one after another over the same slots
+    /// (`C_Finalize` then `C_Initialize`) starts each at the last one's
+    /// [`Token::next_session`], so that a handle from before never names a
+    /// session of the new token.
+    pub fn with_first_session(self, first: u32) -> Self {
+        self.shared.lock().next_session = first.max(1);
+        self
+    }
+
+    /// The handle the next `C_OpenSession` would get.
+    pub fn next_session(&self) -> u32 {
+        self.shared.lock().next_session
+    }
+
     /// The connector, e.g. to read its statistics.
     pub fn connector(&self) -> &C {
         &self.connector
@@ -546,8 +564,16 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         }
         // Authenticate this session's connection with the new credential.
         if inner.link.is_some() && inner.link_generation != 0 {
-            // Authenticated under an older login: start afresh.
+            // Authenticated under an older login (one the HSM voided): start
+            // afresh; the operations it held on the HSM end with it.
             inner.link = None;
+            if inner
+                .session
+                .as_ref()
+                .is_some_and(|s| matches!(s.active, Active::Crypto(_) | Active::Find { .. }))
+            {
+                set_active(inner, Active::None);
+            }
         }
         // The HSM closes a connection that has not logged in within its
         // login deadline: one kept from an earlier call (a failed login, say)
@@ -564,6 +590,9 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                     slot.handle.store(0, Ordering::Release);
                 }
                 return Err(rv);
+            }
+            if !password_safe(inner) {
+                return Err(ckr::DEVICE_ERROR);
             }
             let reply = call(
                 inner,
@@ -620,6 +649,9 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     }
 
     fn credential(&self, pin: &[u8]) -> Result<Credential, Rv> {
+        if pin.len() > MAX_PIN {
+            return Err(ckr::PIN_LEN_RANGE);
+        }
         let mut cred = Credential {
             user: heapless::String::new(),
             password: [0; MAX_PASSWORD],
@@ -1215,6 +1247,25 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
         }
     }
 
+    /// End the session's active operation of kind `op` (`None`: a digest)
+    /// without a result, as PKCS#11 v2.40 says of a single-part, update or
+    /// final call that fails: for a call refused before it reaches the token
+    /// (a bad pointer, say). Another kind of operation, or none, is left
+    /// alone; the HSM's side, if any, is replaced by the next `CryptoInit`.
+    pub fn abandon(&self, session: u64, op: Option<Op>) {
+        let _ = self.with_session(session, |inner| {
+            let ends = match (inner.session.as_ref().map(|s| &s.active), op) {
+                (Some(Active::Crypto(c)), Some(op)) => c.op == op,
+                (Some(Active::Digest(_)), None) => true,
+                _ => false,
+            };
+            if ends {
+                set_active(inner, Active::None);
+            }
+            Ok(())
+        });
+    }
+
     /// Single-part `C_Sign`, `C_Encrypt`, `C_Decrypt`. A null `out` asks for
     /// the size (no round trip where the size is known locally; the operation
     /// stays); a short `out` gets [`Len::Needed`] and the operation stays;
@@ -1784,6 +1835,9 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             let reply = loop {
                 tries -= 1;
                 self.ensure_connected(inner, host_of(&cred))?;
+                if !password_safe(inner) {
+                    return Err(ckr::DEVICE_ERROR);
+                }
                 let reply = call(inner, &request).map(|r| matches!(r, Response::Ok));
                 let lost =
                     inner.link.is_none() && inner.last_error == Some(crate::link::LinkError::Io);
@@ -1798,6 +1852,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 Err(ckr::PIN_INCORRECT | ckr::PIN_LOCKED) => {
                     // The password changed or the user was locked since login.
                     drop_link(inner);
+                    self.login_void(generation);
                     return Err(ckr::USER_NOT_LOGGED_IN);
                 }
                 Err(rv) => {
@@ -1813,6 +1868,24 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             drop_link(inner);
         }
         Err(ckr::USER_NOT_LOGGED_IN)
+    }
+
+    /// The HSM said the login of `generation` is void: forget it (the
+    /// credential is zeroized), unless the application has logged in again
+    /// since. All sessions share the login, so all are public from now on
+    /// and `C_Login` works again without `C_Logout`; their links, stale,
+    /// are replaced at their next call.
+    fn login_void(&self, generation: u32) {
+        {
+            let mut shared = self.shared.lock();
+            if shared.generation != generation || shared.login.is_none() {
+                return;
+            }
+            shared.login = None;
+            shared.generation = shared.generation.wrapping_add(1).max(1);
+        }
+        self.keys.lock().entries.clear();
+        warn!("the HSM ended this application's login (user removed, password changed or locked); log in again");
     }
 
     fn slot(&self, session: u64) -> Result<&SessionSlot<C::Link, R, BUF>, Rv> {
@@ -1891,9 +1964,16 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 drop_link(inner);
             }
         }
-        let had_link = inner.link.is_some();
+        // A link authenticated under an earlier login (one the HSM voided)
+        // is replaced by `authenticate`: its operations are gone with it.
+        let had_link = inner.link.is_some() && {
+            let current = self.shared.lock().generation;
+            inner.link_generation == 0 || inner.link_generation == current
+        };
+        let mut generation = 0;
         let result =
             self.authenticate(inner).and_then(|()| {
+                generation = inner.link_generation;
                 if !had_link {
                     // A new connection has no operation state on the HSM.
                     if inner.session.as_ref().is_some_and(|s| {
@@ -1904,6 +1984,11 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 }
                 f(self, inner)
             });
+        if result.as_ref().err() == Some(&ckr::USER_NOT_LOGGED_IN) && generation != 0 {
+            // The HSM says the login this authenticated link rested on is
+            // void (its user removed, its password changed, locked).
+            self.login_void(generation);
+        }
         if result.as_ref().err() == Some(&ckr::SESSION_CLOSED) {
             // Its HSM is gone for good: the handle is void from now on.
             set_active(inner, Active::None);
@@ -1954,6 +2039,17 @@ fn to_template<'a>(attrs: &[Attribute<'a>]) -> Result<Template<'a>, Rv> {
         crate::attr::check_value(a.ty, a.value)?;
     }
     Template::from_slice(attrs).map_err(|_| ckr::ARGUMENTS_BAD)
+}
+
+/// Whether the slot's link may carry the password (see
+/// [`Link::may_carry_password`]): the credential is never sent in clear to
+/// another machine, whatever the configuration says.
+fn password_safe<L: Link, const BUF: usize>(inner: &SlotInner<L, BUF>) -> bool {
+    let safe = inner.link.as_ref().is_some_and(|l| l.may_carry_password());
+    if !safe {
+        warn!("login refused: the link to the HSM may not carry the password");
+    }
+    safe
 }
 
 fn drop_link<L, const BUF: usize>(inner: &mut SlotInner<L, BUF>) {

@@ -17,6 +17,9 @@ struct FakeLink {
     fail_next: Arc<host::sync::Mutex<Option<LinkError>>>,
     identity: &'static str,
     logged_in: bool,
+    /// Set by the test: the HSM voids this link's login (its user's
+    /// password changed) before the next request.
+    revoke: Arc<host::sync::atomic::AtomicBool>,
     op: Option<Op>,
     /// Replies of pipelined requests, in order.
     queue: host::collections::VecDeque<host::vec::Vec<u8>>,
@@ -65,6 +68,10 @@ impl Link for FakeLink {
                 Response::Ok
             }
             Request::Login { .. } => Response::Error(ckr::PIN_INCORRECT),
+            _ if self.logged_in && self.revoke.swap(false, Ordering::SeqCst) => {
+                self.logged_in = false;
+                Response::Error(ckr::USER_NOT_LOGGED_IN)
+            }
             _ if !self.logged_in => Response::Error(ckr::USER_NOT_LOGGED_IN),
             Request::CryptoInit { op, key, mechanism } => {
                 if key != 7 {
@@ -142,6 +149,7 @@ struct FakeConnector {
     connects: Arc<AtomicUsize>,
     /// What `Hello` answers: which HSM (and objects) a new link reaches.
     identity: Arc<host::sync::Mutex<&'static str>>,
+    revoke: Arc<host::sync::atomic::AtomicBool>,
 }
 
 impl FakeConnector {
@@ -151,6 +159,7 @@ impl FakeConnector {
             fail_next: Default::default(),
             connects: Default::default(),
             identity: Arc::new(host::sync::Mutex::new("fake-a")),
+            revoke: Default::default(),
         }
     }
 }
@@ -167,6 +176,7 @@ impl Connector for FakeConnector {
             updates: 0,
             logged_in: false,
             op: None,
+            revoke: self.revoke.clone(),
         })
     }
 }
@@ -241,6 +251,28 @@ fn object_functions_need_login_and_wrong_pin_is_reported() {
     assert_eq!(t.session_info(h).unwrap().state, cks::RW_USER_FUNCTIONS);
     t.logout(h).unwrap();
     assert_eq!(t.logout(h), Err(ckr::USER_NOT_LOGGED_IN));
+}
+
+#[test]
+fn a_login_the_hsm_voids_is_forgotten_for_every_session() {
+    let s = slots();
+    let (t, _) = token(&s);
+    let a = t.open_session(true).unwrap();
+    let b = t.open_session(true).unwrap();
+    t.login(a, cku::USER, b"pw").unwrap();
+    t.find_init(b, &[]).unwrap();
+    t.connector.revoke.store(true, Ordering::SeqCst);
+    assert_eq!(t.find_init(a, &[]), Err(ckr::USER_NOT_LOGGED_IN));
+    assert!(!t.logged_in(), "the void login is forgotten");
+    assert_eq!(t.session_info(b).unwrap().state, cks::RW_PUBLIC_SESSION);
+    assert_eq!(t.find_init(b, &[]), Err(ckr::USER_NOT_LOGGED_IN));
+    assert_eq!(t.logout(a), Err(ckr::USER_NOT_LOGGED_IN));
+    // C_Login works again, without C_Logout, from either session; both
+    // sessions work under it (b's link, authenticated under the void login,
+    // is replaced).
+    t.login(b, cku::USER, b"pw").unwrap();
+    t.find_init(a, &[]).unwrap();
+    t.find_init(b, &[]).unwrap();
 }
 
 #[test]

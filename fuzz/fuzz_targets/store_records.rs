@@ -46,6 +46,7 @@ struct Input {
     failures: u32,
     locked: bool,
     generation: u64,
+    locked_until: u64,
     edit: Edit,
     raw: Vec<u8>,
     handle: u64,
@@ -90,6 +91,7 @@ fuzz_target!(|data: &[u8]| {
         failures: input.failures,
         locked: input.locked,
         generation: input.generation,
+        locked_until: input.locked_until,
     };
     let bytes = encode_user(&input.name, &rec, Some(key)).expect("encode");
     assert_eq!(

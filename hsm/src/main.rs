@@ -314,8 +314,10 @@ struct NetArgs {
     /// loopback peers only.
     #[arg(long)]
     no_tls: bool,
-    /// Accept plain TCP from any address, not only loopback (the password
-    /// then crosses the network in clear: only on a trusted network).
+    /// Accept plain TCP from any address, not only loopback (a client's
+    /// password would then cross the network in clear: the hsmlink module
+    /// never logs in that way; other wire clients, only on a trusted
+    /// network).
     #[arg(long)]
     allow_plain: bool,
     /// An extra DNS name or IP address for the TLS certificate made on first

@@ -181,11 +181,22 @@ unsafe fn param<T: Copy>(m: &CK_MECHANISM) -> Result<T, Rv> {
     Ok(ptr::read(p))
 }
 
+/// A byte string inside a mechanism's parameters (an IV, a label, a public
+/// value): one that cannot be read (NULL or wrapping with a length) or
+/// that is longer than a frame can carry is an invalid parameter, refused
+/// before any byte of it is read.
+unsafe fn param_bytes<'a>(p: *const u8, n: CK_ULONG) -> Result<&'a [u8], Rv> {
+    if len(n).map_err(|_| ckr::MECHANISM_PARAM_INVALID)? > module::BUF {
+        return Err(ckr::MECHANISM_PARAM_INVALID);
+    }
+    bytes(p, n).map_err(|_| ckr::MECHANISM_PARAM_INVALID)
+}
+
 /// Decode a `CK_MECHANISM` and its parameters into the core's form.
 unsafe fn mechanism<'a>(p: *const CK_MECHANISM) -> Result<Mechanism<'a>, Rv> {
     let m = get(p)?;
     let ty = m.mechanism as u64;
-    let raw = || bytes(m.pParameter as *const u8, m.ulParameterLen);
+    let raw = || param_bytes(m.pParameter as *const u8, m.ulParameterLen);
     let param = match ty {
         ckm::AES_CBC | ckm::AES_CBC_PAD => MechParam::Iv(raw()?),
         ckm::AES_KEY_WRAP | ckm::AES_KEY_WRAP_PAD => match raw()? {
@@ -195,8 +206,8 @@ unsafe fn mechanism<'a>(p: *const CK_MECHANISM) -> Result<Mechanism<'a>, Rv> {
         ckm::AES_GCM => {
             let g: CK_GCM_PARAMS = param(&m)?;
             MechParam::Gcm {
-                iv: bytes(g.pIv, g.ulIvLen)?,
-                aad: bytes(g.pAAD, g.ulAADLen)?,
+                iv: param_bytes(g.pIv, g.ulIvLen)?,
+                aad: param_bytes(g.pAAD, g.ulAADLen)?,
                 tag_bits: u32::try_from(g.ulTagBits).map_err(|_| ckr::MECHANISM_PARAM_INVALID)?,
             }
         }
@@ -223,7 +234,7 @@ unsafe fn mechanism<'a>(p: *const CK_MECHANISM) -> Result<Mechanism<'a>, Rv> {
         }
         ckm::RSA_PKCS_OAEP => {
             let o: CK_RSA_PKCS_OAEP_PARAMS = param(&m)?;
-            let label = bytes(o.pSourceData as *const u8, o.ulSourceDataLen)?;
+            let label = param_bytes(o.pSourceData as *const u8, o.ulSourceDataLen)?;
             if o.source as u64 != ckz::DATA_SPECIFIED && !(o.source == 0 && label.is_empty()) {
                 return Err(ckr::MECHANISM_PARAM_INVALID);
             }
@@ -237,8 +248,8 @@ unsafe fn mechanism<'a>(p: *const CK_MECHANISM) -> Result<Mechanism<'a>, Rv> {
             let e: CK_ECDH1_DERIVE_PARAMS = param(&m)?;
             MechParam::Ecdh {
                 kdf: e.kdf as u64,
-                shared_data: bytes(e.pSharedData, e.ulSharedDataLen)?,
-                public_data: bytes(e.pPublicData, e.ulPublicDataLen)?,
+                shared_data: param_bytes(e.pSharedData, e.ulSharedDataLen)?,
+                public_data: param_bytes(e.pPublicData, e.ulPublicDataLen)?,
             }
         }
         ckm::EDDSA => {
@@ -248,7 +259,7 @@ unsafe fn mechanism<'a>(p: *const CK_MECHANISM) -> Result<Mechanism<'a>, Rv> {
                 let e: CK_EDDSA_PARAMS = param(&m)?;
                 MechParam::Eddsa {
                     prehash: e.phFlag != 0,
-                    context: bytes(e.pContextData, e.ulContextDataLen)?,
+                    context: param_bytes(e.pContextData, e.ulContextDataLen)?,
                 }
             }
         }
@@ -262,13 +273,13 @@ unsafe fn mechanism<'a>(p: *const CK_MECHANISM) -> Result<Mechanism<'a>, Rv> {
         | ckm::XOR_BASE_AND_DATA
         | ckm::AES_ECB_ENCRYPT_DATA => {
             let d: CK_KEY_DERIVATION_STRING_DATA = param(&m)?;
-            MechParam::Bytes(bytes(d.pData, d.ulLen)?)
+            MechParam::Bytes(param_bytes(d.pData, d.ulLen)?)
         }
         ckm::AES_CBC_ENCRYPT_DATA => {
             let d: CK_AES_CBC_ENCRYPT_DATA_PARAMS = param(&m)?;
             MechParam::AesCbcData {
                 iv: d.iv,
-                data: bytes(d.pData, d.length)?,
+                data: param_bytes(d.pData, d.length)?,
             }
         }
         ckm::AES_CMAC_GENERAL => {
@@ -664,6 +675,13 @@ cfn!(C_Login(hSession: CK_SESSION_HANDLE, userType: CK_USER_TYPE, pPin: *mut CK_
         m.token.session_info(hSession as u64)?;
         return Err(ckr::ARGUMENTS_BAD);
     }
+    // A PIN longer than any the token takes is refused before a byte of it
+    // is read (the special PIN is parsed as text: a length that lies would
+    // have it read past the caller's buffer).
+    if ulPinLen as u64 > hsmlink_core::token::MAX_PIN as u64 {
+        m.token.session_info(hSession as u64)?;
+        return Err(ckr::PIN_LEN_RANGE);
+    }
     let pin = bytes(pPin, ulPinLen)?;
     m.token.login(hSession as u64, userType as u64, pin)
 });
@@ -709,10 +727,20 @@ cfn!(C_GetObjectSize(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE, pul
 
 cfn!(C_GetAttributeValue(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE, pTemplate: *mut CK_ATTRIBUTE, ulCount: CK_ULONG) {
     let m = module::module()?;
-    let attrs = array_mut(pTemplate, ulCount)?;
+    // The template is read once, whole, before anything is written: a value
+    // may land in the template itself (a pValue pointing into it), and must
+    // not change where the next value goes or how long it may be. While
+    // values are written no reference to the template is held: the module
+    // writes only through the pointers the application passed.
+    let n = span(pTemplate as *const CK_ATTRIBUTE, ulCount)?.unwrap_or(0);
+    let mut attrs: Vec<CK_ATTRIBUTE> = Vec::new();
+    attrs.try_reserve_exact(n).map_err(|_| ckr::HOST_MEMORY)?;
+    for i in 0..n {
+        attrs.push(ptr::read(pTemplate.add(i)));
+    }
     let mut rv = ckr::OK;
-    for chunk in attrs.chunks_mut(MAX_ATTRS) {
-        attribute_chunk(&m, hSession as u64, hObject as u64, chunk, &mut rv)?;
+    for (k, chunk) in attrs.chunks(MAX_ATTRS).enumerate() {
+        attribute_chunk(&m, hSession as u64, hObject as u64, pTemplate.add(k * MAX_ATTRS), chunk, &mut rv)?;
     }
     if rv == ckr::OK {
         Ok(())
@@ -722,16 +750,21 @@ cfn!(C_GetAttributeValue(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE,
 });
 
 /// One exchange of `C_GetAttributeValue` for up to [`MAX_ATTRS`]
-/// attributes, written into the caller's template (`rv` collects the
+/// attributes: `chunk` is the module's copy of the caller's entries at
+/// `dst`, where the lengths are written back (`rv` collects the
 /// per-attribute outcome). When the values together do not fit one reply
 /// frame (the HSM answers `CKR_DATA_LEN_RANGE`, which `C_GetAttributeValue`
 /// may not return), the chunk is asked for in halves; a single value larger
 /// than a frame is `CKR_FUNCTION_FAILED`.
-fn attribute_chunk(
+///
+/// # Safety
+/// `dst` points to `chunk.len()` aligned entries of the caller's template.
+unsafe fn attribute_chunk(
     m: &module::Module,
     session: u64,
     object: u64,
-    chunk: &mut [CK_ATTRIBUTE],
+    dst: *mut CK_ATTRIBUTE,
+    chunk: &[CK_ATTRIBUTE],
     rv: &mut Rv,
 ) -> R {
     let types: Vec<u64> = chunk.iter().map(|a| a.type_ as u64).collect();
@@ -751,9 +784,10 @@ fn attribute_chunk(
     });
     match r {
         Err(ckr::DATA_LEN_RANGE) if chunk.len() > 1 => {
-            let (head, tail) = chunk.split_at_mut(chunk.len() / 2);
-            attribute_chunk(m, session, object, head, rv)?;
-            return attribute_chunk(m, session, object, tail, rv);
+            let half = chunk.len() / 2;
+            let (head, tail) = chunk.split_at(half);
+            attribute_chunk(m, session, object, dst, head, rv)?;
+            return attribute_chunk(m, session, object, dst.add(half), tail, rv);
         }
         Err(ckr::DATA_LEN_RANGE) => {
             log::warn!("an attribute value is larger than a frame can carry");
@@ -761,22 +795,23 @@ fn attribute_chunk(
         }
         r => r?,
     }
-    for ((a, val), code) in chunk.iter_mut().zip(answers).zip(codes) {
+    for (i, ((a, val), code)) in chunk.iter().zip(answers).zip(codes).enumerate() {
+        let length = ptr::addr_of_mut!((*dst.add(i)).ulValueLen);
         let Some(val) = val else {
-            a.ulValueLen = UNAVAILABLE_INFORMATION as CK_ULONG;
+            length.write(UNAVAILABLE_INFORMATION as CK_ULONG);
             *rv = code;
             continue;
         };
         if a.pValue.is_null() {
-            a.ulValueLen = val.len() as CK_ULONG;
+            length.write(val.len() as CK_ULONG);
         } else if len(a.ulValueLen)? >= val.len() {
             // SAFETY: the caller's buffer holds `ulValueLen` bytes (its
             // contract), at least `val.len()`; `bytes_mut` checks the
             // pointer and the length.
-            unsafe { bytes_mut(a.pValue as *mut u8, val.len() as CK_ULONG)? }.copy_from_slice(&val);
-            a.ulValueLen = val.len() as CK_ULONG;
+            bytes_mut(a.pValue as *mut u8, val.len() as CK_ULONG)?.copy_from_slice(&val);
+            length.write(val.len() as CK_ULONG);
         } else {
-            a.ulValueLen = UNAVAILABLE_INFORMATION as CK_ULONG;
+            length.write(UNAVAILABLE_INFORMATION as CK_ULONG);
             *rv = ckr::BUFFER_TOO_SMALL;
         }
     }
@@ -836,6 +871,31 @@ unsafe fn init(op: Op, h: CK_SESSION_HANDLE, p: *mut CK_MECHANISM, key: CK_OBJEC
     m.token.crypto_init(h as u64, op, &mech, key as u64)
 }
 
+/// A signature to verify: one longer than a message can carry is no
+/// signature of any key here (`CKR_SIGNATURE_LEN_RANGE`), refused unread.
+unsafe fn signature<'a>(p: *const u8, n: CK_ULONG) -> Result<&'a [u8], Rv> {
+    if len(n)? > module::BUF {
+        return Err(ckr::SIGNATURE_LEN_RANGE);
+    }
+    bytes(p, n)
+}
+
+/// The arguments of a call of the active operation `op` (`None`: a
+/// digest), checked: when they are refused (`CKR_ARGUMENTS_BAD`), the
+/// operation ends, as v2.40 says of every failed single-part, update or
+/// final call but `CKR_BUFFER_TOO_SMALL`.
+fn checked_args<T>(
+    m: &module::Module,
+    h: CK_SESSION_HANDLE,
+    op: Option<Op>,
+    args: Result<T, Rv>,
+) -> Result<T, Rv> {
+    if args.is_err() {
+        m.token.abandon(h as u64, op);
+    }
+    args
+}
+
 unsafe fn single(
     op: Op,
     h: CK_SESSION_HANDLE,
@@ -845,8 +905,12 @@ unsafe fn single(
     out_len: *mut CK_ULONG,
 ) -> R {
     let m = module::module()?;
-    let data = bytes(data, data_len)?;
-    let (buf, plen) = output(outp, out_len)?;
+    let (data, (buf, plen)) = checked_args(
+        &m,
+        h,
+        Some(op),
+        (|| Ok((bytes(data, data_len)?, output(outp, out_len)?)))(),
+    )?;
     let query = buf.is_none();
     report(m.token.crypto(h as u64, op, data, buf), query, plen)
 }
@@ -860,15 +924,19 @@ unsafe fn update(
     out_len: *mut CK_ULONG,
 ) -> R {
     let m = module::module()?;
-    let data = bytes(data, data_len)?;
-    let (buf, plen) = output(outp, out_len)?;
+    let (data, (buf, plen)) = checked_args(
+        &m,
+        h,
+        Some(op),
+        (|| Ok((bytes(data, data_len)?, output(outp, out_len)?)))(),
+    )?;
     let query = buf.is_none();
     report(m.token.crypto_update(h as u64, op, data, buf), query, plen)
 }
 
 unsafe fn finish(op: Op, h: CK_SESSION_HANDLE, outp: *mut u8, out_len: *mut CK_ULONG) -> R {
     let m = module::module()?;
-    let (buf, plen) = output(outp, out_len)?;
+    let (buf, plen) = checked_args(&m, h, Some(op), output(outp, out_len))?;
     let query = buf.is_none();
     report(m.token.crypto_final(h as u64, op, buf), query, plen)
 }
@@ -913,15 +981,14 @@ cfn!(C_DigestInit(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM) {
 
 cfn!(C_Digest(hSession: CK_SESSION_HANDLE, pData: *mut CK_BYTE, ulDataLen: CK_ULONG, pDigest: *mut CK_BYTE, pulDigestLen: *mut CK_ULONG) {
     let m = module::module()?;
-    let data = bytes(pData, ulDataLen)?;
-    let (buf, plen) = output(pDigest, pulDigestLen)?;
+    let (data, (buf, plen)) = checked_args(&m, hSession, None, (|| Ok((bytes(pData, ulDataLen)?, output(pDigest, pulDigestLen)?)))())?;
     let query = buf.is_none();
     report(m.token.digest(hSession as u64, data, buf), query, plen)
 });
 
 cfn!(C_DigestUpdate(hSession: CK_SESSION_HANDLE, pPart: *mut CK_BYTE, ulPartLen: CK_ULONG) {
     let m = module::module()?;
-    m.token.digest_update(hSession as u64, bytes(pPart, ulPartLen)?)
+    m.token.digest_update(hSession as u64, checked_args(&m, hSession, None, bytes(pPart, ulPartLen))?)
 });
 
 cfn!(C_DigestKey(hSession: CK_SESSION_HANDLE, hKey: CK_OBJECT_HANDLE) {
@@ -930,7 +997,7 @@ cfn!(C_DigestKey(hSession: CK_SESSION_HANDLE, hKey: CK_OBJECT_HANDLE) {
 
 cfn!(C_DigestFinal(hSession: CK_SESSION_HANDLE, pDigest: *mut CK_BYTE, pulDigestLen: *mut CK_ULONG) {
     let m = module::module()?;
-    let (buf, plen) = output(pDigest, pulDigestLen)?;
+    let (buf, plen) = checked_args(&m, hSession, None, output(pDigest, pulDigestLen))?;
     let query = buf.is_none();
     report(m.token.digest_final(hSession as u64, buf), query, plen)
 });
@@ -945,7 +1012,7 @@ cfn!(C_Sign(hSession: CK_SESSION_HANDLE, pData: *mut CK_BYTE, ulDataLen: CK_ULON
 
 cfn!(C_SignUpdate(hSession: CK_SESSION_HANDLE, pPart: *mut CK_BYTE, ulPartLen: CK_ULONG) {
     let m = module::module()?;
-    m.token.crypto_update_no_output(hSession as u64, Op::Sign, bytes(pPart, ulPartLen)?)
+    m.token.crypto_update_no_output(hSession as u64, Op::Sign, checked_args(&m, hSession, Some(Op::Sign), bytes(pPart, ulPartLen))?)
 });
 
 cfn!(C_SignFinal(hSession: CK_SESSION_HANDLE, pSignature: *mut CK_BYTE, pulSignatureLen: *mut CK_ULONG) {
@@ -970,19 +1037,18 @@ cfn!(C_VerifyInit(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hK
 
 cfn!(C_Verify(hSession: CK_SESSION_HANDLE, pData: *mut CK_BYTE, ulDataLen: CK_ULONG, pSignature: *mut CK_BYTE, ulSignatureLen: CK_ULONG) {
     let m = module::module()?;
-    let data = bytes(pData, ulDataLen)?;
-    let sig = bytes(pSignature, ulSignatureLen)?;
+    let (data, sig) = checked_args(&m, hSession, Some(Op::Verify), (|| Ok((bytes(pData, ulDataLen)?, signature(pSignature, ulSignatureLen)?)))())?;
     m.token.verify(hSession as u64, data, sig)
 });
 
 cfn!(C_VerifyUpdate(hSession: CK_SESSION_HANDLE, pPart: *mut CK_BYTE, ulPartLen: CK_ULONG) {
     let m = module::module()?;
-    m.token.crypto_update_no_output(hSession as u64, Op::Verify, bytes(pPart, ulPartLen)?)
+    m.token.crypto_update_no_output(hSession as u64, Op::Verify, checked_args(&m, hSession, Some(Op::Verify), bytes(pPart, ulPartLen))?)
 });
 
 cfn!(C_VerifyFinal(hSession: CK_SESSION_HANDLE, pSignature: *mut CK_BYTE, ulSignatureLen: CK_ULONG) {
     let m = module::module()?;
-    m.token.verify_final(hSession as u64, bytes(pSignature, ulSignatureLen)?)
+    m.token.verify_final(hSession as u64, checked_args(&m, hSession, Some(Op::Verify), signature(pSignature, ulSignatureLen))?)
 });
 
 cfn!(C_VerifyRecoverInit(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hKey: CK_OBJECT_HANDLE) {
@@ -1067,6 +1133,10 @@ cfn!(C_WrapKey(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hWrap
 cfn!(C_UnwrapKey(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hUnwrappingKey: CK_OBJECT_HANDLE, pWrappedKey: *mut CK_BYTE, ulWrappedKeyLen: CK_ULONG, pTemplate: *mut CK_ATTRIBUTE, ulAttributeCount: CK_ULONG, phKey: *mut CK_OBJECT_HANDLE) {
     let m = module::module()?;
     let mech = mechanism(pMechanism)?;
+    // A wrapped key travels in one message: a longer one is refused unread.
+    if len(ulWrappedKeyLen)? > module::BUF {
+        return Err(ckr::WRAPPED_KEY_LEN_RANGE);
+    }
     let wrapped = bytes(pWrappedKey, ulWrappedKeyLen)?;
     let t = canonical_template(&template(pTemplate, ulAttributeCount)?)?;
     let dst = out(phKey)?;

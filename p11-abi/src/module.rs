@@ -3,7 +3,7 @@
 //! host's attribute layout and the core's canonical one.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,16 +91,66 @@ static STATE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
 /// library's life (a `Token` borrows them for `'static`). Given back when
 /// the library is unloaded, if no `Module` uses them then
 /// ([`slots_for_unload`]).
-static SLOTS: Mutex<Option<&'static [Slot]>> = Mutex::new(None);
+static SLOTS: Mutex<Option<(ProcessMark, &'static [Slot])>> = Mutex::new(None);
 /// `Module`s alive (a call in progress may hold one after `C_Finalize`).
 static LIVE_MODULES: AtomicUsize = AtomicUsize::new(0);
+/// The first session handle of the next token: each `C_Initialize` goes on
+/// from where the last `C_Finalize` left, so a handle is never reused in the
+/// process (one kept from before names no session of the new token).
+static NEXT_SESSION: AtomicU32 = AtomicU32::new(1);
+/// The `C_Finalize` calls under way: the process id (high half) and their
+/// number (low half). `C_Initialize` waits for them, so that a finalize
+/// waiting for the calls under way is not overtaken; no lock is held
+/// meanwhile, and a forked child's copy (its parent's id) is ignored.
+static FINALIZING: AtomicU64 = AtomicU64::new(0);
 
+/// Counts a `C_Finalize` of this process in [`FINALIZING`] until dropped.
+struct Finalizing;
+
+impl Finalizing {
+    fn enter() -> Finalizing {
+        let me = u64::from(std::process::id());
+        let _ = FINALIZING.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+            Some(if v >> 32 == me { v + 1 } else { (me << 32) | 1 })
+        });
+        Finalizing
+    }
+
+    /// Whether a `C_Finalize` of this process is under way.
+    fn here() -> bool {
+        let v = FINALIZING.load(Ordering::Acquire);
+        v >> 32 == u64::from(std::process::id()) && v & 0xFFFF_FFFF != 0
+    }
+}
+
+impl Drop for Finalizing {
+    fn drop(&mut self) {
+        let me = u64::from(std::process::id());
+        let _ = FINALIZING.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+            Some(if v >> 32 == me && v & 0xFFFF_FFFF != 0 {
+                v - 1
+            } else {
+                v
+            })
+        });
+    }
+}
+
+/// The session slots of this process. A forked child makes its own: the
+/// parent's copies may hold locks taken by threads that do not exist in
+/// the child (a call waiting for the HSM when the parent forked), and are
+/// left alone (leaked).
 fn slots() -> &'static [Slot] {
     let mut s = SLOTS.lock();
-    s.get_or_insert_with(|| {
-        let v: Vec<Slot> = (0..MAX_SESSIONS).map(|_| Slot::new()).collect();
-        Box::leak(v.into_boxed_slice())
-    })
+    match *s {
+        Some((mark, slots)) if mark.is_current() => slots,
+        _ => {
+            let v: Vec<Slot> = (0..MAX_SESSIONS).map(|_| Slot::new()).collect();
+            let slots: &'static [Slot] = Box::leak(v.into_boxed_slice());
+            *s = Some((ProcessMark::now(), slots));
+            slots
+        }
+    }
 }
 
 /// At unload: the slots, taken out for freeing, if nothing can use them
@@ -111,7 +161,10 @@ pub fn slots_for_unload() -> Option<&'static [Slot]> {
     if LIVE_MODULES.load(Ordering::Acquire) != 0 || STATE.read().is_some() {
         return None;
     }
-    s.take()
+    match s.take() {
+        Some((mark, slots)) if mark.is_current() => Some(slots),
+        _ => None,
+    }
 }
 
 impl Drop for Module {
@@ -130,7 +183,15 @@ pub fn module() -> Result<Arc<Module>, Rv> {
 
 /// `C_Initialize` once the arguments are checked.
 pub fn initialize() -> Result<(), Rv> {
-    let mut state = STATE.write();
+    let mut state = loop {
+        while Finalizing::here() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let state = STATE.write();
+        if !Finalizing::here() {
+            break state;
+        }
+    };
     if let Some(m) = state.as_ref() {
         if m.process.is_current() {
             return Err(ckr::CRYPTOKI_ALREADY_INITIALIZED);
@@ -171,7 +232,8 @@ pub fn initialize() -> Result<(), Rv> {
             special_pin: config.special_pin,
         },
     )
-    .inspect_err(|_| log::error!("hsmlink configuration: user name too long"))?;
+    .inspect_err(|_| log::error!("hsmlink configuration: user name too long"))?
+    .with_first_session(NEXT_SESSION.load(Ordering::Acquire));
     LIVE_MODULES.fetch_add(1, Ordering::AcqRel);
     *state = Some(Arc::new(Module {
         token,
@@ -182,10 +244,20 @@ pub fn initialize() -> Result<(), Rv> {
 
 /// `C_Finalize`: every session is closed.
 pub fn finalize() -> Result<(), Rv> {
-    let mut state = STATE.write();
-    match state.take() {
+    let _finalizing = Finalizing::enter();
+    let taken = STATE.write().take();
+    match taken {
         Some(m) if m.process.is_current() => {
+            // No call starts from now on (each finds the library
+            // uninitialized); the calls under way hold `m` until they
+            // return, each bounded by the I/O timeouts. Wait for them, so
+            // that none is still inside the token when its sessions close
+            // and the slots go to the next C_Initialize's token.
+            while Arc::strong_count(&m) > 1 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             m.token.close_all_sessions();
+            NEXT_SESSION.store(m.token.next_session(), Ordering::Release);
             let exchanges = m.token.connector().exchanges();
             log::info!("exchanges with the HSM since C_Initialize: {exchanges}");
             // For benchmarks: round trips per operation, counted by the module.
@@ -530,7 +602,7 @@ impl Config {
                     format!(
                         "TLS is on for {addr} but the server cannot be verified: set \
                          HSMLINK_TLS_PIN to the fingerprint the server printed, or \
-                         HSMLINK_TLS_CA to a CA file (HSMLINK_TLS=off for plain TCP)"
+                         HSMLINK_TLS_CA to a CA file (plain TCP, HSMLINK_TLS=off, never carries the password off this machine)"
                     ),
                 ))
             }

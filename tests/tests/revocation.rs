@@ -153,9 +153,9 @@ fn revocation_password_change_and_lock_end_live_sessions() {
         raw_login(hsm.addr(), "bob", "bob-pw-1"),
         Some(CKR_PIN_INCORRECT)
     );
-    // The application logs out and in again with the new password; the
-    // user keeps its objects (same id).
-    s.logout().expect("C_Logout after the revocation");
+    // The module forgot the void login: the application logs in again with
+    // the new password (no C_Logout needed); the user keeps its objects
+    // (same id).
     assert_eq!(
         rv_of(s.login(UserType::User, Some(&AuthPin::new("bob-pw-1".into())))),
         RvError::PinIncorrect
@@ -327,5 +327,63 @@ fn revocation_ends_running_operations_and_search_cursors() {
         );
     }
     drop(s);
+    t.reinitialize(&[]).expect("back to the defaults");
+}
+
+#[test]
+fn revocation_passwd_voids_the_login_of_every_session_and_c_login_works_again() {
+    let t = token();
+    let data = TempDir::new("revocation-relogin");
+    let secrets = Secrets::new();
+    let d = path_str(data.path());
+    add_user(&["--data", d], "dave", "dave-pw-1");
+    let hsm = serve(data.path(), &secrets, &[]);
+
+    // Two sessions of one application share one login.
+    let a = login_at(&t, hsm.addr(), "dave", "dave-pw-1");
+    let b = t.pkcs11.open_rw_session(t.slot).expect("C_OpenSession");
+    data_object(&a, "dave-token", true).expect("token object");
+    assert_eq!(handle_of(&b, "dave-token").len(), 1, "b shares a's login");
+
+    cli_ok(
+        &[
+            "user",
+            "passwd",
+            "--data",
+            d,
+            "--password-env",
+            "NEWPW",
+            "dave",
+        ],
+        &[("NEWPW", "dave-pw-2")],
+    );
+    // The next call learns the login is void, and so does the module: every
+    // session of the application is public from then on.
+    assert_eq!(rv_of(a.find_objects(&[])), RvError::UserNotLoggedIn);
+    for s in [&a, &b] {
+        let info = s.get_session_info().expect("C_GetSessionInfo");
+        assert_eq!(
+            info.session_state(),
+            cryptoki::session::SessionState::RwPublic,
+            "the module still believes the void login holds"
+        );
+        assert_eq!(rv_of(s.find_objects(&[])), RvError::UserNotLoggedIn);
+    }
+    // The old password is refused by the HSM (not by a stale state of the
+    // module: CKR_PIN_INCORRECT, not CKR_USER_ALREADY_LOGGED_IN) ...
+    assert_eq!(
+        rv_of(b.login(UserType::User, Some(&AuthPin::new("dave-pw-1".into())))),
+        RvError::PinIncorrect
+    );
+    // ... and the new one logs in without C_Logout, on another session
+    // than the one that saw the revocation; both work again.
+    b.login(UserType::User, Some(&AuthPin::new("dave-pw-2".into())))
+        .expect("C_Login with the new password, without C_Logout");
+    assert_eq!(handle_of(&a, "dave-token").len(), 1);
+    assert_eq!(handle_of(&b, "dave-token").len(), 1);
+    // C_Logout ends the new login as usual.
+    a.logout().expect("C_Logout of the new login");
+    assert_eq!(rv_of(a.logout()), RvError::UserNotLoggedIn);
+    drop((a, b));
     t.reinitialize(&[]).expect("back to the defaults");
 }

@@ -242,3 +242,72 @@ fn special_pin_tls_per_host_pin_in_the_config_file_logs_in_over_tls() {
     assert!(!contains(&rec.seen.lock().unwrap(), PIN.as_bytes()));
     t.reinitialize(&[]).expect("back to the defaults");
 }
+
+#[test]
+fn special_pin_tls_plain_tcp_to_a_non_loopback_address_never_carries_the_password() {
+    log_file();
+    let t = token();
+    let rec = recorder(t.addr().to_string());
+    // HSMLINK_TLS=off asks for plain TCP; the configured address is this
+    // machine's network address, not loopback: whatever the setting, the
+    // password must not cross it in clear.
+    t.reinitialize(&[
+        ("HSMLINK_ADDR", Some(&rec.addr)),
+        ("HSMLINK_TLS", Some("off")),
+    ])
+    .expect("C_Initialize with HSMLINK_TLS=off and a non-loopback address");
+    let session = t.rw_session();
+    // Public functions carry no secret: they still work over plain TCP.
+    session
+        .generate_random_vec(16)
+        .expect("C_GenerateRandom in a public session");
+    let rv = rv_of(session.login(UserType::User, Some(&AuthPin::new(PIN.into()))));
+    assert_eq!(
+        rv,
+        RvError::DeviceError,
+        "C_Login over plain TCP to {}",
+        rec.addr
+    );
+    assert_eq!(
+        session
+            .get_session_info()
+            .expect("C_GetSessionInfo")
+            .session_state(),
+        cryptoki::session::SessionState::RwPublic,
+        "the refused login left the session public"
+    );
+    drop(session);
+
+    // The same with a special PIN naming that (configured) endpoint.
+    t.reinitialize(&[
+        ("HSMLINK_ADDR", Some(&rec.addr)),
+        ("HSMLINK_USER", None),
+        ("HSMLINK_SPECIAL_PIN", Some("1")),
+        ("HSMLINK_TLS", Some("off")),
+    ])
+    .expect("C_Initialize with a special PIN, HSMLINK_TLS=off, a non-loopback address");
+    let session = t.rw_session();
+    let rv = rv_of(session.login(UserType::User, Some(&special(PIN, &rec.addr))));
+    assert_eq!(rv, RvError::DeviceError, "special PIN naming {}", rec.addr);
+    drop(session);
+
+    let seen = rec.seen.lock().unwrap().clone();
+    assert!(
+        rec.connections.load(Ordering::SeqCst) >= 1 && !seen.is_empty(),
+        "the relay saw the public traffic (so it would have seen a login)"
+    );
+    assert!(
+        !contains(&seen, PIN.as_bytes()),
+        "the password crossed a non-loopback link in clear"
+    );
+    let log = log_text();
+    assert!(
+        log.contains("login refused")
+            && log.contains(&rec.addr)
+            && log.contains("without TLS")
+            && log.contains("password was not sent"),
+        "a clear log line names the host and the reason:\n{log}"
+    );
+    assert!(!log.contains(PIN), "the password is in the log");
+    t.reinitialize(&[]).expect("back to the defaults");
+}

@@ -578,6 +578,34 @@ impl Link for TcpLink {
         true
     }
 
+    /// TLS (always with a verified server: a pin or a CA), or plain TCP
+    /// whose peer is a loopback address (resolved, so a name or a setting
+    /// cannot make another machine look local).
+    fn may_carry_password(&self) -> bool {
+        let socket = match self.stream.get_ref() {
+            Stream::Tls(_) => return true,
+            Stream::Plain(s) => s,
+        };
+        match socket.peer_addr() {
+            Ok(peer) if peer.ip().to_canonical().is_loopback() => true,
+            Ok(peer) => {
+                log::error!(
+                    "login refused: the HSM at {peer} is not this machine and the connection \
+                     is plain TCP; a password never travels without TLS: the password was not \
+                     sent. Set HSMLINK_TLS_PIN (the server's fingerprint) or HSMLINK_TLS_CA, \
+                     and HSMLINK_TLS=auto or on"
+                );
+                false
+            }
+            Err(e) => {
+                log::error!(
+                    "login refused: the HSM's address is unknown ({e}); the password was not sent"
+                );
+                false
+            }
+        }
+    }
+
     fn check_alive(&mut self) -> bool {
         let Some(t) = self.liveness else {
             return true;
