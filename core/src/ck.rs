@@ -451,7 +451,7 @@ pub mod ckm {
     pub const AES_CTR: u64 = 0x1086;
     pub const AES_GCM: u64 = 0x1087;
     pub const AES_CCM: u64 = 0x1088;
-    pub const AES_CMAC_GENERAL: u64 = 0x1089;
+    pub const AES_CMAC_GENERAL: u64 = 0x108B;
     pub const AES_CMAC: u64 = 0x108A;
     pub const AES_KEY_WRAP: u64 = 0x2109;
     pub const AES_KEY_WRAP_PAD: u64 = 0x210A;

@@ -45,6 +45,7 @@ struct Input {
     phc: String,
     failures: u32,
     locked: bool,
+    generation: u64,
     locked_until: u64,
     edit: Edit,
     raw: Vec<u8>,
@@ -89,6 +90,7 @@ fuzz_target!(|data: &[u8]| {
         phc: input.phc.clone(),
         failures: input.failures,
         locked: input.locked,
+        generation: input.generation,
         locked_until: input.locked_until,
     };
     let bytes = encode_user(&input.name, &rec, Some(key)).expect("encode");

@@ -182,6 +182,9 @@ pub struct Connection {
     /// Its entry in the server's registry (a login waiting its turn shows
     /// there that it may be ended, and gives up when it is).
     state: Option<Arc<crate::registry::ConnState>>,
+    /// What its running operations buffered after the last request, and
+    /// for whom (reported to [`Hsm::report_inflight`]).
+    inflight: Option<(Arc<str>, usize)>,
 }
 
 fn op_index(op: Op) -> usize {
@@ -199,6 +202,9 @@ impl Drop for Connection {
             self.hsm.end_login(self.id);
         }
         self.hsm.remove_session_objects(&self.session_objects);
+        if let Some((o, n)) = self.inflight.take() {
+            self.hsm.report_inflight(Some((&o, n)), None);
+        }
     }
 }
 
@@ -222,6 +228,7 @@ impl Connection {
             closing: false,
             peer: None,
             state: None,
+            inflight: None,
         }
     }
 
@@ -276,6 +283,54 @@ impl Connection {
 
     /// Handle one request.
     pub fn handle(&mut self, req: Request<'_>) -> Reply {
+        let reply = self.serve(req);
+        self.report_inflight();
+        reply
+    }
+
+    /// What the running operations buffer now, for the user logged in
+    /// (counted in its [`Limits::max_user_session_bytes`]).
+    ///
+    /// [`Limits::max_user_session_bytes`]: crate::hsm::Limits::max_user_session_bytes
+    fn report_inflight(&mut self) {
+        let now = self.user.as_ref().map(|u| (u.clone(), self.held()));
+        if now != self.inflight {
+            let before = self.inflight.take();
+            self.hsm.report_inflight(
+                before.as_ref().map(|(o, n)| (o, *n)),
+                now.as_ref().map(|(o, n)| (o, *n)),
+            );
+            self.inflight = now;
+        }
+    }
+
+    /// What this connection holds besides its session objects: its running
+    /// operations' buffers and its search cursor.
+    fn held(&self) -> usize {
+        let ops: usize = self.ops.iter().flatten().map(Running::buffered).sum();
+        let find = self
+            .find
+            .as_ref()
+            .map_or(0, |f| f.handles.capacity().saturating_mul(8));
+        ops.saturating_add(find)
+    }
+
+    /// Whether `owner`'s connections may hold `more` bytes on this one (see
+    /// [`Limits::max_user_session_bytes`]).
+    ///
+    /// [`Limits::max_user_session_bytes`]: crate::hsm::Limits::max_user_session_bytes
+    fn user_has_room(&self, owner: &str, more: usize) -> bool {
+        // What the user's connections hold, this one's as last reported
+        // taken out and as it is now put in.
+        let others = self
+            .hsm
+            .user_session_bytes(owner)
+            .saturating_sub(self.inflight.as_ref().map_or(0, |(_, n)| *n));
+        others.saturating_add(self.held()).saturating_add(more)
+            <= self.hsm.limits.max_user_session_bytes
+    }
+
+    fn serve(&mut self, req: Request<'_>) -> Reply {
         if let Request::Hello {
             version,
             max_frame,
@@ -356,9 +411,25 @@ impl Connection {
                 Err(e) => Reply::Error(e),
             },
             Request::FindObjects { template, max } => {
-                let handles = s
-                    .hsm
-                    .find(&user, &app, self.id, &template, self.hsm.limits.max_find);
+                self.find = None;
+                let mut handles =
+                    s.hsm
+                        .find(&user, &app, self.id, &template, self.hsm.limits.max_find);
+                handles.shrink_to_fit();
+                // A cursor kept for FindNext counts in the user's bytes.
+                let kept = if handles.len() > (max as usize).min(MAX_FIND) {
+                    handles.capacity().saturating_mul(8)
+                } else {
+                    0
+                };
+                if kept > 0 && !self.user_has_room(s.user, kept) {
+                    log::warn!(
+                        "event=quota user={:?} conn={} reason=user_session_bytes what=find",
+                        s.user,
+                        self.id
+                    );
+                    return Reply::Error(ckr::DEVICE_MEMORY);
+                }
                 self.find = Some(Find { handles, pos: 0 });
                 self.find_next(&s, max)
             }
@@ -386,15 +457,21 @@ impl Connection {
             Request::CryptoUpdate { op, data } => {
                 let i = op_index(op);
                 let buffered: usize = self.ops.iter().flatten().map(Running::buffered).sum();
-                let Some(r) = self.ops[i].as_mut() else {
+                if self.ops[i].is_none() {
                     return Reply::Error(ckr::OPERATION_NOT_INITIALIZED);
-                };
-                if buffered.saturating_add(data.len()) > self.hsm.limits.max_inflight_bytes {
+                }
+                if buffered.saturating_add(data.len()) > self.hsm.limits.max_inflight_bytes
+                    || !self.user_has_room(s.user, data.len())
+                {
                     // The connection's cap on buffered bytes, across its
-                    // running operations.
+                    // running operations, and its user's across all its
+                    // connections (session objects included).
                     self.ops[i] = None;
                     return Reply::Error(ckr::DEVICE_MEMORY);
                 }
+                let Some(r) = self.ops[i].as_mut() else {
+                    return Reply::Error(ckr::OPERATION_NOT_INITIALIZED);
+                };
                 match r.update(data) {
                     Ok(out) => Reply::Data(out),
                     Err(e) => {
@@ -513,6 +590,13 @@ impl Connection {
         let handles = f.handles.get(f.pos..end).unwrap_or(&[]).to_vec();
         f.pos = end;
         let more = f.pos < f.handles.len();
+        if !more {
+            // Done: nothing kept (a FindNext now finds nothing more).
+            *f = Find {
+                handles: Vec::new(),
+                pos: 0,
+            };
+        }
         Reply::Objects { handles, more }
     }
 

@@ -245,7 +245,13 @@ fn decode(op: Op, m: &Mechanism<'_>) -> Result<Decoded, Rv> {
         },
         ckm::AES_CMAC if sv => none(Kind::Cmac(16), ckk::AES, None),
         ckm::AES_CMAC_GENERAL if sv => match m.param {
-            MechParam::Ulong(n @ 1..=16) => Ok((Kind::Cmac(n as usize), ckk::AES, None)),
+            // The key policy (docs/security.md): a tag shorter than
+            // MIN_VERIFIED_TAG is not verified, or C_Verify would tell a
+            // tag a byte at a time (256 tries a byte) to a caller who may
+            // not sign.
+            MechParam::Ulong(n @ 1..=16) if op == Op::Sign || n >= MIN_VERIFIED_TAG => {
+                Ok((Kind::Cmac(n as usize), ckk::AES, None))
+            }
             _ => bad_param,
         },
         ckm::SHA_1_HMAC if sv => none(Kind::Hmac(Hash::Sha1), ckk::GENERIC_SECRET, None),
@@ -303,6 +309,10 @@ fn decode(op: Op, m: &Mechanism<'_>) -> Result<Decoded, Rv> {
         _ => Err(ckr::MECHANISM_INVALID),
     }
 }
+
+/// The shortest `CKM_AES_CMAC_GENERAL` tag verified (64 bits, as NIST SP
+/// 800-38B advises); shorter tags may still be made by a key that signs.
+pub const MIN_VERIFIED_TAG: u64 = 8;
 
 fn usage_attr(op: Op) -> u64 {
     match op {

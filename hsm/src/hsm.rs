@@ -48,6 +48,11 @@ pub struct Limits {
     pub max_unauthenticated: usize,
     /// Simultaneous connections from one client address.
     pub max_connections_per_address: usize,
+    /// Simultaneous connections logged in as one user (claimed at its
+    /// login, kept after a logout): past it, a login with the right
+    /// password is `CKR_DEVICE_MEMORY`, so that one valid user cannot hold
+    /// every slot of [`Limits::max_connections`].
+    pub max_connections_per_user: usize,
     /// Milliseconds from a connection's accept to its successful login
     /// (TLS handshake, `Hello`, `Login`).
     pub login_timeout_ms: u64,
@@ -60,6 +65,10 @@ pub struct Limits {
     pub max_session_bytes: usize,
     /// Bytes the token objects of one user may hold together (same count).
     pub max_user_bytes: usize,
+    /// Bytes the connections of one user may hold together: their session
+    /// objects (same count), what their running operations buffer and
+    /// their search cursors.
+    pub max_user_session_bytes: usize,
     /// Objects (token and session) one user may hold on this server: past
     /// it, creating a token object is `CKR_DEVICE_MEMORY`.
     pub max_objects_per_user: usize,
@@ -83,11 +92,13 @@ impl Default for Limits {
             max_connections: 256,
             max_unauthenticated: 64,
             max_connections_per_address: 128,
+            max_connections_per_user: 128,
             login_timeout_ms: 5_000,
             frame_timeout_ms: 5_000,
             max_session_objects: 4096,
             max_session_bytes: 4 << 20,
             max_user_bytes: 64 << 20,
+            max_user_session_bytes: 64 << 20,
             max_objects_per_user: 100_000,
             max_find: 100_000,
             idle_secs: 300,
@@ -133,7 +144,8 @@ struct Table {
     /// superset of what a search for it must consider).
     by_value: HashMap<IndexKey, BTreeSet<u64>>,
     /// Quota bytes (see [`quota_bytes`]) of the token objects by owner,
-    /// and of the session objects by the connection that made them.
+    /// and of the session objects by the connection that made them and by
+    /// their owner (all its connections together).
     bytes: HashMap<QuotaKey, usize>,
 }
 
@@ -141,13 +153,18 @@ struct Table {
 enum QuotaKey {
     Owner(String),
     Conn(u64),
+    Sessions(String),
 }
 
 impl QuotaKey {
-    fn of(o: &Object) -> QuotaKey {
+    /// The counts object `o` is in.
+    fn of(o: &Object) -> [Option<QuotaKey>; 2] {
         match &o.session {
-            None => QuotaKey::Owner(o.owner.clone()),
-            Some(s) => QuotaKey::Conn(s.conn),
+            None => [Some(QuotaKey::Owner(o.owner.clone())), None],
+            Some(s) => [
+                Some(QuotaKey::Conn(s.conn)),
+                Some(QuotaKey::Sessions(o.owner.clone())),
+            ],
         }
     }
 }
@@ -178,17 +195,20 @@ impl Table {
                 .or_default()
                 .insert(o.handle);
         }
-        let b = self.bytes.entry(QuotaKey::of(&o)).or_default();
-        *b = b.saturating_add(quota_bytes(&o));
+        for k in QuotaKey::of(&o).into_iter().flatten() {
+            let b = self.bytes.entry(k).or_default();
+            *b = b.saturating_add(quota_bytes(&o));
+        }
         self.objects.insert(o.handle, o);
     }
 
     fn unindex(&mut self, o: &Object) {
-        let k = QuotaKey::of(o);
-        if let Some(b) = self.bytes.get_mut(&k) {
-            *b = b.saturating_sub(quota_bytes(o));
-            if *b == 0 {
-                self.bytes.remove(&k);
+        for k in QuotaKey::of(o).into_iter().flatten() {
+            if let Some(b) = self.bytes.get_mut(&k) {
+                *b = b.saturating_sub(quota_bytes(o));
+                if *b == 0 {
+                    self.bytes.remove(&k);
+                }
             }
         }
         if let Some(s) = self.by_owner.get_mut(&o.owner) {
@@ -237,13 +257,14 @@ struct Handles {
     end: u64,
 }
 
-/// What a login rests on: the user's id, password hash and lock. A change
-/// of any (removal, `passwd`, a lock) ends the login.
+/// What a login rests on: the user's id, password hash and login
+/// generation ([`UserRecord::generation`]). A change of any (removal,
+/// `passwd`, an admin lock) ends the login; an automatic lockout does not.
 #[derive(Clone, PartialEq, Eq)]
 struct Stamp {
     id: u64,
     phc: String,
-    locked: bool,
+    generation: u64,
 }
 
 impl Stamp {
@@ -251,7 +272,7 @@ impl Stamp {
         Stamp {
             id: u.id,
             phc: u.phc.clone(),
-            locked: u.locked,
+            generation: u.generation,
         }
     }
 }
@@ -312,6 +333,9 @@ pub struct Hsm {
     /// theirs that was already running when the user was removed cannot
     /// store an object afterwards (checked under `writer`).
     gone: Mutex<std::collections::HashSet<String>>,
+    /// Bytes the running operations of each owner's connections buffer, as
+    /// the connections last reported them (see [`Hsm::report_inflight`]).
+    inflight: Mutex<HashMap<Arc<str>, usize>>,
     /// The live connections of the server serving this HSM.
     pub connections: Arc<crate::registry::Registry>,
     pub limits: Limits,
@@ -473,6 +497,7 @@ impl Hsm {
             live: Mutex::new(HashMap::new()),
             epochs: Mutex::new(HashMap::new()),
             gone: Mutex::new(std::collections::HashSet::new()),
+            inflight: Mutex::new(HashMap::new()),
             connections: Arc::new(crate::registry::Registry::new()),
             limits,
             stats: Stats::new(),
@@ -677,21 +702,21 @@ impl Hsm {
                 }
             };
         for name in names {
-            let now = match records.remove(&name) {
-                Some(Ok(u)) => Some(Stamp::of(&u)),
+            let (now, reason) = match records.remove(&name) {
+                Some(Ok(u)) => (
+                    Some(Stamp::of(&u)),
+                    if u.locked { "locked" } else { "changed" },
+                ),
                 Some(Err(e)) => {
                     log::error!("event=user_refused user={name:?} reason={:?}", e.0);
-                    None
+                    (None, "refused")
                 }
-                None => None,
+                None => (None, "removed"),
             };
-            let reason = match &now {
-                None => "removed",
-                Some(st) if st.locked => "locked",
-                Some(_) => "changed",
-            };
+            // A lock by failed logins leaves the stamp as it was: the live
+            // logins go on (only new ones are refused).
             self.revoke_where(reason, |l| {
-                *l.name == *name && now.as_ref().is_none_or(|st| *st != l.stamp || st.locked)
+                *l.name == *name && now.as_ref().is_none_or(|st| *st != l.stamp)
             });
         }
     }
@@ -730,7 +755,9 @@ impl Hsm {
     /// wrong password alike, after the same work; `CKR_PIN_LOCKED` for a
     /// user locked by too many consecutive failures (an unknown name locks
     /// too, in memory, so that locking reveals nothing). Failed attempts are
-    /// rate-limited per user and per client address `peer`.
+    /// rate-limited per user and per client address `peer`. A name no user
+    /// can have ([`users::check_name`]) is `CKR_PIN_INCORRECT` at once,
+    /// counted and remembered nowhere.
     ///
     /// A lock lasts [`LoginPolicy::lock`], doubling for each failure after
     /// it lapsed, up to [`LoginPolicy::max_lock`] (or until `user unlock`
@@ -767,6 +794,15 @@ impl Hsm {
                 owner: Arc::from(users::owner_key(user, rec.id)),
                 revoked: Arc::new(AtomicBool::new(false)),
             };
+            if let Some(st) = state {
+                let cap = self.limits.max_connections_per_user;
+                if !self.connections.claim_for(st, &grant.owner, cap) {
+                    log::warn!(
+                        "event=refused conn={conn} user={user:?} reason=user_connection_limit"
+                    );
+                    return Err(ckr::DEVICE_MEMORY);
+                }
+            }
             let prev = lock(&self.live).insert(
                 conn,
                 Live {
@@ -801,6 +837,18 @@ impl Hsm {
     ) -> Result<UserRecord, Rv> {
         let peer = peer.map(crate::registry::address_group);
         let peer_s = peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        // A name no user can have (up to a frame's 64 KiB from a raw
+        // client): refused before anything remembers it (the rate limiter,
+        // the unknown names' locks) or logs it, and before the password
+        // work; it cannot be anyone's, so nothing is counted.
+        if users::check_name(user).is_err() {
+            self.stats.logins_failed.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "event=login_failed peer={peer_s} reason=bad_name len={}",
+                user.len()
+            );
+            return Err(ckr::PIN_INCORRECT);
+        }
         let policy = &self.limits.login;
         let trusted = !policy.lock.is_zero()
             && peer.is_some_and(|ip| {
@@ -898,9 +946,11 @@ impl Hsm {
             None => self.phantoms.bump(user, &rule),
         };
         if now_locked {
+            // New logins are refused from now on; the user's live logins go
+            // on (whoever can send wrong PINs must not be able to end a
+            // legitimate user's sessions). An admin's `user lock` ends them.
             self.logins.forget(user);
             self.stats.lockouts.fetch_add(1, Ordering::Relaxed);
-            self.revoke_user(user, "locked");
         }
         log::warn!(
             "event=login_failed user={user:?} peer={peer_s} reason=bad_password failures={failures} locked={now_locked}"
@@ -929,20 +979,64 @@ impl Hsm {
             .unwrap_or(0)
     }
 
+    /// What the connections of `owner` hold together: the quota bytes of
+    /// their session objects and the bytes their running operations buffer
+    /// (bounded by [`Limits::max_user_session_bytes`]).
+    pub fn user_session_bytes(&self, owner: &str) -> usize {
+        let objects = read(&self.table)
+            .bytes
+            .get(&QuotaKey::Sessions(owner.to_string()))
+            .copied()
+            .unwrap_or(0);
+        objects.saturating_add(lock(&self.inflight).get(owner).copied().unwrap_or(0))
+    }
+
+    /// A connection's running operations buffer `now` bytes for its owner,
+    /// where it last reported `before` (`None`: nothing, or no owner).
+    pub fn report_inflight(
+        &self,
+        before: Option<(&Arc<str>, usize)>,
+        now: Option<(&Arc<str>, usize)>,
+    ) {
+        if before.map(|(o, n)| (&**o, n)) == now.map(|(o, n)| (&**o, n)) {
+            return;
+        }
+        let mut m = lock(&self.inflight);
+        if let Some((owner, n)) = before {
+            if let Some(v) = m.get_mut(&**owner) {
+                *v = v.saturating_sub(n);
+                if *v == 0 {
+                    m.remove(&**owner);
+                }
+            }
+        }
+        if let Some((owner, n)) = now.filter(|(_, n)| *n > 0) {
+            let v = m.entry(owner.clone()).or_default();
+            *v = v.saturating_add(n);
+        }
+    }
+
     /// Whether `o`, new or replacing `old`, fits in the byte quota of its
-    /// owner (token object) or of the connection that made it (session
-    /// object); a change that does not grow it always fits.
+    /// owner (token object), or of the connection that made it and of all
+    /// its owner's connections together (session object); a change that
+    /// does not grow it always fits.
     pub fn fits_quota(&self, o: &Object, old: Option<&Object>) -> bool {
         let new = quota_bytes(o);
         let old = old.map_or(0, quota_bytes);
         if new <= old {
             return true;
         }
-        let (used, max) = match &o.session {
-            None => (self.token_bytes(&o.owner), self.limits.max_user_bytes),
-            Some(s) => (self.session_bytes(s.conn), self.limits.max_session_bytes),
-        };
-        used.saturating_sub(old).saturating_add(new) <= max
+        let fits = |used: usize, max: usize| used.saturating_sub(old).saturating_add(new) <= max;
+        match &o.session {
+            None => fits(self.token_bytes(&o.owner), self.limits.max_user_bytes),
+            Some(s) => {
+                fits(self.session_bytes(s.conn), self.limits.max_session_bytes)
+                    && fits(
+                        self.user_session_bytes(&o.owner),
+                        self.limits.max_user_session_bytes,
+                    )
+            }
+        }
     }
 
     /// A fresh handle, never handed out before.
@@ -1404,12 +1498,12 @@ pub fn migrate(store: &Store, unlock: &Unlock) -> Result<String, String> {
         let o = Object::from_record(h, &rec);
         let b = vault::seal_object(&master, h, &o.to_record()).map_err(|x| x.to_string())?;
         store
-            .put_objects(&[ObjectRow {
+            .update_object(&ObjectRow {
                 handle: h,
                 owner: &o.owner,
                 label: o.get(cka::LABEL).unwrap_or_default(),
                 bytes: &b,
-            }])
+            })
             .map_err(e)?;
         sealed += usize::from(plain);
         moved += usize::from(owner_moves);

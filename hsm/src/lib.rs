@@ -24,7 +24,8 @@
 //! - one PKCS#11 session per connection, [`Limits::max_connections`] of them,
 //!   at most [`Limits::max_unauthenticated`] not logged in and
 //!   [`Limits::max_connections_per_address`] from one address (see
-//!   [`registry`]); a connection idle for [`Limits::idle_secs`] is closed,
+//!   [`registry`]), [`Limits::max_connections_per_user`] logged in as one
+//!   user; a connection idle for [`Limits::idle_secs`] is closed,
 //!   one not logged in [`Limits::login_timeout_ms`] after its accept, or
 //!   whose frame is not whole [`Limits::frame_timeout_ms`] after its first
 //!   byte;
@@ -34,8 +35,12 @@
 //! - one search cursor, of at most [`Limits::max_find`] handles;
 //! - at most [`Limits::max_session_objects`] session objects of at most
 //!   [`Limits::max_session_bytes`] together, which die with the connection;
+//!   all the connections of a user hold at most
+//!   [`Limits::max_user_session_bytes`] together (session objects,
+//!   running operations' buffers, search cursors);
 //! - logins are throttled and lock a user after repeated failures
-//!   ([`Limits::login`]).
+//!   ([`Limits::login`]); a user name no user can have is refused before
+//!   anything remembers it.
 //!
 //! Token objects are the user's persistent storage: their number is bounded
 //! per user by [`Limits::max_objects_per_user`] and [`Limits::max_user_bytes`] (the embedded store keeps

@@ -191,10 +191,10 @@ const SERVE_HELP: &str = "Examples:\n  \
     (longer ones close the connection); --max-session-objects session objects per connection; \
     --max-inflight-bytes buffered by a connection's running operations; connections idle for \
     --idle-timeout seconds are closed.\n\n\
-    Revocation: `user remove`, `user passwd` and `user lock` (and a lockout) end the user's live \
-    logins at once on this server (their next request answers CKR_USER_NOT_LOGGED_IN, their \
-    session objects are destroyed); the servers of a PostgreSQL fleet check their logged-in \
-    users' records every second.\n\n\
+    Revocation: `user remove`, `user passwd` and `user lock` end the user's live logins at once \
+    on this server (their next request answers CKR_USER_NOT_LOGGED_IN, their session objects are \
+    destroyed); the servers of a PostgreSQL fleet check their logged-in users' records every \
+    second. A lockout by failed logins refuses new logins only: it ends no live login.\n\n\
     Tampering: user records are authenticated with a key derived from the master key; a server \
     refuses to start on a refused user record, an unprotected keyring when a passphrase or key \
     file is given, or a master key other than the one it served before (DATA/master.check); \
@@ -203,7 +203,8 @@ const SERVE_HELP: &str = "Examples:\n  \
     Logins: after --max-login-failures consecutive failures a user is locked (CKR_PIN_LOCKED) until \
     `hsmlink-hsm user unlock`; past 3 failures, attempts per user and per client address are \
     spaced by a delay doubling from --login-delay-ms (250 ms) up to 5 s; an attempt that would wait \
-    more than 10 s is refused at once.";
+    more than 10 s is refused at once. A user name no user can have (not 1 to 64 of \
+    [A-Za-z0-9._-]) is refused at once (CKR_PIN_INCORRECT), remembered and counted nowhere.";
 
 /// Where the master key's protection comes from.
 #[derive(Args, Default)]
@@ -239,6 +240,13 @@ struct NetArgs {
     /// to make room; if all have logged in, the new one is refused.
     #[arg(long, value_name = "N", default_value_t = 128)]
     max_connections_per_address: usize,
+    /// Most simultaneous connections logged in as one user (default: half
+    /// of --max-connections). Past it, a login with the right password is
+    /// refused (CKR_DEVICE_MEMORY), so that one valid user cannot hold every
+    /// connection and keep the other users out. A connection counts from its
+    /// login until it closes (a C_Logout does not give it back).
+    #[arg(long, value_name = "N")]
+    max_connections_per_user: Option<usize>,
     /// Close a connection that has not logged in this many milliseconds
     /// after it was accepted (TLS handshake, Hello and Login together).
     #[arg(long, value_name = "MS", default_value_t = 5000)]
@@ -265,6 +273,13 @@ struct NetArgs {
     /// server (counted as for --max-session-bytes); past it CKR_DEVICE_MEMORY.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     max_user_bytes: usize,
+    /// Most bytes the connections of one user may hold together on this
+    /// server: their session objects (counted as for --max-session-bytes),
+    /// what their running operations buffer and their search cursors (8
+    /// bytes a handle); past it CKR_DEVICE_MEMORY
+    /// (so that the memory a user holds does not grow with its connections).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    max_user_session_bytes: usize,
     /// Most bytes one connection's running operations may buffer together.
     #[arg(long, value_name = "BYTES", default_value_t = 2 << 20)]
     max_inflight_bytes: usize,
@@ -485,6 +500,10 @@ fn limits(n: &NetArgs) -> Limits {
         max_connections: n.max_connections.max(1),
         max_unauthenticated: n.max_unauthenticated.max(1),
         max_connections_per_address: n.max_connections_per_address.max(1),
+        max_connections_per_user: n
+            .max_connections_per_user
+            .unwrap_or(n.max_connections / 2)
+            .max(1),
         login_timeout_ms: n.login_timeout_ms.max(1),
         frame_timeout_ms: n.frame_timeout_ms.max(1),
         idle_secs: n.idle_timeout.max(1),
@@ -492,6 +511,7 @@ fn limits(n: &NetArgs) -> Limits {
         max_session_bytes: n.max_session_bytes,
         max_objects_per_user: n.max_objects_per_user,
         max_user_bytes: n.max_user_bytes,
+        max_user_session_bytes: n.max_user_session_bytes,
         max_inflight_bytes: n.max_inflight_bytes,
         spin_us: n.spin_us.min(1000),
         ..Limits::default()

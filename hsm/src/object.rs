@@ -141,9 +141,24 @@ impl Object {
             .map_err(|e| *e)
     }
 
-    /// Approximate size in bytes (`C_GetObjectSize`).
+    /// Approximate size in bytes (`C_GetObjectSize`, the byte quotas).
+    /// A hidden secret counts as long as the key's modulus if it has one:
+    /// the parts of an RSA private key are stored without leading zero
+    /// bytes, so their own lengths would tell whether the top byte of
+    /// d, d mod (p-1)... is zero (the key policy, docs/security.md).
     pub fn size(&self) -> u64 {
-        self.attrs.values().map(|v| 16 + v.len() as u64).sum()
+        let modulus = self.get(cka::MODULUS).map_or(0, <[u8]>::len);
+        self.attrs
+            .iter()
+            .map(|(ty, v)| {
+                let len = if self.hides(*ty) {
+                    v.len().max(modulus)
+                } else {
+                    v.len()
+                };
+                16 + len as u64
+            })
+            .sum()
     }
 
     /// The record stored for a token object, secret attributes apart: the

@@ -32,7 +32,7 @@ use postgres::config::{Host, SslMode};
 use postgres::{Client, Config, NoTls};
 use postgres_openssl::MakeTlsConnector;
 
-use crate::store::{ObjectRow, Rewrite, StoreError, Swap, UserRecord};
+use crate::store::{handle_taken, ObjectRow, Rewrite, StoreError, Swap, UserRecord};
 use crate::vault::RecordKey;
 
 /// Handles reserved per `nextval`.
@@ -75,6 +75,12 @@ const CONNECT_TIMEOUT_SECS: u64 = 10;
 /// Seconds data sent to the database may stay unacknowledged (Linux
 /// `TCP_USER_TIMEOUT`), unless the URL says (`tcp_user_timeout`).
 const TCP_USER_TIMEOUT_SECS: u64 = 30;
+
+/// Milliseconds one statement may run on the database before it cancels
+/// it (`statement_timeout`), unless the URL sets `options`: a row lock held
+/// by another session of the database (whoever can write it) cannot hold a
+/// login or a write forever.
+const STATEMENT_TIMEOUT_MS: u64 = 30_000;
 
 /// Most connections one server opens to the database at once (requests
 /// beyond wait for one to be free).
@@ -177,6 +183,10 @@ impl PgStore {
         // never acknowledged: the connection fails, and is replaced).
         if config.get_tcp_user_timeout().is_none() {
             config.tcp_user_timeout(std::time::Duration::from_secs(TCP_USER_TIMEOUT_SECS));
+        }
+        // Nor a statement that waits on a lock (or runs) forever.
+        if config.get_options().is_none() {
+            config.options(&format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
         }
         let link = if local {
             Link::Local
@@ -392,6 +402,7 @@ impl PgStore {
                         phc: r.get(1),
                         failures: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
                         locked: r.get(3),
+                        generation: 0,
                         locked_until: 0,
                     },
                 )
@@ -445,23 +456,37 @@ impl PgStore {
         Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
     }
 
+    /// Insert new objects, all or none: a handle already stored is never
+    /// overwritten (the transaction is rolled back and the write refused),
+    /// whatever the `hsmlink_handles` sequence handed out.
     pub fn put_objects(&self, rows: &[ObjectRow<'_>]) -> Result<(), StoreError> {
         let mut hs = Vec::new();
         for r in rows {
             hs.push(handle_i64(r.handle)?);
         }
+        let mut taken = None;
         self.with(|c| {
+            taken = None;
             let mut tx = c.transaction()?;
             for (r, h) in rows.iter().zip(&hs) {
-                tx.execute(
+                let n = tx.execute(
                     "INSERT INTO hsmlink_objects (handle, owner, label, record) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (handle) DO UPDATE SET owner = $2, label = $3, record = $4",
+                     ON CONFLICT (handle) DO NOTHING",
                     &[h, &r.owner, &r.label, &r.bytes],
                 )?;
+                if n == 0 {
+                    // Dropping `tx` rolls the others back.
+                    taken = Some(r.handle);
+                    return Ok(());
+                }
             }
             tx.commit()
         })
-        .map_err(pg_err("write objects"))
+        .map_err(pg_err("write objects"))?;
+        match taken {
+            Some(h) => Err(handle_taken(h)),
+            None => Ok(()),
+        }
     }
 
     pub fn update_object(&self, r: &ObjectRow<'_>) -> Result<bool, StoreError> {

@@ -50,8 +50,9 @@ pub struct ConnState {
     /// The thread serving it, woken when the connection is ended (a login
     /// waiting its turn parks).
     thread: Mutex<Option<std::thread::Thread>>,
-    /// The user last logged in on it (for those who must end a user's
-    /// connections; kept after a logout: the connection was that user's).
+    /// The user last logged in on it (claimed at the login, see
+    /// [`Registry::claim_for`]; kept after a logout: the connection was
+    /// that user's, and counts in its cap of connections).
     user: Mutex<Option<Arc<str>>>,
 }
 
@@ -349,6 +350,26 @@ impl Registry {
         Ok(state)
     }
 
+    /// Claim connection `state` for the user `owner` at its login, unless
+    /// `owner` already holds `cap` other live connections (claimed or
+    /// logged in as it, logged out since included): `false` then, and the
+    /// connection is left as it was. Counted and claimed under the
+    /// registry's lock, so that logins racing each other cannot pass the
+    /// cap together.
+    pub fn claim_for(&self, state: &ConnState, owner: &Arc<str>, cap: usize) -> bool {
+        let conns = lock(&self.conns);
+        let held = conns
+            .values()
+            .filter(|c| c.id != state.id && !c.is_evicted())
+            .filter(|c| lock(&c.user).as_deref() == Some(&**owner))
+            .count();
+        if held >= cap.max(1) {
+            return false;
+        }
+        *lock(&state.user) = Some(owner.clone());
+        true
+    }
+
     /// Forget a closed connection.
     pub fn remove(&self, id: u64) {
         lock(&self.conns).remove(&id);
@@ -544,6 +565,33 @@ mod tests {
         a2.logged_in(Arc::from("u"));
         a3.logged_in(Arc::from("u"));
         assert_eq!(admit(5, a).err(), Some(Refusal::AddressLimit));
+    }
+
+    #[test]
+    fn a_user_claims_at_most_its_cap_of_connections() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let r = Registry::new();
+        let lim = limits(10, 10, 10);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut keep = Vec::new();
+        let mut states = Vec::new();
+        for id in 1..=4 {
+            let (c, s) = pair(&l);
+            states.push(r.admit(id, a, &s, &lim).unwrap());
+            keep.push((c, s));
+        }
+        let (u, v): (Arc<str>, Arc<str>) = (Arc::from("u#1"), Arc::from("v#2"));
+        assert!(r.claim_for(&states[0], &u, 2));
+        assert!(r.claim_for(&states[1], &u, 2));
+        // A third one for u is refused and left unclaimed; v is not held back.
+        assert!(!r.claim_for(&states[2], &u, 2));
+        assert_eq!(states[2].user(), None);
+        assert!(r.claim_for(&states[2], &v, 2));
+        // A connection logging in again counts itself once.
+        assert!(r.claim_for(&states[1], &u, 2));
+        // An ended one no longer counts.
+        states[0].end();
+        assert!(r.claim_for(&states[3], &u, 2));
     }
 
     #[test]

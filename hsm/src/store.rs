@@ -46,8 +46,14 @@ pub const FORMAT_PLAIN: u8 = 1;
 /// Format tag of user records with login-failure state, unauthenticated
 /// (read only by `hsmlink-hsm migrate`).
 const FORMAT_USER2: u8 = 3;
-/// Format tag of authenticated user records: tag ‖ postcard(UserRecord).
+/// Format tag of authenticated user records without a login generation:
+/// tag ‖ postcard(UserRecordV3) (read as generation 0, rewritten in the
+/// current format on their next change).
 const FORMAT_USER_SEALED: u8 = 4;
+/// Format tag of authenticated user records: tag ‖ postcard(UserRecord).
+/// Each authenticated format is decoded strictly (no trailing bytes), so
+/// that a record's tag byte cannot be swapped for the other's.
+const FORMAT_USER_SEALED2: u8 = 6;
 /// Format tag of user records written before the store had a master key
 /// (`user add` before the first `serve`): unauthenticated, adopted (sealed)
 /// only by the start that makes the master key, refused afterwards.
@@ -86,9 +92,25 @@ pub struct UserRecord {
     /// Locked: after too many failures (until `locked_until` passes, or an
     /// admin unlocks it), or by an admin (`user lock`: until `unlock`).
     pub locked: bool,
+    /// Login generation: bumped by a password change and by an admin lock.
+    /// A login rests on the id, password hash and generation it was granted
+    /// with, and ends when any changes (a fleet server sees it in the
+    /// record). An automatic lockout (failed logins) leaves it alone: it
+    /// refuses new logins but ends no live session, so that whoever can
+    /// send wrong PINs cannot kick a logged-in user out.
+    pub generation: u64,
     /// When a lock ends by itself (milliseconds since the Unix epoch); 0:
     /// only an admin's `unlock` (or `passwd`) ends it.
     pub locked_until: u64,
+}
+
+/// The authenticated user format before the login generation.
+#[derive(Deserialize)]
+struct UserRecordV3 {
+    id: u64,
+    phc: String,
+    failures: u32,
+    locked: bool,
 }
 
 impl UserRecord {
@@ -209,7 +231,7 @@ pub fn encode_user(
     let mut out = Vec::with_capacity(1 + RECORD_TAG_LEN + body.len());
     match key {
         Some(k) => {
-            out.push(FORMAT_USER_SEALED);
+            out.push(FORMAT_USER_SEALED2);
             out.extend_from_slice(&k.tag(name, &body).map_err(|e| StoreError(e.0))?);
         }
         None => out.push(FORMAT_USER_PENDING),
@@ -238,7 +260,7 @@ pub fn read_user(
     key: Option<&RecordKey>,
 ) -> Result<UserBytes, StoreError> {
     match bytes.split_first() {
-        Some((&FORMAT_USER_SEALED, rest)) => {
+        Some((&f @ (FORMAT_USER_SEALED | FORMAT_USER_SEALED2), rest)) => {
             if rest.len() < RECORD_TAG_LEN {
                 return Ok(UserBytes::Forged);
             }
@@ -246,14 +268,37 @@ pub fn read_user(
             if key.is_some_and(|k| !k.verify(name, body, tag)) {
                 return Ok(UserBytes::Forged);
             }
-            match postcard::from_bytes(body) {
+            let decoded = if f == FORMAT_USER_SEALED2 {
+                strict::<UserRecord>(body)
+            } else {
+                strict::<UserRecordV3>(body).map(|v3| UserRecord {
+                    id: v3.id,
+                    phc: v3.phc,
+                    failures: v3.failures,
+                    locked: v3.locked,
+                    generation: 0,
+                    locked_until: 0,
+                })
+            };
+            match decoded {
                 Ok(u) => Ok(UserBytes::Sealed(u)),
                 Err(_) if key.is_some() => Ok(UserBytes::Forged),
-                Err(e) => Err(err("decode user")(e)),
+                Err(e) => Err(e),
             }
         }
         Some((&FORMAT_USER_PENDING, rest)) => Ok(UserBytes::Unsealed(
-            postcard::from_bytes(rest).map_err(err("decode user"))?,
+            // Pending records written before the login generation: read
+            // as generation 0.
+            strict::<UserRecord>(rest).or_else(|_| {
+                strict::<UserRecordV3>(rest).map(|v3| UserRecord {
+                    id: v3.id,
+                    phc: v3.phc,
+                    failures: v3.failures,
+                    locked: v3.locked,
+                    generation: 0,
+                    locked_until: 0,
+                })
+            })?,
         )),
         Some((&FORMAT_USER2, rest)) => {
             let v2: UserRecordV2 = postcard::from_bytes(rest).map_err(err("decode user"))?;
@@ -262,6 +307,7 @@ pub fn read_user(
                 phc: v2.phc,
                 failures: v2.failures,
                 locked: v2.locked,
+                generation: 0,
                 locked_until: 0,
             }))
         }
@@ -274,6 +320,15 @@ pub fn read_user(
         }
         Some((tag, _)) => Err(StoreError(format!("unknown record format {tag}"))),
         None => Err(StoreError("empty record".into())),
+    }
+}
+
+/// Decode `body` as a whole: trailing bytes are an error.
+fn strict<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StoreError> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((v, [])) => Ok(v),
+        Ok(_) => Err(StoreError("decode user: trailing bytes".into())),
+        Err(e) => Err(err("decode user")(e)),
     }
 }
 
@@ -309,6 +364,14 @@ pub type UserChecked = Option<Result<UserRecord, StoreError>>;
 
 /// The rewrite of one stored user record, inside its transaction.
 pub type Rewrite<'a> = &'a mut dyn FnMut(&[u8]) -> Result<Vec<u8>, StoreError>;
+
+/// The refusal of a new object whose handle is already stored.
+pub(crate) fn handle_taken(handle: u64) -> StoreError {
+    StoreError(format!(
+        "object handle {handle} is already stored: refusing to overwrite it (was the handle \
+         counter of the store set back?)"
+    ))
+}
 
 /// One object to write: handle, owner, label (indexed by PostgreSQL) and
 /// the sealed record.
@@ -461,15 +524,16 @@ impl Store {
     /// replaced, with a new id). Returns whether a record existed.
     pub fn set_password(&self, name: &str, phc: String) -> Result<bool, StoreError> {
         let existing = self.user_checked(name)?;
-        let id = match &existing {
-            Some(Ok(u)) if u.id != 0 => u.id,
-            _ => self.new_user_id()?,
+        let (id, generation) = match &existing {
+            Some(Ok(u)) if u.id != 0 => (u.id, u.generation.wrapping_add(1)),
+            _ => (self.new_user_id()?, 0),
         };
         self.put_user(
             name,
             &UserRecord {
                 id,
                 phc,
+                generation,
                 ..UserRecord::default()
             },
         )?;
@@ -585,10 +649,12 @@ impl Store {
         .map(|o| o.is_some())
     }
 
-    /// Lock user `name` (an admin's decision); whether it exists.
+    /// Lock user `name` (an admin's decision: its live logins end, see
+    /// [`UserRecord::generation`]); whether it exists.
     pub fn lock_user(&self, name: &str) -> Result<bool, StoreError> {
         self.update_user(name, |u| {
             u.locked = true;
+            u.generation = u.generation.wrapping_add(1);
             u.locked_until = 0;
         })
         .map(|o| o.is_some())
@@ -623,7 +689,7 @@ impl Store {
         Ok(self
             .user_rows()?
             .iter()
-            .any(|(_, b)| b.first() == Some(&FORMAT_USER_SEALED)))
+            .any(|(_, b)| matches!(b.first(), Some(&(FORMAT_USER_SEALED | FORMAT_USER_SEALED2)))))
     }
 
     /// The unauthenticated user records (pending, or of earlier versions),
@@ -696,7 +762,10 @@ impl Store {
         }
     }
 
-    /// Write objects (new or replaced), all in one transaction.
+    /// Insert new objects, all in one transaction. A handle already stored
+    /// is refused, never overwritten (the handle counter may have been set
+    /// back by whoever can write the database); a change of a stored object
+    /// is [`Store::update_object`].
     pub fn put_objects(&self, rows: &[ObjectRow<'_>]) -> Result<(), StoreError> {
         match self {
             Store::Redb(r) => r.put_objects(rows),
@@ -933,6 +1002,10 @@ impl RedbStore {
         {
             let mut t = tx.open_table(OBJECTS).map_err(err("objects table"))?;
             for r in rows {
+                if t.get(r.handle).map_err(err("read object"))?.is_some() {
+                    // Dropping `tx` aborts it: nothing is written.
+                    return Err(handle_taken(r.handle));
+                }
                 t.insert(r.handle, r.bytes).map_err(err("write object"))?;
             }
         }
@@ -1147,6 +1220,14 @@ mod tests {
         assert!(!s.update_object(&row(8, b"x")).unwrap());
         assert!(s.update_object(&row(7, b"y")).unwrap());
         assert_eq!(s.object(7).unwrap().unwrap(), b"y");
+        // A new object never overwrites a stored one, and a refused batch
+        // writes nothing.
+        let e = s
+            .put_objects(&[row(8, b"new"), row(7, b"intruder")])
+            .unwrap_err();
+        assert!(e.0.contains("already stored"), "{e}");
+        assert_eq!(s.object(7).unwrap().unwrap(), b"y");
+        assert_eq!(s.object(8).unwrap(), None);
         // Compare-and-swap: only over the version the writer read.
         assert_eq!(s.swap_object(&row(7, b"z"), b"x").unwrap(), Swap::Changed);
         assert_eq!(s.object(7).unwrap().as_deref(), Some(&b"y"[..]));
@@ -1186,18 +1267,19 @@ mod tests {
         s.set_password("alice", "alice-phc".into()).unwrap();
         s.set_password("bob", "bob-phc".into()).unwrap();
         assert_eq!(s.user("alice").unwrap().unwrap().phc, "alice-phc");
-        // An edited byte (the lock flag is the one before `locked_until`,
-        // 0 here, the last): refused.
+        // An edited byte (the lock flag, before the login generation and
+        // `locked_until`, each one byte here): refused.
         let mut edited = raw(&s, "alice");
         s.lock_user("alice").unwrap();
         let locked = raw(&s, "alice");
-        let flag = edited.len() - 2;
+        let flag = edited.len() - 3;
         edited[flag] ^= 1;
         plant(&s, "alice", &edited);
         let e = s.user("alice").unwrap_err();
         assert!(e.0.contains("integrity"), "{e}");
         // The locked record's flag cleared by hand: refused too.
         let mut unlocked = locked.clone();
+        assert_eq!(unlocked[flag], 1);
         unlocked[flag] = 0;
         plant(&s, "alice", &unlocked);
         assert!(s.user("alice").is_err());
@@ -1300,6 +1382,58 @@ mod tests {
         assert_eq!(s.user("u").unwrap().unwrap(), UserRecord::default());
         assert_eq!(s.login_failed("nobody", &r).unwrap(), None);
         assert!(!s.unlock_user("nobody").unwrap());
+    }
+
+    #[test]
+    fn admin_lock_and_passwd_bump_the_login_generation_a_lockout_does_not() {
+        let s = keyed();
+        s.set_password("u", "p1".into()).unwrap();
+        assert_eq!(s.user("u").unwrap().unwrap().generation, 0);
+        let rule = LockRule {
+            max: 3,
+            now: 1000,
+            base_ms: 60_000,
+            max_ms: 60_000,
+        };
+        for _ in 0..3 {
+            s.login_failed("u", &rule).unwrap();
+        }
+        let u = s.user("u").unwrap().unwrap();
+        assert!(u.locked);
+        assert_eq!(u.generation, 0, "a lockout by failures ends no login");
+        assert!(s.unlock_user("u").unwrap());
+        assert!(s.lock_user("u").unwrap());
+        assert_eq!(s.user("u").unwrap().unwrap().generation, 1);
+        s.set_password("u", "p2".into()).unwrap();
+        let u = s.user("u").unwrap().unwrap();
+        assert_eq!((u.generation, u.locked), (2, false));
+    }
+
+    #[test]
+    fn sealed_user_formats_cannot_be_swapped_and_the_older_one_reads() {
+        let s = keyed();
+        let key = s.record_key().unwrap();
+        s.set_password("u", "p".into()).unwrap();
+        s.lock_user("u").unwrap();
+        // The current format with its tag byte set to the older one's
+        // (same body, same MAC): trailing bytes, refused.
+        let mut b = raw(&s, "u");
+        assert_eq!(b[0], FORMAT_USER_SEALED2);
+        b[0] = FORMAT_USER_SEALED;
+        assert!(decode_user("u", &b, Some(key)).is_err());
+        // A genuine record of the older format reads as generation 0, and
+        // the other way round is refused (the body is too short).
+        let body = postcard::to_stdvec(&(7u64, "phc", 2u32, true)).unwrap();
+        let mut old = vec![FORMAT_USER_SEALED];
+        old.extend_from_slice(&key.tag("u", &body).unwrap());
+        old.extend_from_slice(&body);
+        let u = decode_user("u", &old, Some(key)).unwrap();
+        assert_eq!(
+            (u.id, u.phc.as_str(), u.failures, u.locked, u.generation),
+            (7, "phc", 2, true, 0)
+        );
+        old[0] = FORMAT_USER_SEALED2;
+        assert!(decode_user("u", &old, Some(key)).is_err());
     }
 
     #[test]

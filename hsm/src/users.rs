@@ -402,7 +402,15 @@ impl PhantomFailures {
     pub fn bump(&self, user: &str, rule: &crate::store::LockRule) -> (u32, bool) {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= THROTTLE_MAX && !m.contains_key(user) {
-            m.clear();
+            // Full: the names short of a lock go first. Flushed, a lock
+            // would tell an unknown name (unlocked again) from a real user
+            // (locked in its record): a spray of names must now take
+            // `max` failures each, not one.
+            let max = rule.max.max(1);
+            m.retain(|_, (n, _)| *n >= max);
+            if m.len() >= THROTTLE_MAX {
+                m.clear();
+            }
         }
         let (n, until) = m.entry(user.to_string()).or_insert((0, 0));
         *n = n.saturating_add(1);
@@ -477,6 +485,28 @@ mod tests {
         assert!(refused);
         t.succeeded("u", Some(ip));
         assert_eq!(t.reserve("u", Some(ip), false), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_spray_of_names_does_not_flush_the_locks_of_unknown_names() {
+        let p = PhantomFailures::new();
+        let rule = crate::store::LockRule {
+            max: 5,
+            now: 1_000,
+            base_ms: 60_000,
+            max_ms: 3_600_000,
+        };
+        for _ in 0..5 {
+            p.bump("ghost", &rule);
+        }
+        assert!(p.is_locked("ghost", &rule));
+        // More names, one failure each, than the table holds.
+        for i in 0..THROTTLE_MAX + 10 {
+            p.bump(&format!("spray{i}"), &rule);
+        }
+        assert!(p.is_locked("ghost", &rule), "the lock was flushed");
+        let len = p.map.lock().unwrap().len();
+        assert!(len <= THROTTLE_MAX, "{len} entries");
     }
 
     #[test]

@@ -124,3 +124,47 @@ fn passwd_and_lock_log_out_live_connections_unlock_does_not() {
     );
     assert_eq!(hsm.revoke_user("nobody", "test"), 0);
 }
+
+/// Logins of a user race its removal, then its password change: once the
+/// admin command has returned, every login granted before or during it is
+/// revoked (none slips in between the password check and the registration),
+/// and none is granted after.
+#[test]
+fn revocation_logins_racing_remove_or_passwd_never_outlive_them() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for round in 0..8 {
+        let hsm = own_hsm();
+        let granted = Arc::new(AtomicUsize::new(0));
+        let racer = {
+            let (hsm, granted) = (hsm.clone(), granted.clone());
+            std::thread::spawn(move || {
+                let mut flags = Vec::new();
+                for conn in 1_000_000u64.. {
+                    match hsm.login_session("alice", b"alice-pw", None, conn, None) {
+                        Ok(g) => {
+                            flags.push(g.revoked);
+                            granted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                flags
+            })
+        };
+        while granted.load(Ordering::SeqCst) < 2 + round {
+            std::thread::yield_now();
+        }
+        if round % 2 == 0 {
+            assert!(hsm.remove_user("alice").unwrap());
+        } else {
+            hsm.put_user("alice", b"alice-new-pw").unwrap();
+        }
+        let flags = racer.join().unwrap();
+        assert!(flags.len() >= 2);
+        let live = flags.iter().filter(|f| !f.load(Ordering::SeqCst)).count();
+        assert_eq!(
+            live, 0,
+            "round {round}: {live} login(s) outlived the change"
+        );
+    }
+}

@@ -503,27 +503,17 @@ mod attacks {
         let t = token();
         let pg = hsmlink_tests::pg::Postgres::start();
         let url = pg.url();
-        let ca = pg.ca().to_str().expect("utf-8 path").to_string();
+        // The database is reached over TLS only, its certificate checked.
+        let ca = pg.ca().to_str().expect("a UTF-8 path").to_owned();
+        let store = ["--postgres", &url, "--postgres-ca", &ca];
         let secrets = Secrets::new();
-        add_user(
-            &["--postgres", &url, "--postgres-ca", &ca],
-            "alice",
-            "alice-pw",
-        );
+        add_user(&store, "alice", "alice-pw");
         let (da, db) = (
             hsmlink_tests::TempDir::new("race-a"),
             hsmlink_tests::TempDir::new("race-b"),
         );
-        let a = serve(
-            da.path(),
-            &secrets,
-            &["--postgres", &url, "--postgres-ca", &ca],
-        );
-        let b = serve(
-            db.path(),
-            &secrets,
-            &["--postgres", &url, "--postgres-ca", &ca],
-        );
+        let a = serve(da.path(), &secrets, &store);
+        let b = serve(db.path(), &secrets, &store);
         t.reinitialize(&[
             ("HSMLINK_ADDR", Some(&format!("{},{}", a.addr(), b.addr()))),
             ("HSMLINK_USER", Some("alice")),

@@ -422,6 +422,11 @@ fn revocation_across_a_postgres_fleet() {
         "alice-pw",
     );
     add_user(&["--postgres", &url, "--postgres-ca", &ca], "bob", "bob-pw");
+    add_user(
+        &["--postgres", &url, "--postgres-ca", &ca],
+        "carol",
+        "carol-pw",
+    );
     let (data_a, data_b) = (TempDir::new("pg-rev-a"), TempDir::new("pg-rev-b"));
     let a = serve_pg(&data_a, &secrets, &pg);
     let b = serve_pg(&data_b, &secrets, &pg);
@@ -469,6 +474,36 @@ fn revocation_across_a_postgres_fleet() {
     let mut args = vec!["user", "lock"];
     args.extend_from_slice(&through_a);
     args.push("bob");
+    cli_ok(&args, &[]);
+    let took = revoked_within(&s, std::time::Duration::from_secs(5));
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    drop(s);
+
+    // A lockout of carol by wrong PINs sent to A refuses new logins on
+    // both servers, but her live session through B goes on: B's poll sees
+    // the locked record and must not end it (only an admin's lock does).
+    let s = login_at(&t, b.addr(), "carol", "carol-pw");
+    for i in 0..5 {
+        assert_eq!(
+            raw_login(a.addr(), "carol", &format!("guess {i}")),
+            Some(CKR_PIN_INCORRECT)
+        );
+    }
+    // (Asked from an address that never logged in as carol: B still hears
+    // 127.0.0.1, where carol logged in through B and that failed nothing on
+    // B; see hsm/README.md.)
+    assert_eq!(
+        login_from(b.addr(), "127.0.0.2", "carol", "carol-pw"),
+        CKR_PIN_LOCKED
+    );
+    // Three polls of B.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    s.find_objects(&[])
+        .expect("a lockout by wrong PINs through A ended the live session through B");
+    // The admin's lock through A does end it.
+    let mut args = vec!["user", "lock"];
+    args.extend_from_slice(&through_a);
+    args.push("carol");
     cli_ok(&args, &[]);
     let took = revoked_within(&s, std::time::Duration::from_secs(5));
     assert!(took < std::time::Duration::from_secs(3), "{took:?}");

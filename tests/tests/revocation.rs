@@ -28,49 +28,6 @@ fn data_object(s: &Session, label: &str, token: bool) -> cryptoki::error::Result
     .map(|h| h.handle())
 }
 
-const PIN_INCORRECT: u64 = 0xA0;
-const PIN_LOCKED: u64 = 0xA4;
-
-/// One login over a raw plain-TCP connection of the wire protocol (another
-/// client than this process's module): `None` for success, else the CKR.
-fn raw_login(addr: &str, user: &str, password: &str) -> Option<u64> {
-    use hsmlink_core::wire::{self, Request, Response, Secret, HEADER_LEN, PROTOCOL_VERSION};
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(addr).expect("connect");
-    c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .expect("timeout");
-    let mut exchange = |req: &Request<'_>| -> Vec<u8> {
-        let mut buf = vec![0u8; 4096];
-        let n = wire::encode_frame(req, &mut buf).expect("encode");
-        c.write_all(&buf[..n]).expect("send");
-        let mut header = [0u8; HEADER_LEN];
-        c.read_exact(&mut header).expect("reply header");
-        let len = wire::frame_len(header, 1 << 20).expect("reply length");
-        let mut body = vec![0u8; len];
-        c.read_exact(&mut body).expect("reply body");
-        body
-    };
-    let hello = exchange(&Request::Hello {
-        version: PROTOCOL_VERSION,
-        max_frame: 65_536,
-        app: [7; 16],
-    });
-    assert!(matches!(
-        wire::decode::<Response<'_>>(&hello),
-        Ok(Response::Hello { .. })
-    ));
-    let reply = exchange(&Request::Login {
-        user,
-        password: Secret(password.as_bytes()),
-    });
-    let answer = match wire::decode::<Response<'_>>(&reply).expect("reply") {
-        Response::Ok => None,
-        Response::Error(rv) => Some(rv),
-        other => panic!("unexpected reply {other:?}"),
-    };
-    answer
-}
-
 fn handle_of(s: &Session, label: &str) -> Vec<cryptoki::object::ObjectHandle> {
     s.find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
         .expect("find")
@@ -137,7 +94,7 @@ fn revocation_removed_user_live_session_fails_and_a_new_user_of_the_name_sees_no
     // The old password no longer logs in (from another client).
     assert_eq!(
         raw_login(hsm.addr(), "alice", "alice-old-pw"),
-        Some(PIN_INCORRECT)
+        Some(CKR_PIN_INCORRECT)
     );
     drop(s);
 
@@ -194,7 +151,7 @@ fn revocation_password_change_and_lock_end_live_sessions() {
     );
     assert_eq!(
         raw_login(hsm.addr(), "bob", "bob-pw-1"),
-        Some(PIN_INCORRECT)
+        Some(CKR_PIN_INCORRECT)
     );
     // The module forgot the void login: the application logs in again with
     // the new password (no C_Logout needed); the user keeps its objects
@@ -215,7 +172,10 @@ fn revocation_password_change_and_lock_end_live_sessions() {
     // An admin lock ends the session too, and holds until unlock.
     cli_ok(&["user", "lock", "--data", d, "bob"], &[]);
     assert_eq!(rv_of(s.find_objects(&[])), RvError::UserNotLoggedIn);
-    assert_eq!(raw_login(hsm.addr(), "bob", "bob-pw-2"), Some(PIN_LOCKED));
+    assert_eq!(
+        raw_login(hsm.addr(), "bob", "bob-pw-2"),
+        Some(CKR_PIN_LOCKED)
+    );
     drop(s);
     let users = cli_ok(&["user", "list", "--data", d], &[]);
     assert!(users.contains("bob\tlocked"), "{users}");
@@ -223,17 +183,52 @@ fn revocation_password_change_and_lock_end_live_sessions() {
     cli_ok(&["user", "unlock", "--data", d, "bob"], &[]);
     drop(login_at(&t, hsm.addr(), "bob", "bob-pw-2"));
 
-    // A lockout by failed logins (from another client) ends the live
-    // session as well.
+    t.reinitialize(&[]).expect("back to the defaults");
+}
+
+/// A lockout by failed logins is the one change that must NOT end live
+/// sessions: anyone who can reach the server can send five wrong PINs for
+/// a user name, and that must not kick the logged-in user out (a denial of
+/// service). New logins are refused (`CKR_PIN_LOCKED`) until an admin
+/// unlocks; the admin's own `user lock` of the locked-out user does end the
+/// sessions.
+#[test]
+fn revocation_lockout_by_wrong_pins_refuses_new_logins_but_keeps_live_sessions() {
+    let t = token();
+    let data = TempDir::new("revocation-lockout");
+    let secrets = Secrets::new();
+    let d = path_str(data.path());
+    add_user(&["--data", d], "carol", "carol-pw");
+    let hsm = serve(data.path(), &secrets, &[]);
+
     let s = login_at(&t, hsm.addr(), "carol", "carol-pw");
     data_object(&s, "carol-session", false).expect("session object");
+    data_object(&s, "carol-token", true).expect("token object");
+    // The attacker: another client, wrong PINs until the lock.
     for i in 0..5 {
         assert_eq!(
             raw_login(hsm.addr(), "carol", &format!("guess {i}")),
-            Some(PIN_INCORRECT)
+            Some(CKR_PIN_INCORRECT)
         );
     }
-    assert_eq!(raw_login(hsm.addr(), "carol", "carol-pw"), Some(PIN_LOCKED));
+    assert_eq!(
+        raw_login(hsm.addr(), "carol", "carol-pw"),
+        Some(CKR_PIN_LOCKED)
+    );
+    // Carol's live session goes on: reads, creates, keeps its objects.
+    assert_eq!(handle_of(&s, "carol-session").len(), 1);
+    assert_eq!(handle_of(&s, "carol-token").len(), 1);
+    data_object(&s, "carol-after-lockout", false)
+        .expect("the live session still creates objects after a lockout");
+    let users = cli_ok(&["user", "list", "--data", d], &[]);
+    assert!(users.contains("carol\tlocked"), "{users}");
+    assert!(
+        !hsm.stderr().contains("event=login_revoked"),
+        "{}",
+        hsm.stderr()
+    );
+    // The admin locks the locked-out user on purpose: now the session ends.
+    cli_ok(&["user", "lock", "--data", d, "carol"], &[]);
     assert_eq!(rv_of(s.find_objects(&[])), RvError::UserNotLoggedIn);
     drop(s);
     cli_ok(&["user", "unlock", "--data", d, "carol"], &[]);
@@ -242,6 +237,95 @@ fn revocation_password_change_and_lock_end_live_sessions() {
         handle_of(&s, "carol-session").is_empty(),
         "session objects die with the revoked login"
     );
+    assert_eq!(handle_of(&s, "carol-token").len(), 1);
+    drop(s);
+    t.reinitialize(&[]).expect("back to the defaults");
+}
+
+/// A revoked login keeps nothing running: a multi-part MAC begun before
+/// `user passwd` cannot be continued or finished after it, and a search
+/// cursor opened before cannot be read on.
+#[test]
+fn revocation_ends_running_operations_and_search_cursors() {
+    use cryptoki::mechanism::Mechanism;
+    let t = token();
+    let data = TempDir::new("revocation-ops");
+    let secrets = Secrets::new();
+    let d = path_str(data.path());
+    add_user(&["--data", d], "dave", "dave-pw-1");
+    let hsm = serve(data.path(), &secrets, &[]);
+    let passwd = |pw: &str| {
+        cli_ok(
+            &[
+                "user",
+                "passwd",
+                "--data",
+                d,
+                "--password-env",
+                "NEWPW",
+                "dave",
+            ],
+            &[("NEWPW", pw)],
+        );
+    };
+
+    let s = login_at(&t, hsm.addr(), "dave", "dave-pw-1");
+    let key = s
+        .generate_key(
+            &Mechanism::GenericSecretKeyGen,
+            &[
+                Attribute::Token(true),
+                Attribute::ValueLen(32.into()),
+                Attribute::Sign(true),
+            ],
+        )
+        .expect("C_GenerateKey");
+    s.sign_init(&Mechanism::Sha256Hmac, key)
+        .expect("C_SignInit");
+    s.sign_update(b"first part").expect("C_SignUpdate");
+    passwd("dave-pw-2");
+    assert_eq!(
+        rv_of(s.sign_update(b"second part")),
+        RvError::UserNotLoggedIn
+    );
+    assert!(
+        s.sign_final().is_err(),
+        "a MAC finished after the revocation"
+    );
+    s.logout().expect("C_Logout");
+    s.login(UserType::User, Some(&AuthPin::new("dave-pw-2".into())))
+        .expect("C_Login with the new password");
+    // The operation did not survive into the new login either.
+    assert!(s.sign_final().is_err(), "the old operation carried over");
+
+    // More objects than one answer carries (the module fetches
+    // `MAX_FIND` handles per round trip): reading past the first answer
+    // needs the server's cursor.
+    let batch = hsmlink_core::wire::MAX_FIND;
+    for i in 0..batch + 6 {
+        data_object(&s, &format!("dave-{i}"), false).expect("session object");
+    }
+    {
+        let mut it = s
+            .iter_objects_with_cache_size(&[], std::num::NonZeroUsize::new(1).expect("1"))
+            .expect("C_FindObjectsInit");
+        it.next().expect("one").expect("first object");
+        passwd("dave-pw-3");
+        let rest: Vec<_> = it.collect();
+        // What the first answer brought before the revocation, then the
+        // end of the search: nothing more from the server.
+        let delivered = rest.iter().take_while(|r| r.is_ok()).count();
+        assert!(
+            delivered < batch,
+            "the search cursor went on after the revocation ({delivered} more handles)"
+        );
+        assert_eq!(
+            rest.into_iter()
+                .nth(delivered)
+                .map(|r| rv_of(r.map(|_| ()))),
+            Some(RvError::UserNotLoggedIn)
+        );
+    }
     drop(s);
     t.reinitialize(&[]).expect("back to the defaults");
 }

@@ -412,6 +412,9 @@ fn slowloris_caps_per_address_and_on_threads_hold_with_a_client_still_served() {
         "8",
         "--max-connections-per-address",
         "12",
+        // One user holds the address's 12 (its cap defaults to 8 here).
+        "--max-connections-per-user",
+        "16",
     ]);
     let addr = hsm.addr().to_string();
     std::thread::sleep(Duration::from_millis(300));

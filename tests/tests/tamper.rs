@@ -344,3 +344,125 @@ fn tamper_postgres_keyring_clear_record_user_row_and_tls_are_refused() {
     drop((a, b));
     t.reinitialize(&[]).expect("back to the defaults");
 }
+
+/// Whoever can write the database sets the `hsmlink_handles` sequence back:
+/// the next server hands out handles that are already stored. A new object
+/// must then fail to be stored (`CKR_DEVICE_ERROR`), never replace the
+/// object that holds the handle (an upsert would silently swap alice's key
+/// for a new one under the same handle).
+#[test]
+fn tamper_postgres_handle_sequence_set_back_never_overwrites_an_object() {
+    let t = token();
+    let pg = Postgres::start();
+    let url = pg.url();
+    let ca = path_str(pg.ca()).to_string();
+    let secrets = Secrets::new();
+    let pg_args = ["--postgres", url.as_str(), "--postgres-ca", ca.as_str()];
+    add_user(&pg_args, "alice", "alice-pw");
+    let data_a = TempDir::new("tamper-seq-a");
+    let a = serve(data_a.path(), &secrets, &pg_args);
+    let s = login_at(&t, a.addr(), "alice", "alice-pw");
+    let victim = s
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Label(b"victim".to_vec()),
+            Attribute::Value(b"the original value".to_vec()),
+        ])
+        .expect("token object");
+    drop(s);
+    drop(a);
+
+    pg.psql("ALTER SEQUENCE hsmlink_handles RESTART WITH 1");
+    let data_b = TempDir::new("tamper-seq-b");
+    let b = serve(data_b.path(), &secrets, &pg_args);
+    let s = login_at(&t, b.addr(), "alice", "alice-pw");
+    let mut refused = 0;
+    for i in 0..=victim.handle() {
+        match s.create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Label(format!("intruder {i}").into_bytes()),
+            Attribute::Value(b"a new value".to_vec()),
+        ]) {
+            Ok(h) => assert_ne!(h, victim, "a new object took the victim's handle"),
+            Err(e) => {
+                assert_eq!(rv_of::<()>(Err(e)), RvError::DeviceError);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 1, "the one reused handle is refused");
+    let found = s
+        .find_objects(&[Attribute::Label(b"victim".to_vec())])
+        .expect("find");
+    assert_eq!(found, vec![victim], "the victim is still there");
+    let value = s
+        .get_attributes(victim, &[cryptoki::object::AttributeType::Value])
+        .expect("read the victim");
+    assert_eq!(
+        value,
+        vec![Attribute::Value(b"the original value".to_vec())]
+    );
+    assert!(b.stderr().contains("already stored"), "{}", b.stderr());
+    drop(s);
+    drop(b);
+    t.reinitialize(&[]).expect("back to the defaults");
+}
+
+/// Another session of the database holds alice's row locked (whoever can
+/// write the database, or a stuck client): a write of that row must fail
+/// with the reason once the statement has waited 30 s
+/// (`statement_timeout`), not hang for as long as the lock is held.
+#[test]
+fn tamper_postgres_a_held_row_lock_fails_a_write_instead_of_hanging() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let ca = path_str(pg.ca()).to_string();
+    let secrets = Secrets::new();
+    let pass_file = path_str(&secrets.passphrase_file()).to_string();
+    let pg_args = ["--postgres", url.as_str(), "--postgres-ca", ca.as_str()];
+    add_user(&pg_args, "alice", "alice-pw");
+    // The first start makes the keyring and seals alice's record.
+    let data = TempDir::new("tamper-lock");
+    drop(serve(data.path(), &secrets, &pg_args));
+
+    std::thread::scope(|scope| {
+        let holder = scope.spawn(|| {
+            pg.psql(
+                "BEGIN; SELECT 1 FROM hsmlink_accounts WHERE name = 'alice' FOR UPDATE; \
+                 SELECT pg_sleep(60); COMMIT;",
+            )
+        });
+        // Until the holder has the lock.
+        let start = std::time::Instant::now();
+        while !pg
+            .psql(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.query LIKE '%pg_sleep(60)%' AND l.mode = 'RowShareLock'",
+            )
+            .trim()
+            .ne("0")
+        {
+            assert!(start.elapsed() < std::time::Duration::from_secs(20));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let start = std::time::Instant::now();
+        let mut args = vec!["user", "lock"];
+        args.extend_from_slice(&pg_args);
+        args.extend_from_slice(&["--passphrase-file", &pass_file, "alice"]);
+        let err = cli_err(&args, &[]);
+        let took = start.elapsed();
+        eprintln!("tamper: a write behind a held row lock failed after {took:?}");
+        assert!(err.contains("statement timeout"), "{err}");
+        assert!(
+            took < std::time::Duration::from_secs(50),
+            "the write waited for the lock's holder: {took:?}"
+        );
+        pg.psql(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+             WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()",
+        );
+        let _ = holder.join();
+    });
+}

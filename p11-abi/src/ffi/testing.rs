@@ -840,6 +840,42 @@ impl Raw {
             call!(self.C_WrapKey(session, &mut mech, wrapping_key, key, buf, len))
         })
     }
+
+    /// `C_DeriveKey` with any mechanism type and parameter structure (for
+    /// mechanisms the `cryptoki` crate cannot name, `CKM_AES_ECB_ENCRYPT_DATA`
+    /// and `CKM_ECDH1_COFACTOR_DERIVE`) and a template of raw pairs.
+    pub fn derive_key<P>(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        parameter: Option<&P>,
+        base: CK_OBJECT_HANDLE,
+        template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> (CK_RV, CK_OBJECT_HANDLE) {
+        let mut mech = CK_MECHANISM {
+            mechanism,
+            pParameter: parameter.map_or(ptr::null_mut(), |p| (p as *const P).cast_mut().cast()),
+            ulParameterLen: parameter.map_or(0, |_| std::mem::size_of::<P>() as CK_ULONG),
+        };
+        let mut attrs: Vec<CK_ATTRIBUTE> = template
+            .iter()
+            .map(|(type_, value)| CK_ATTRIBUTE {
+                type_: *type_,
+                pValue: value.as_ptr().cast_mut().cast(),
+                ulValueLen: value.len() as CK_ULONG,
+            })
+            .collect();
+        let mut handle: CK_OBJECT_HANDLE = 0;
+        let rv = call!(self.C_DeriveKey(
+            session,
+            &mut mech,
+            base,
+            attrs.as_mut_ptr(),
+            attrs.len() as CK_ULONG,
+            &mut handle
+        ));
+        (rv, handle)
+    }
 }
 
 /// One `CK_INTERFACE`: its name, the version at the head of its function

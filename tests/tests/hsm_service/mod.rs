@@ -146,6 +146,16 @@ pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// One login over a raw plain-TCP connection of the wire protocol (another
+/// client than this process's module), from 127.0.0.1: `None` for success,
+/// else the CKR.
+pub fn raw_login(addr: &str, user: &str, password: &str) -> Option<u64> {
+    match login_from(addr, "127.0.0.1", user, password) {
+        CKR_OK => None,
+        rv => Some(rv),
+    }
+}
+
 /// A login from loopback address `from` (127.0.0.2, ...), speaking the wire
 /// protocol directly: the server's answer (`CKR_OK` as 0).
 pub fn login_from(addr: &str, from: &str, user: &str, password: &str) -> u64 {
