@@ -113,6 +113,20 @@ struct UserRecordV3 {
     locked: bool,
 }
 
+impl From<UserRecordV3> for UserRecord {
+    /// Read as login generation 0, with no end to a lock.
+    fn from(v3: UserRecordV3) -> UserRecord {
+        UserRecord {
+            id: v3.id,
+            phc: v3.phc,
+            failures: v3.failures,
+            locked: v3.locked,
+            generation: 0,
+            locked_until: 0,
+        }
+    }
+}
+
 impl UserRecord {
     /// Whether the user is locked at `now` (milliseconds since the Unix
     /// epoch).
@@ -271,14 +285,7 @@ pub fn read_user(
             let decoded = if f == FORMAT_USER_SEALED2 {
                 strict::<UserRecord>(body)
             } else {
-                strict::<UserRecordV3>(body).map(|v3| UserRecord {
-                    id: v3.id,
-                    phc: v3.phc,
-                    failures: v3.failures,
-                    locked: v3.locked,
-                    generation: 0,
-                    locked_until: 0,
-                })
+                strict::<UserRecordV3>(body).map(UserRecord::from)
             };
             match decoded {
                 Ok(u) => Ok(UserBytes::Sealed(u)),
@@ -289,16 +296,8 @@ pub fn read_user(
         Some((&FORMAT_USER_PENDING, rest)) => Ok(UserBytes::Unsealed(
             // Pending records written before the login generation: read
             // as generation 0.
-            strict::<UserRecord>(rest).or_else(|_| {
-                strict::<UserRecordV3>(rest).map(|v3| UserRecord {
-                    id: v3.id,
-                    phc: v3.phc,
-                    failures: v3.failures,
-                    locked: v3.locked,
-                    generation: 0,
-                    locked_until: 0,
-                })
-            })?,
+            strict::<UserRecord>(rest)
+                .or_else(|_| strict::<UserRecordV3>(rest).map(UserRecord::from))?,
         )),
         Some((&FORMAT_USER2, rest)) => {
             let v2: UserRecordV2 = postcard::from_bytes(rest).map_err(err("decode user"))?;
