@@ -32,7 +32,7 @@ use hsmlink_hsm::conn::OwnedAttr;
 use hsmlink_hsm::{Connection, Hsm, Reply};
 use serde::{Deserialize, Serialize};
 
-use crate::server::{APP, PASSWORD, USER, logged_in};
+use crate::server::{APP, PASSWORD, USER, logged_in, owner};
 
 /// Most steps run per input.
 pub const MAX_STEPS: usize = 24;
@@ -419,7 +419,7 @@ fn make_keys(c: &mut Connection, variant: usize, rsa: (u64, u64)) -> Vec<u64> {
 
 /// The object's secrets as the server holds them.
 fn secrets_of(hsm: &Hsm, conn: u64, h: u64) -> Vec<Vec<u8>> {
-    let o = hsm.get(USER, &APP, conn, h).expect("a setup key");
+    let o = hsm.get(owner(hsm), &APP, conn, h).expect("a setup key");
     [
         cka::VALUE,
         cka::PRIVATE_EXPONENT,
@@ -436,7 +436,7 @@ fn secrets_of(hsm: &Hsm, conn: u64, h: u64) -> Vec<Vec<u8>> {
 
 /// Whether `h` is a non-exportable secret key, and its length.
 fn sealed_secret(hsm: &Hsm, conn: u64, h: u64) -> Option<usize> {
-    let o = hsm.get(USER, &APP, conn, h)?;
+    let o = hsm.get(owner(hsm), &APP, conn, h)?;
     (o.class() == Some(cko::SECRET_KEY) && !o.exportable())
         .then(|| o.get(cka::VALUE).map_or(0, <[u8]>::len))
 }
@@ -493,7 +493,7 @@ fn run(steps: &[Step], variant: usize) -> Run {
     let mut outputs = Vec::new();
     let mut last: Vec<u8> = Vec::new();
     let ec_point = hsm
-        .get(USER, &APP, conn, objs[8])
+        .get(owner(&hsm), &APP, conn, objs[8])
         .and_then(|o| o.get(cka::EC_POINT).map(<[u8]>::to_vec))
         .unwrap_or_default();
     for step in steps {
@@ -691,7 +691,7 @@ fn run(steps: &[Step], variant: usize) -> Run {
             }
             if let Some(l) = longest {
                 lineage.insert(new, l);
-                let o = hsm.get(USER, &APP, conn, new).expect("the new object");
+                let o = hsm.get(owner(hsm), &APP, conn, new).expect("the new object");
                 let len = o.get(cka::VALUE).map_or(0, <[u8]>::len);
                 assert!(
                     len >= l,
@@ -703,7 +703,7 @@ fn run(steps: &[Step], variant: usize) -> Run {
         // Every key made from a non-exportable key, and every
         // non-exportable key, stays non-exportable.
         for (h, _) in lineage.iter() {
-            if let Some(o) = hsm.get(USER, &APP, conn, *h) {
+            if let Some(o) = hsm.get(owner(hsm), &APP, conn, *h) {
                 assert!(
                     !o.exportable(),
                     "{step:?}: object {h}, made from a non-exportable key, is exportable"
@@ -711,7 +711,7 @@ fn run(steps: &[Step], variant: usize) -> Run {
             }
         }
         for h in &objs[..SEALED] {
-            let o = hsm.get(USER, &APP, conn, *h).expect("a setup key");
+            let o = hsm.get(owner(hsm), &APP, conn, *h).expect("a setup key");
             assert!(!o.exportable(), "{step:?}: setup key {h} became exportable");
         }
         let out = outputs_of(&reply);
@@ -722,7 +722,7 @@ fn run(steps: &[Step], variant: usize) -> Run {
     }
     // Token objects the input made do not outlive it.
     for h in &objs[KEYS..] {
-        if hsm.get(USER, &APP, conn, *h).is_some_and(|o| o.is_token()) {
+        if hsm.get(owner(hsm), &APP, conn, *h).is_some_and(|o| o.is_token()) {
             let _ = hsm.remove(*h);
         }
     }

@@ -31,6 +31,22 @@ pub const USER: &str = "alice";
 pub const PASSWORD: &[u8] = b"fuzz-password";
 pub const APP: [u8; 16] = [1; 16];
 
+/// The owner key of [`USER`]'s objects in `hsm` (its name and never-reused
+/// id, `hsmlink_hsm::users::owner_key`): read once per process, which makes
+/// one in-memory HSM.
+pub fn owner(hsm: &Hsm) -> &'static str {
+    static OWNER: OnceLock<String> = OnceLock::new();
+    OWNER.get_or_init(|| {
+        let id = hsm
+            .store()
+            .user(USER)
+            .ok()
+            .flatten()
+            .map_or(0, |u| u.id);
+        hsmlink_hsm::users::owner_key(USER, id)
+    })
+}
+
 /// Key material read back from keys the HSM made, to import again.
 #[derive(Default)]
 pub struct Material {
@@ -711,7 +727,7 @@ pub fn leftovers(world: &World) -> Vec<u64> {
     }];
     world
         .hsm
-        .find(USER, &APP, u64::MAX, &t, usize::MAX)
+        .find(owner(&world.hsm), &APP, u64::MAX, &t, usize::MAX)
         .into_iter()
         .filter(|h| !base.contains(h))
         .collect()
@@ -727,7 +743,7 @@ pub fn clean_up(world: &World, apps: &BTreeSet<[u8; 16]>) {
     for app in apps.iter().chain([&APP]) {
         let seen: BTreeSet<u64> = world
             .hsm
-            .find(USER, app, u64::MAX, &[], usize::MAX)
+            .find(owner(&world.hsm), app, u64::MAX, &[], usize::MAX)
             .into_iter()
             .collect();
         assert_eq!(seen, base, "objects outlive their input (app {app:?})");
