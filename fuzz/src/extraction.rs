@@ -691,7 +691,9 @@ fn run(steps: &[Step], variant: usize) -> Run {
             }
             if let Some(l) = longest {
                 lineage.insert(new, l);
-                let o = hsm.get(owner(hsm), &APP, conn, new).expect("the new object");
+                let o = hsm
+                    .get(owner(hsm), &APP, conn, new)
+                    .expect("the new object");
                 let len = o.get(cka::VALUE).map_or(0, <[u8]>::len);
                 assert!(
                     len >= l,
@@ -722,7 +724,10 @@ fn run(steps: &[Step], variant: usize) -> Run {
     }
     // Token objects the input made do not outlive it.
     for h in &objs[KEYS..] {
-        if hsm.get(owner(hsm), &APP, conn, *h).is_some_and(|o| o.is_token()) {
+        if hsm
+            .get(owner(hsm), &APP, conn, *h)
+            .is_some_and(|o| o.is_token())
+        {
             let _ = hsm.remove(*h);
         }
     }

@@ -37,12 +37,7 @@ pub const APP: [u8; 16] = [1; 16];
 pub fn owner(hsm: &Hsm) -> &'static str {
     static OWNER: OnceLock<String> = OnceLock::new();
     OWNER.get_or_init(|| {
-        let id = hsm
-            .store()
-            .user(USER)
-            .ok()
-            .flatten()
-            .map_or(0, |u| u.id);
+        let id = hsm.store().user(USER).ok().flatten().map_or(0, |u| u.id);
         hsmlink_hsm::users::owner_key(USER, id)
     })
 }
