@@ -575,14 +575,9 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 set_active(inner, Active::None);
             }
         }
-        // The HSM closes a connection that has not logged in within its
-        // login deadline: one kept from an earlier call (a failed login, say)
-        // may be gone, and is then replaced once. The HSM never handles a
-        // request on a connection it ended, so the attempt counts once.
-        let mut tries = if inner.link.is_some() { 2 } else { 1 };
-        let reply = loop {
-            tries -= 1;
-            if let Err(rv) = self.ensure_connected(inner, host_of(&cred)) {
+        let reply = match self.send_login(inner, &cred) {
+            Ok(reply) => reply,
+            Err(rv) => {
                 if rv == ckr::SESSION_CLOSED {
                     set_active(inner, Active::None);
                     inner.session = None;
@@ -591,22 +586,6 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
                 }
                 return Err(rv);
             }
-            if !password_safe(inner) {
-                return Err(ckr::DEVICE_ERROR);
-            }
-            let reply = call(
-                inner,
-                &Request::Login {
-                    user: &cred.user,
-                    password: Secret(cred.password()),
-                },
-            )
-            .map(|r| matches!(r, Response::Ok));
-            let lost = inner.link.is_none() && inner.last_error == Some(crate::link::LinkError::Io);
-            if reply.is_ok() || !lost || tries == 0 {
-                break reply;
-            }
-            warn!("the HSM closed the connection before login; reconnecting once");
         };
         match reply {
             Ok(true) => {}
@@ -1739,6 +1718,39 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
     }
 
     /// Connect the slot's link if it has none, and say hello.
+    /// Connect the slot's link if need be and send `Login` with `cred`:
+    /// `Ok` with the HSM's answer (whether it accepted), `Err` when no
+    /// login could be sent: connecting failed, or the link may not carry
+    /// the password (plain TCP off loopback: `CKR_DEVICE_ERROR`, nothing
+    /// sent). The HSM closes a connection that has not logged in within its
+    /// login deadline: one kept from an earlier call (a failed login, say)
+    /// may be gone, and is then replaced once. The HSM never handles a
+    /// request on a connection it ended, so the attempt counts once.
+    fn send_login(
+        &self,
+        inner: &mut SlotInner<C::Link, BUF>,
+        cred: &Credential,
+    ) -> Result<Result<bool, Rv>, Rv> {
+        let request = Request::Login {
+            user: &cred.user,
+            password: Secret(cred.password()),
+        };
+        let mut tries = if inner.link.is_some() { 2 } else { 1 };
+        loop {
+            tries -= 1;
+            self.ensure_connected(inner, host_of(cred))?;
+            if !password_safe(inner) {
+                return Err(ckr::DEVICE_ERROR);
+            }
+            let reply = call(inner, &request).map(|r| matches!(r, Response::Ok));
+            let lost = inner.link.is_none() && inner.last_error == Some(crate::link::LinkError::Io);
+            if reply.is_ok() || !lost || tries == 0 {
+                return Ok(reply);
+            }
+            warn!("the HSM closed the connection before login; reconnecting once");
+        }
+    }
+
     fn ensure_connected(
         &self,
         inner: &mut SlotInner<C::Link, BUF>,
@@ -1825,28 +1837,7 @@ impl<'s, C: Connector, R: RawMutex, const BUF: usize> Token<'s, C, R, BUF> {
             if inner.link_generation != 0 {
                 drop_link(inner);
             }
-            let request = Request::Login {
-                user: &cred.user,
-                password: Secret(cred.password()),
-            };
-            // A link kept from before login may have been closed by the HSM
-            // at its login deadline: replaced once, as in `login`.
-            let mut tries = if inner.link.is_some() { 2 } else { 1 };
-            let reply = loop {
-                tries -= 1;
-                self.ensure_connected(inner, host_of(&cred))?;
-                if !password_safe(inner) {
-                    return Err(ckr::DEVICE_ERROR);
-                }
-                let reply = call(inner, &request).map(|r| matches!(r, Response::Ok));
-                let lost =
-                    inner.link.is_none() && inner.last_error == Some(crate::link::LinkError::Io);
-                if reply.is_ok() || !lost || tries == 0 {
-                    break reply;
-                }
-                warn!("the HSM closed the connection before login; reconnecting once");
-            };
-            match reply {
+            match self.send_login(inner, &cred)? {
                 Ok(true) => {}
                 Ok(false) => return Err(self.broken(inner)),
                 Err(ckr::PIN_INCORRECT | ckr::PIN_LOCKED) => {

@@ -603,13 +603,28 @@ impl Connection {
     /// Make a new object from attributes; session objects are tied to this
     /// connection.
     fn insert(&mut self, s: &Ctx<'_>, attrs: object::Attrs) -> Result<Arc<Object>, Rv> {
+        self.insert_if_current(s, &[], attrs)?
+            .ok_or(ckr::GENERAL_ERROR)
+    }
+
+    /// A new object made of `srcs`, inserted only if each is still the
+    /// current version of its object ([`Hsm::put_if_current`]); `Ok(None)`:
+    /// another session's write came first, read again.
+    fn insert_if_current(
+        &mut self,
+        s: &Ctx<'_>,
+        srcs: &[&Arc<Object>],
+        attrs: object::Attrs,
+    ) -> Result<Option<Arc<Object>>, Rv> {
         let o = self.new_object(s, attrs)?;
         let session = !o.is_token();
-        let o = self.hsm.put(o)?;
+        let Some(o) = self.hsm.put_if_current(srcs, o)? else {
+            return Ok(None);
+        };
         if session {
             self.session_objects.insert(o.handle);
         }
-        Ok(o)
+        Ok(Some(o))
     }
 
     fn new_object(&mut self, s: &Ctx<'_>, attrs: object::Attrs) -> Result<Object, Rv> {
@@ -670,12 +685,7 @@ impl Connection {
                 return Err(ckr::ACTION_PROHIBITED);
             }
             let attrs = object::apply(&src.attrs, t, true)?;
-            let o = self.new_object(s, attrs)?;
-            let session = !o.is_token();
-            if let Some(o) = self.hsm.put_if_current(&[&src], o)? {
-                if session {
-                    self.session_objects.insert(o.handle);
-                }
+            if let Some(o) = self.insert_if_current(s, &[&src], attrs)? {
                 return Ok(Reply::Object(o.handle));
             }
         }
@@ -1081,16 +1091,10 @@ impl Connection {
         object::set_bool(&mut attrs, cka::LOCAL, false);
         object::set_bool(&mut attrs, cka::ALWAYS_SENSITIVE, always_sensitive);
         object::set_bool(&mut attrs, cka::NEVER_EXTRACTABLE, never_extractable);
-        let o = self.new_object(s, attrs)?;
-        let session = !o.is_token();
         let srcs: Vec<&Arc<Object>> = std::iter::once(&b).chain(other.as_ref()).collect();
-        let Some(o) = self.hsm.put_if_current(&srcs, o)? else {
-            return Ok(None);
-        };
-        if session {
-            self.session_objects.insert(o.handle);
-        }
-        Ok(Some(Reply::Object(o.handle)))
+        Ok(self
+            .insert_if_current(s, &srcs, attrs)?
+            .map(|o| Reply::Object(o.handle)))
     }
 
     /// `C_DeriveKey` with `CKM_ECDH1_DERIVE` (and the cofactor variant,

@@ -186,10 +186,20 @@ unsafe fn param<T: Copy>(m: &CK_MECHANISM) -> Result<T, Rv> {
 /// that is longer than a frame can carry is an invalid parameter, refused
 /// before any byte of it is read.
 unsafe fn param_bytes<'a>(p: *const u8, n: CK_ULONG) -> Result<&'a [u8], Rv> {
-    if len(n).map_err(|_| ckr::MECHANISM_PARAM_INVALID)? > module::BUF {
-        return Err(ckr::MECHANISM_PARAM_INVALID);
+    message_bytes(p, n, ckr::MECHANISM_PARAM_INVALID).map_err(|_| ckr::MECHANISM_PARAM_INVALID)
+}
+
+/// `n` bytes at `p` that must travel in one message: longer than a frame
+/// can carry is `too_long`, refused before any byte is read.
+///
+/// # Safety
+/// A non-NULL `p` points to `n` readable bytes (as for every slice
+/// helper here: NULL, misalignment and wrapping are refused).
+unsafe fn message_bytes<'a>(p: *const u8, n: CK_ULONG, too_long: Rv) -> Result<&'a [u8], Rv> {
+    if len(n)? > module::BUF {
+        return Err(too_long);
     }
-    bytes(p, n).map_err(|_| ckr::MECHANISM_PARAM_INVALID)
+    bytes(p, n)
 }
 
 /// Decode a `CK_MECHANISM` and its parameters into the core's form.
@@ -874,10 +884,7 @@ unsafe fn init(op: Op, h: CK_SESSION_HANDLE, p: *mut CK_MECHANISM, key: CK_OBJEC
 /// A signature to verify: one longer than a message can carry is no
 /// signature of any key here (`CKR_SIGNATURE_LEN_RANGE`), refused unread.
 unsafe fn signature<'a>(p: *const u8, n: CK_ULONG) -> Result<&'a [u8], Rv> {
-    if len(n)? > module::BUF {
-        return Err(ckr::SIGNATURE_LEN_RANGE);
-    }
-    bytes(p, n)
+    message_bytes(p, n, ckr::SIGNATURE_LEN_RANGE)
 }
 
 /// The arguments of a call of the active operation `op` (`None`: a
@@ -1134,10 +1141,7 @@ cfn!(C_UnwrapKey(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hUn
     let m = module::module()?;
     let mech = mechanism(pMechanism)?;
     // A wrapped key travels in one message: a longer one is refused unread.
-    if len(ulWrappedKeyLen)? > module::BUF {
-        return Err(ckr::WRAPPED_KEY_LEN_RANGE);
-    }
-    let wrapped = bytes(pWrappedKey, ulWrappedKeyLen)?;
+    let wrapped = message_bytes(pWrappedKey, ulWrappedKeyLen, ckr::WRAPPED_KEY_LEN_RANGE)?;
     let t = canonical_template(&template(pTemplate, ulAttributeCount)?)?;
     let dst = out(phKey)?;
     *dst = m.token.unwrap_key(
